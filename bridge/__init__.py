@@ -1,1 +1,75 @@
-"""unimarl.bridge"""
+"""unimarl.bridge: Unity ML-Agents games as multi-agent environments.
+
+The trainer is the gRPC server the game dials (:class:`UnityConnection`); side channels carry engine settings,
+environment parameters and stats. Depends on numpy, grpcio and protobuf only (never torch or ray).
+"""
+
+from unimarl.bridge.connection import UnityConnection
+from unimarl.bridge.errors import (
+    ActionError,
+    BridgeError,
+    IncompatibleVersionError,
+    LaunchError,
+    ObservationError,
+    PortInUseError,
+    ProtocolError,
+    SideChannelError,
+    UnityProcessExitedError,
+    UnityTimeoutError,
+)
+from unimarl.bridge.launcher import GameProcess
+from unimarl.bridge.side_channels import (
+    EngineConfigurationChannel,
+    EnvironmentParametersChannel,
+    IncomingMessage,
+    OutgoingMessage,
+    RawBytesChannel,
+    SideChannel,
+    SideChannelManager,
+    StatsAggregationMethod,
+    StatsSideChannel,
+)
+from unimarl.bridge.spec import (
+    ActionSpec,
+    ActionTuple,
+    AgentBatch,
+    BehaviorSpec,
+    BehaviorSteps,
+    DimensionProperty,
+    GameOutput,
+    ObservationSpec,
+    ObservationType,
+)
+
+__all__ = [
+    "ActionError",
+    "ActionSpec",
+    "ActionTuple",
+    "AgentBatch",
+    "BehaviorSpec",
+    "BehaviorSteps",
+    "BridgeError",
+    "DimensionProperty",
+    "EngineConfigurationChannel",
+    "EnvironmentParametersChannel",
+    "GameOutput",
+    "GameProcess",
+    "IncomingMessage",
+    "IncompatibleVersionError",
+    "LaunchError",
+    "ObservationError",
+    "ObservationSpec",
+    "ObservationType",
+    "OutgoingMessage",
+    "PortInUseError",
+    "ProtocolError",
+    "RawBytesChannel",
+    "SideChannel",
+    "SideChannelError",
+    "SideChannelManager",
+    "StatsAggregationMethod",
+    "StatsSideChannel",
+    "UnityConnection",
+    "UnityProcessExitedError",
+    "UnityTimeoutError",
+]

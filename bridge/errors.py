@@ -1,6 +1,7 @@
 """Errors raised by the bridge.
 
-Every error a user can cause derives from :class:`BridgeError` and says what was wrong and what to do about it.
+Every error a user can cause derives from :class:`BridgeError` and says what was wrong and what to do
+about it.
 Errors about a game process name the process and its log file, so a failure can be traced without guessing.
 """
 

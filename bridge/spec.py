@@ -2,8 +2,8 @@
 
 A *behaviour* is what Unity calls a brain: a named group of agents sharing observation and action specs (the
 name is Unity's fully qualified one, e.g. ``Striker?team=0``). Each message from the game carries, per
-behaviour, the agents requesting a decision and the agents whose episode ended since the last message. Both are
-:class:`AgentBatch` es: named numpy arrays in the order the game sent the agents. Actions are matched *by
+behaviour, the agents requesting a decision and the agents whose episode ended since the last message. Both
+are :class:`AgentBatch` es: named numpy arrays in the order the game sent the agents. Actions are matched *by
 position* to the decision agents of the previous message, per behaviour.
 """
 

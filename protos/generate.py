@@ -1,14 +1,14 @@
 """Regenerate the Python protobuf modules in ``protos/_generated/`` from the ``.proto`` sources.
 
-Run ``python -m unimarl.protos.generate`` (or ``python protos/generate.py``) after editing a ``.proto``; a test
-regenerates into a temporary folder and fails on any difference, so the committed code never drifts.
+Run ``python -m unimarl.protos.generate`` (or ``python protos/generate.py``) after editing a ``.proto``; a
+test regenerates into a temporary folder and fails on any difference, so the committed code never drifts.
 
 Two deterministic edits are applied to protoc's output:
 
 * imports are rewritten from the registration path (``mlagents_envs/communicator_objects/...``, kept identical
   to the official package so the wire descriptors match byte for byte) to ``unimarl.protos._generated``;
-* protoc's runtime-version guard is dropped: the descriptors use nothing newer than protobuf 5, and the guard would
-  otherwise pin users to the exact protobuf release the code was generated with.
+* protoc's runtime-version guard is dropped: the descriptors use nothing newer than protobuf 5, and the guard
+  would otherwise pin users to the exact protobuf release the code was generated with.
 
 Needs ``grpcio-tools`` (the ``dev`` extra pins the version the committed code was generated with).
 """

@@ -1,4 +1,5 @@
-"""Side-channel wire format, shared by the trainer (``unimarl.bridge``) and the stand-in games (``unimarl.sim``).
+"""Side-channel wire format, shared by the trainer (``unimarl.bridge``) and the stand-in games
+(``unimarl.sim``).
 
 The ``side_channel`` bytes of a message are a sequence of frames ``[16-byte channel GUID][int32 LE length]
 [payload]``. The GUID bytes are in .NET ``Guid.ToByteArray()`` order, which is Python's ``UUID.bytes_le``.
@@ -80,7 +81,10 @@ class OutgoingMessage:
 
 
 class IncomingMessage:
-    """Reads primitives from one side-channel payload (C# ``IncomingMessage``); raises :class:`WireFormatError`."""
+    """Reads primitives from one side-channel payload (C# ``IncomingMessage``).
+
+    Raises :class:`WireFormatError` on a read past the end.
+    """
 
     def __init__(self, data: bytes) -> None:
         self._data = bytes(data)

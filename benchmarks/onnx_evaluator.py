@@ -1,0 +1,113 @@
+"""Time per decision of the plug-in's C# evaluator (Mono) vs onnxruntime, same model, same run.
+
+The model is a typical exported actor: 32 observations, two hidden layers of 64 (LayerNorm, tanh), one
+discrete
+branch of 5. Both run the full contract graph (sampled and deterministic outputs) at batch 1 and 64 on one
+thread. Needs ``mcs`` and ``mono`` (``apt-get install -y mono-mcs``).
+
+    .venv/bin/python benchmarks/onnx_evaluator.py [--iterations 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from unimarl.bridge.spec import ActionSpec
+from unimarl.trainers.batch import PolicySpec
+from unimarl.trainers.networks import Actor
+from unimarl.trainers.onnx_export import export_actor
+
+PLUGIN = Path(__file__).resolve().parents[1] / "unity_project" / "Packages" / "com.unimarl.plugin"
+TIMEOUT_S = 300
+
+
+def build(out: Path) -> Path:
+    """Compile the core and the driver into ``out``; return the driver executable."""
+    core, exe = out / "Unimarl.Core.dll", out / "driver.exe"
+    sources = sorted(str(p) for p in (PLUGIN / "Runtime" / "Core").glob("*.cs"))
+    for args in (
+        ["-target:library", "-optimize+", f"-out:{core}", *sources],
+        ["-optimize+", f"-out:{exe}", f"-r:{core}", str(PLUGIN / "Tests~" / "CoreTestDriver.cs")],
+    ):
+        subprocess.run(["mcs", *args], check=True, timeout=TIMEOUT_S)
+    return exe
+
+
+def write_inputs(path: Path, feed: dict[str, np.ndarray]) -> None:
+    """The driver's tensor file format (see CoreTestDriver.cs); float32 tensors only."""
+    out = [struct.pack("<i", len(feed))]
+    for name, array in feed.items():
+        encoded = name.encode()
+        out.append(struct.pack(f"<i{len(encoded)}sii", len(encoded), encoded, 1, array.ndim))
+        out.append(struct.pack(f"<{array.ndim}i", *array.shape) + array.astype("<f4").tobytes())
+    path.write_bytes(b"".join(out))
+
+
+def time_onnxruntime(model: Path, feed: dict[str, np.ndarray], iterations: int) -> float:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    for _ in range(min(iterations, 20)):
+        session.run(None, feed)
+    started = time.perf_counter()
+    for _ in range(iterations):
+        session.run(None, feed)
+    return (time.perf_counter() - started) / iterations
+
+
+def time_mono(exe: Path, model: Path, inputs: Path, iterations: int) -> float:
+    done = subprocess.run(
+        ["mono", str(exe), "bench", str(model), str(inputs), str(iterations)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=TIMEOUT_S,
+    )
+    return float(done.stdout.split()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=2000)
+    args = parser.parse_args(argv)
+    if shutil.which("mcs") is None or shutil.which("mono") is None:
+        print("mcs/mono not found: apt-get install -y mono-mcs", file=sys.stderr)
+        return 1
+    spec = PolicySpec(((32,),), ActionSpec(0, (5,)))
+    torch.manual_seed(0)
+    actor = Actor(spec, hidden_sizes=(64, 64), activation="tanh", layer_norm=True).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model = work / "actor.onnx"
+        export_actor(actor, spec, model)
+        exe = build(work)
+        print(f"model: obs 32, 2x64 LayerNorm+tanh, discrete 5; {args.iterations} runs each, 1 thread")
+        print(f"{'batch':>5} {'onnxruntime us':>15} {'C# (Mono) us':>13} {'C#/ort':>7}")
+        for batch in (1, 64):
+            rng = np.random.default_rng(batch)
+            feed = {
+                "obs_0": rng.normal(size=(batch, 32)).astype(np.float32),
+                "action_masks": np.ones((batch, 5), np.float32),
+            }
+            inputs = work / f"inputs_{batch}.bin"
+            write_inputs(inputs, feed)
+            ort_s = time_onnxruntime(model, feed, args.iterations)
+            mono_s = time_mono(exe, model, inputs, args.iterations)
+            print(f"{batch:>5} {ort_s * 1e6:>15.1f} {mono_s * 1e6:>13.1f} {mono_s / ort_s:>7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

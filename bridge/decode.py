@@ -1,0 +1,322 @@
+"""Decode the game's ``UnityRLOutputProto`` into numpy batches (:class:`~unimarl.bridge.spec.GameOutput`).
+
+Semantics:
+
+- A behaviour's spec is built the first time the game announces it: the action spec from its
+  ``BrainParametersProto``, the observation specs (shape, dimension properties, type, sensor name) from its
+  first ``AgentInfoProto``. Shapes are kept as the game declares them: visual observations are HWC for C#
+  package 2.x and CHW for 3.x+ (both speak API 1.5.0; see :func:`visual_layout_for`).
+- Every known behaviour gets an entry in ``GameOutput.steps``; agents with ``done`` go to ``terminal`` (with
+  ``interrupted`` = ``max_step_reached``), the others to ``decision``, each in message order. An agent may be
+  in both (episode ended and the next one started in the same message).
+- Action masks (decision agents only) arrive flattened over branches with True = *disabled*; they are split
+  per branch. Agents that sent no mask get all actions enabled; ``None`` when no agent sent one.
+- Float observations are decoded without per-element Python loops: each agent's ``ObservationProto`` is
+  re-serialized (C speed), and when all agents' bytes agree except for the float payload (same shape, same
+  everything else) the payloads are viewed as one float32 matrix. Otherwise a per-agent path validates and
+  fills the batch, naming the agent whose observation is wrong.
+- PNG observations are decoded by :mod:`unimarl.bridge.png` to HWC and moved to CHW for 3.x games.
+- Variable-length observations (``VARIABLE_SIZE`` flag) are zero-padded to the declared shape.
+- NaN/inf in observations or rewards: ``nan_policy`` "raise" (ObservationError), "warn" (log once per
+  behaviour and observation, replace with 0) or "ignore".
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import operator
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from unimarl.bridge.errors import ObservationError, ProtocolError
+from unimarl.bridge.png import decode_png_observation
+from unimarl.bridge.spec import (
+    ActionSpec,
+    AgentBatch,
+    BehaviorSpec,
+    BehaviorSteps,
+    DimensionProperty,
+    GameOutput,
+    ObservationSpec,
+    ObservationType,
+)
+from unimarl.protos import AgentInfoProto, BrainParametersProto, ObservationProto, UnityRLOutputProto
+
+logger = logging.getLogger(__name__)
+
+NAN_POLICIES = ("raise", "warn", "ignore")
+LAYOUTS = ("CHW", "HWC")
+_PNG = 1
+_warned: set[tuple[str, str]] = set()
+# Every AgentInfoProto field the decoder reads, fetched in one C-level call per agent.
+_FIELDS = operator.attrgetter(
+    "id", "reward", "group_id", "group_reward", "max_step_reached", "done", "observations", "action_mask"
+)
+_DONE = 5
+
+
+def visual_layout_for(package_version: str) -> str:
+    """Layout of visual observations for a C# package version: "CHW" for major >= 3, else "HWC"."""
+    head = package_version.strip().split(".")[0]
+    if not head.isdigit():
+        raise ProtocolError(
+            f"cannot read the major version of the game's package_version {package_version!r}; "
+            "expected a version like '2.2.1-exp.1' or '3.0.0'"
+        )
+    return "CHW" if int(head) >= 3 else "HWC"
+
+
+def decode_output(
+    rl_output: UnityRLOutputProto,
+    brain_parameters: Sequence[BrainParametersProto],
+    known_specs: Mapping[str, BehaviorSpec],
+    *,
+    visual_layout: str,
+    nan_policy: str = "raise",
+) -> GameOutput:
+    """Decode one output of the game; ``brain_parameters`` are those announced in this same message."""
+    if visual_layout not in LAYOUTS:
+        raise ValueError(f"visual_layout must be one of {LAYOUTS}, got {visual_layout!r}")
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    infos_by_name = {name: lst.value for name, lst in rl_output.agentInfos.items()}
+    new_specs: dict[str, BehaviorSpec] = {}
+    for brain in brain_parameters:
+        if brain.brain_name in known_specs:
+            continue
+        infos = infos_by_name.get(brain.brain_name)
+        if not infos:
+            raise ProtocolError(
+                f"behaviour {brain.brain_name!r} was announced without any agent info; "
+                "the game must announce a behaviour in the first message that holds one of its agents"
+            )
+        new_specs[brain.brain_name] = _spec_from_proto(brain, infos[0])
+    specs = {**known_specs, **new_specs}
+    unknown = sorted(set(infos_by_name) - set(specs))
+    if unknown:
+        raise ProtocolError(
+            f"agent infos for behaviour(s) {unknown} that were never announced with brain parameters; "
+            f"known behaviours: {sorted(specs)}"
+        )
+    decoder = _Decoder(visual_layout, nan_policy)
+    steps = {name: decoder.behavior(spec, infos_by_name.get(name, ())) for name, spec in specs.items()}
+    return GameOutput(steps=steps, new_specs=new_specs, side_channel=bytes(rl_output.side_channel))
+
+
+def _spec_from_proto(brain: BrainParametersProto, first: AgentInfoProto) -> BehaviorSpec:
+    name = brain.brain_name
+    obs_specs = []
+    for index, obs in enumerate(first.observations):
+        try:
+            obs_type = ObservationType(obs.observation_type)
+            props = tuple(DimensionProperty(d) for d in obs.dimension_properties)
+        except ValueError as e:
+            raise ProtocolError(f"behaviour {name!r} observation {index}: {e}") from e
+        shape = tuple(int(s) for s in obs.shape)
+        if not props:
+            props = (DimensionProperty.UNSPECIFIED,) * len(shape)
+        obs_specs.append(ObservationSpec(shape, props, obs_type, obs.name))
+    spec = brain.action_spec
+    if (
+        spec.num_continuous_actions == 0
+        and spec.num_discrete_actions == 0
+        and brain.vector_action_size_deprecated
+    ):
+        # Games older than API 1.3 describe actions only with the deprecated fields (1 = continuous).
+        sizes = tuple(brain.vector_action_size_deprecated)
+        is_continuous = brain.vector_action_space_type_deprecated == 1
+        actions = ActionSpec(sizes[0], ()) if is_continuous else ActionSpec(0, sizes)
+    else:
+        actions = ActionSpec(spec.num_continuous_actions, tuple(spec.discrete_branch_sizes))
+    return BehaviorSpec(name, tuple(obs_specs), actions)
+
+
+class _Decoder:
+    """Decoding of one message; holds the options so the helpers stay small."""
+
+    def __init__(self, layout: str, nan_policy: str) -> None:
+        self.layout = layout
+        self.nan_policy = nan_policy
+
+    def behavior(self, spec: BehaviorSpec, infos: Sequence[AgentInfoProto]) -> BehaviorSteps:
+        if not infos:
+            return BehaviorSteps(decision=AgentBatch.empty(spec), terminal=AgentBatch.empty(spec))
+        # One pass over the agents reads every field (attribute access on protobuf messages is the cost).
+        rows = list(map(_FIELDS, infos))
+        if any(row[_DONE] for row in rows):
+            decision = [row for row in rows if not row[_DONE]]
+            terminal = [row for row in rows if row[_DONE]]
+        else:
+            decision, terminal = rows, []
+        return BehaviorSteps(
+            decision=self.batch(spec, decision, with_mask=True),
+            terminal=self.batch(spec, terminal, with_mask=False),
+        )
+
+    def batch(self, spec: BehaviorSpec, rows: list[tuple], *, with_mask: bool) -> AgentBatch:
+        if not rows:
+            return AgentBatch.empty(spec)
+        ids, rewards, group_ids, group_rewards, max_steps, _, observations, masks = zip(*rows, strict=True)
+        agent_id = np.array(ids, np.int32)
+        n_obs = len(spec.observation_specs)
+        counts = list(map(len, observations))
+        if counts.count(n_obs) != len(counts):
+            bad = next(i for i, c in enumerate(counts) if c != n_obs)
+            raise ObservationError(
+                f"behaviour {spec.name!r} agent {agent_id[bad]}: {counts[bad]} observations, "
+                f"expected {n_obs} as in the behaviour's spec"
+            )
+        obs = tuple(self.observation(spec, observations, agent_id, k) for k in range(n_obs))
+        reward = self.finite(np.array(rewards, np.float32), spec.name, agent_id, "reward")
+        group_reward = self.finite(np.array(group_rewards, np.float32), spec.name, agent_id, "group_reward")
+        # Only terminal batches are built from done agents, so max_step_reached is "interrupted" there.
+        interrupted = np.zeros(len(rows), bool) if with_mask else np.array(max_steps, bool)
+        return AgentBatch(
+            agent_id=agent_id,
+            obs=obs,
+            reward=reward,
+            group_id=np.array(group_ids, np.int32),
+            group_reward=group_reward,
+            interrupted=interrupted,
+            action_mask=_masks(spec, masks, agent_id) if with_mask else None,
+        )
+
+    def observation(
+        self,
+        spec: BehaviorSpec,
+        observations: Sequence[Sequence[ObservationProto]],
+        agent_id: np.ndarray,
+        k: int,
+    ) -> np.ndarray:
+        obs_spec = spec.observation_specs[k]
+        protos = list(map(operator.itemgetter(k), observations))
+        batch = None
+        if protos[0].compression_type != _PNG and not obs_spec.is_variable_length:
+            batch = _float_fast_path(protos, obs_spec.shape)
+        if batch is None:
+            batch = np.empty((len(protos), *obs_spec.shape), np.float32)
+            for row, (proto, aid) in enumerate(zip(protos, agent_id.tolist(), strict=True)):
+                batch[row] = self.one_observation(spec, obs_spec, proto, aid, k)
+        return self.finite(batch, spec.name, agent_id, f"observation {k}")
+
+    def one_observation(
+        self, spec: BehaviorSpec, obs_spec: ObservationSpec, proto: ObservationProto, aid: int, k: int
+    ) -> np.ndarray:
+        where = f"behaviour {spec.name!r} agent {aid} observation {k}"
+        shape = tuple(proto.shape)
+        if shape != obs_spec.shape:
+            raise ObservationError(
+                f"{where}: shape {shape}, expected {obs_spec.shape} as in the behaviour's spec"
+            )
+        if proto.compression_type == _PNG:
+            return self.png(proto, obs_spec.shape, where)
+        data = np.asarray(proto.float_data.data, np.float32)
+        size = math.prod(obs_spec.shape)
+        if data.size == size:
+            return data.reshape(obs_spec.shape)
+        if obs_spec.is_variable_length and data.size < size:
+            padded = np.zeros(size, np.float32)
+            padded[: data.size] = data
+            return padded.reshape(obs_spec.shape)
+        raise ObservationError(
+            f"{where}: float_data holds {data.size} values, expected {size} = prod{obs_spec.shape}"
+        )
+
+    def png(self, proto: ObservationProto, shape: tuple[int, ...], where: str) -> np.ndarray:
+        if len(shape) != 3:
+            raise ObservationError(f"{where}: PNG compression on a rank-{len(shape)} observation {shape}")
+        channels = shape[0] if self.layout == "CHW" else shape[2]
+        try:
+            image = decode_png_observation(proto.compressed_data, channels, proto.compressed_channel_mapping)
+        except ObservationError as e:
+            raise ObservationError(f"{where}: {e}") from e
+        if self.layout == "CHW":
+            image = np.moveaxis(image, -1, 0)
+        if image.shape != shape:
+            raise ObservationError(
+                f"{where}: PNG decodes to {image.shape} ({self.layout}), "
+                f"expected {shape} as declared by the game"
+            )
+        return image
+
+    def finite(self, values: np.ndarray, behavior: str, agent_id: np.ndarray, what: str) -> np.ndarray:
+        if self.nan_policy == "ignore" or np.isfinite(values).all():
+            return values
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        bad_ids = agent_id[bad].tolist()
+        if self.nan_policy == "raise":
+            raise ObservationError(
+                f"behaviour {behavior!r} agent(s) {bad_ids}: {what} holds NaN or inf; "
+                "fix the game's sensor or reward, or pass nan_policy='warn' to replace them with 0"
+            )
+        if (behavior, what) not in _warned:
+            _warned.add((behavior, what))
+            logger.warning(
+                "behaviour %r agent(s) %s: %s holds NaN or inf, replaced with 0 (logged once)",
+                behavior,
+                bad_ids,
+                what,
+            )
+        return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _float_fast_path(protos: list[ObservationProto], shape: tuple[int, ...]) -> np.ndarray | None:
+    """One float32 batch from identically-structured float observations, or None if they are not."""
+    size = math.prod(shape)
+    first = protos[0]
+    if tuple(first.shape) != shape or len(first.float_data.data) != size:
+        return None
+    chunks = [p.SerializeToString() for p in protos]
+    width = len(chunks[0])
+    joined = b"".join(chunks)
+    if len(set(map(len, chunks))) != 1:
+        return None
+    # Field order on the wire: shape (1), compression_type (2), float_data (4) = {data (1)}, then the rest.
+    head = ObservationProto(shape=first.shape, compression_type=first.compression_type).ByteSize()
+    n_bytes = 4 * size
+    inner = 1 + _varint_len(n_bytes) + n_bytes
+    start = head + 1 + _varint_len(inner) + 1 + _varint_len(n_bytes)
+    end = start + n_bytes
+    rows = np.frombuffer(joined, np.uint8).reshape(len(chunks), width)
+    if len(chunks) > 1 and not (
+        (rows[1:, :start] == rows[0, :start]).all() and (rows[1:, end:] == rows[0, end:]).all()
+    ):
+        return None
+    batch = rows[:, start:end].copy().view("<f4").astype(np.float32, copy=False)
+    if not np.array_equal(batch[0], np.asarray(first.float_data.data, np.float32), equal_nan=True):
+        return None  # the wire layout was not the one assumed: take the general path
+    return batch.reshape(len(chunks), *shape)
+
+
+def _varint_len(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def _masks(
+    spec: BehaviorSpec, masks: Sequence[Sequence[bool]], agent_id: np.ndarray
+) -> tuple[np.ndarray, ...] | None:
+    branches = spec.action_spec.discrete_branches
+    if not branches:
+        return None
+    lengths = list(map(len, masks))
+    if not any(lengths):
+        return None
+    total = sum(branches)
+    bounds = np.cumsum(branches)[:-1]
+    if lengths.count(total) == len(masks):
+        values = itertools.chain.from_iterable(masks)
+        flat = np.fromiter(values, bool, len(masks) * total).reshape(len(masks), total)
+        return tuple(np.split(flat, bounds, axis=1))
+    flat = np.zeros((len(masks), total), bool)
+    for row, (mask, n) in enumerate(zip(masks, lengths, strict=True)):
+        if n == total:
+            flat[row] = mask
+        elif n:
+            raise ProtocolError(
+                f"behaviour {spec.name!r} agent {agent_id[row]}: action mask of length {n}, expected {total} "
+                f"(sum of discrete branch sizes {branches})"
+            )
+    return tuple(np.split(flat, bounds, axis=1))

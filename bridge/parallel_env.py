@@ -1,0 +1,393 @@
+"""A Unity ML-Agents game (build, Editor or stand-in sim) as a PettingZoo ``ParallelEnv``.
+
+Who is the server: the trainer. The env opens a :class:`~unimarl.bridge.connection.UnityConnection` (a gRPC
+server on 127.0.0.1) on the first :meth:`UnityParallelEnv.reset`; the game dials it (a build is launched with
+``--mlagents-port``; the Editor connects when Play is pressed).
+
+Agent names: ``f"{behavior}?agent_id={unity_id}"`` for an agent's first episode, then
+``f"{behavior}?agent_id={unity_id}&episode={k}"`` for its k-th later episode (k >= 1). A name that was
+terminated or truncated never comes back; :func:`parse_agent_name` splits a name. ``reset()`` starts a new
+episode for every agent, so names from before a reset never come back either.
+
+Terminal and restart in one step: Unity can report an agent as done and as requesting the first decision of
+its next episode in the same message. :meth:`~UnityParallelEnv.step` then returns the final observation,
+reward and termination under the old name AND the new name (in ``agents`` and in every returned dict, with
+reward 0 and its first observation). Neither the terminal reward nor the terminal observation is lost.
+
+Episode ends: ``max_step_reached`` (interrupted) -> truncation True, termination False,
+``infos["interrupted"]`` True; any other ``done`` -> termination True.
+
+Decision periods: agents that are alive but did not request a decision in this message (Unity's decision
+period > 1) stay in ``agents``, get their last observation again, reward 0 and ``infos["requested_decision"] =
+False``; actions given for them are ignored. A live agent that requested a decision must be given an action.
+
+Rewards: the AgentInfo reward (Unity's reward since the agent's last decision). Group rewards are reported in
+``infos["group_reward"]`` only, with ``infos["group_id"]``; infos also hold ``behavior`` and ``agent_id``.
+
+Spaces: one float32 ``Box`` per sensor (a ``Tuple`` of them if several). With discrete actions the observation
+is ``{"observation": ..., "action_mask": ...}`` (int8, 1 = allowed; one array for a single branch, a tuple for
+several) so ``action_space(agent).sample(mask=obs["action_mask"])`` works. Actions: ``Box(-1, 1)``
+(continuous), ``Discrete`` (one branch), ``MultiDiscrete`` (several), or for hybrid actions a ``Dict`` with
+``"continuous"`` and ``"discrete"`` whose ``sample(mask=...)`` also accepts the plain mask.
+
+Global state: a game marks an observation as the global state by naming its sensor ``"global_state"``. It is
+removed from the agents' observations; :meth:`~UnityParallelEnv.state` returns the latest one (from the first
+agent that carried it) and ``state_space`` is its Box. Games without one raise :class:`NoGlobalStateError`.
+
+Seeds: Unity takes the seed only in the handshake, so ``reset(seed=s)`` with ``s`` different from the current
+connection's seed closes the game and opens it again with the new seed (for the Editor: press Play again).
+``options`` are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from unimarl.bridge.connection import UnityConnection
+from unimarl.bridge.errors import ActionError, BridgeError
+from unimarl.bridge.side_channels import SideChannel
+from unimarl.bridge.spec import ActionSpec, ActionTuple, AgentBatch, BehaviorSpec, GameOutput
+
+logger = logging.getLogger(__name__)
+
+GLOBAL_STATE = "global_state"
+_AGENT_SEP = "?agent_id="
+_EPISODE_SEP = "&episode="
+
+
+class NoGlobalStateError(BridgeError):
+    """``state()`` / ``state_space`` on a game that has no observation named ``global_state``."""
+
+
+class HybridActionSpace(spaces.Dict):
+    """``Dict(continuous=Box, discrete=Discrete|MultiDiscrete)``; ``sample`` also takes the plain mask."""
+
+    def sample(self, mask: Any = None, probability: Any = None) -> dict[str, Any]:
+        if mask is not None and not isinstance(mask, Mapping):
+            mask = {"continuous": None, "discrete": mask}
+        return super().sample(mask=mask, probability=probability)
+
+
+def agent_name(behavior: str, unity_id: int, episode: int) -> str:
+    """The PettingZoo name of a Unity agent's ``episode``-th episode (0 = its first)."""
+    base = f"{behavior}{_AGENT_SEP}{unity_id}"
+    return base if episode == 0 else f"{base}{_EPISODE_SEP}{episode}"
+
+
+def parse_agent_name(name: str) -> tuple[str, int, int]:
+    """``(behavior, unity_id, episode)`` of an agent name made by this env."""
+    behavior, sep, rest = name.rpartition(_AGENT_SEP)
+    unity_id, _, episode = rest.partition(_EPISODE_SEP)
+    try:
+        if not sep:
+            raise ValueError("no agent id")
+        return behavior, int(unity_id), int(episode or 0)
+    except ValueError as e:
+        raise ValueError(
+            f"{name!r} is not an agent name of this env; expected 'Behavior?team=0?agent_id=3[&episode=2]'"
+        ) from e
+
+
+def observation_space_for(spec: BehaviorSpec) -> spaces.Space:
+    """The per-agent observation space of a behaviour (global state removed, masks added)."""
+    boxes = [
+        spaces.Box(-np.inf, np.inf, o.shape, np.float32)
+        for o in spec.observation_specs
+        if o.name != GLOBAL_STATE
+    ]
+    obs: spaces.Space = boxes[0] if len(boxes) == 1 else spaces.Tuple(boxes)
+    branches = spec.action_spec.discrete_branches
+    if not branches:
+        return obs
+    masks = [spaces.Box(0, 1, (b,), np.int8) for b in branches]
+    mask: spaces.Space = masks[0] if len(masks) == 1 else spaces.Tuple(masks)
+    return spaces.Dict({"observation": obs, "action_mask": mask})
+
+
+def action_space_for(action_spec: ActionSpec) -> spaces.Space:
+    """``Box(-1, 1)``, ``Discrete``, ``MultiDiscrete``, or :class:`HybridActionSpace` for both kinds."""
+    branches = action_spec.discrete_branches
+    discrete: spaces.Space | None = None
+    if len(branches) == 1:
+        discrete = spaces.Discrete(branches[0])
+    elif branches:
+        discrete = spaces.MultiDiscrete(list(branches))
+    if action_spec.continuous_size == 0:
+        if discrete is None:
+            return spaces.Box(-1.0, 1.0, (0,), np.float32)
+        return discrete
+    box = spaces.Box(-1.0, 1.0, (action_spec.continuous_size,), np.float32)
+    return box if discrete is None else HybridActionSpace({"continuous": box, "discrete": discrete})
+
+
+class UnityParallelEnv(ParallelEnv):
+    """See the module docstring for the semantics."""
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "name": "unimarl_unity_v0",
+        "render_modes": [],
+        "is_parallelizable": True,
+    }
+    render_mode = None
+
+    def __init__(
+        self,
+        file_name: str | os.PathLike | None = None,
+        *,
+        seed: int = 0,
+        no_graphics: bool = True,
+        timeout: float = 60,
+        side_channels: Sequence[SideChannel] = (),
+        additional_args: Sequence[str] = (),
+        log_dir: str | os.PathLike | None = None,
+        port: int | None = None,
+        num_areas: int = 1,
+        nan_policy: str = "raise",
+        **connection_kwargs: Any,
+    ) -> None:
+        self._connection_kwargs = dict(
+            no_graphics=no_graphics,
+            timeout=timeout,
+            side_channels=tuple(side_channels),
+            additional_args=tuple(additional_args),
+            log_dir=log_dir,
+            port=port,
+            num_areas=num_areas,
+            nan_policy=nan_policy,
+            **connection_kwargs,
+        )
+        self.file_name = file_name
+        self._seed = seed
+        self._connection: UnityConnection | None = None
+        self.agents: list[str] = []
+        self.possible_agents: list[str] = []
+        self._possible: set[str] = set()
+        self._live: dict[str, dict[str, Any]] = {}  # name -> last observation, infos
+        self._current: dict[tuple[str, int], str] = {}  # (behavior, unity id) -> live name
+        self._episodes: dict[tuple[str, int], int] = {}  # (behavior, unity id) -> next episode index
+        self._decision_names: dict[str, list[str]] = {}
+        self._obs_spaces: dict[str, spaces.Space] = {}
+        self._act_spaces: dict[str, spaces.Space] = {}
+        self._state: np.ndarray | None = None
+
+    # ----------------------------------------------------------------------------------------- connection
+    @property
+    def connection(self) -> UnityConnection:
+        if self._connection is None:
+            raise BridgeError("the game is not open yet: call reset() first")
+        return self._connection
+
+    @property
+    def behavior_specs(self) -> dict[str, BehaviorSpec]:
+        return dict(self._connection.behavior_specs) if self._connection is not None else {}
+
+    def agent_behavior(self, agent: str) -> str:
+        return parse_agent_name(agent)[0]
+
+    def _open(self, seed: int) -> UnityConnection:
+        if self._connection is not None:
+            logger.info("reopening the game with seed %d (was %d)", seed, self._connection.seed)
+            self._connection.close()
+            self._connection = None
+        connection = UnityConnection(self.file_name, seed=seed, **self._connection_kwargs)
+        connection.open()
+        self._connection, self._seed = connection, seed
+        return connection
+
+    # ----------------------------------------------------------------------------------------- spaces
+    def observation_space(self, agent: str) -> spaces.Space:
+        behavior = self.agent_behavior(agent)
+        if behavior not in self._obs_spaces:
+            self._obs_spaces[behavior] = observation_space_for(self._spec(behavior))
+        return self._obs_spaces[behavior]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        behavior = self.agent_behavior(agent)
+        if behavior not in self._act_spaces:
+            self._act_spaces[behavior] = action_space_for(self._spec(behavior).action_spec)
+        return self._act_spaces[behavior]
+
+    def _spec(self, behavior: str) -> BehaviorSpec:
+        specs = self.behavior_specs
+        if behavior not in specs:
+            raise BridgeError(f"unknown behaviour {behavior!r}; the game's behaviours are {sorted(specs)}")
+        return specs[behavior]
+
+    @property
+    def state_space(self) -> spaces.Box:
+        for spec in self.behavior_specs.values():
+            for obs in spec.observation_specs:
+                if obs.name == GLOBAL_STATE:
+                    return spaces.Box(-np.inf, np.inf, obs.shape, np.float32)
+        raise NoGlobalStateError(self._no_state_message())
+
+    def state(self) -> np.ndarray:
+        if self._state is None:
+            raise NoGlobalStateError(self._no_state_message())
+        return self._state.copy()
+
+    def _no_state_message(self) -> str:
+        if self._connection is None:
+            return "the game is not open yet: call reset() first"
+        return (
+            f"the game provides no global state (no observation named {GLOBAL_STATE!r} in behaviours "
+            f"{sorted(self.behavior_specs)}); name a sensor 'global_state' in the game, or use a critic on "
+            "the agents' own observations"
+        )
+
+    # ----------------------------------------------------------------------------------------- episode loop
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        if self._connection is None or (seed is not None and seed != self._connection.seed):
+            self._open(self._seed if seed is None else seed)
+        for key in self._current:
+            self._episodes[key] = self._episodes.get(key, 0) + 1
+        self._current.clear()
+        self._live.clear()
+        self._state = None
+        obs, _, _, _, infos = self._apply(self.connection.reset())
+        return obs, infos
+
+    def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        connection = self.connection
+        unknown = [name for name in actions if name not in self._live]
+        if unknown:
+            raise ActionError(f"actions for agents that are not live: {unknown[:5]}; act only for env.agents")
+        per_behavior = {
+            behavior: self._actions_of(behavior, names, actions)
+            for behavior, names in self._decision_names.items()
+            if names
+        }
+        return self._apply(connection.step(per_behavior))
+
+    def render(self) -> None:
+        return None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def _actions_of(self, behavior: str, names: list[str], actions: Mapping[str, Any]) -> ActionTuple:
+        spec = self._spec(behavior).action_spec
+        continuous = np.zeros((len(names), spec.continuous_size), np.float32)
+        discrete = np.zeros((len(names), spec.discrete_size), np.int64)
+        for row, name in enumerate(names):
+            if name not in actions:
+                raise ActionError(
+                    f"no action for agent {name!r}, which requested a decision; pass one for it"
+                )
+            action = actions[name]
+            try:
+                if spec.is_hybrid:
+                    continuous[row] = np.asarray(action["continuous"], np.float32).reshape(-1)
+                    discrete[row] = np.asarray(action["discrete"]).reshape(-1)
+                elif spec.discrete_size:
+                    discrete[row] = np.asarray(action).reshape(-1)
+                else:
+                    continuous[row] = np.asarray(action, np.float32).reshape(-1)
+            except (ValueError, TypeError, KeyError, IndexError) as e:
+                raise ActionError(
+                    f"action {action!r} for agent {name!r} does not fit its action space "
+                    f"{self.action_space(name)}: {e}"
+                ) from e
+        bad = ((discrete < 0) | (discrete >= np.asarray(spec.discrete_branches, np.int64))).any(axis=1)
+        if bad.any():
+            names_bad = [names[i] for i in np.flatnonzero(bad)[:5]]
+            raise ActionError(
+                f"discrete actions out of range for agent(s) {names_bad}; "
+                f"branch sizes are {spec.discrete_branches}"
+            )
+        return ActionTuple(continuous=continuous, discrete=discrete)
+
+    def _apply(self, output: GameOutput) -> tuple[dict, dict, dict, dict, dict]:
+        obs: dict[str, Any] = {}
+        rewards: dict[str, float] = {}
+        terminations: dict[str, bool] = {}
+        truncations: dict[str, bool] = {}
+        infos: dict[str, dict[str, Any]] = {}
+        self._decision_names = {}
+        state_found = False
+        for behavior, steps in output.steps.items():
+            spec = self._spec(behavior)
+            state_found = state_found or self._update_state(spec, steps.decision, steps.terminal)
+            for row, key, name, entry in self._rows(spec, steps.terminal, requested=False):
+                if name is None:  # ended before it ever requested a decision: nothing to report
+                    continue
+                interrupted = bool(steps.terminal.interrupted[row])
+                if interrupted:
+                    entry["info"]["interrupted"] = True
+                obs[name], infos[name] = entry["obs"], entry["info"]
+                rewards[name] = float(steps.terminal.reward[row])
+                terminations[name], truncations[name] = not interrupted, interrupted
+                del self._live[name], self._current[key]
+                self._episodes[key] = self._episodes.get(key, 0) + 1
+            names = []
+            for row, key, name, entry in self._rows(spec, steps.decision, requested=True):
+                if name is None:
+                    name = agent_name(behavior, key[1], self._episodes.get(key, 0))
+                    self._current[key] = name
+                    if name not in self._possible:
+                        self._possible.add(name)
+                        self.possible_agents.append(name)
+                self._live[name] = entry
+                names.append(name)
+                obs[name], infos[name] = entry["obs"], entry["info"]
+                rewards[name] = float(steps.decision.reward[row])
+                terminations[name] = truncations[name] = False
+            self._decision_names[behavior] = names
+        for name, entry in self._live.items():
+            if name not in obs:  # alive, but no decision requested in this message
+                entry["info"] = {**entry["info"], "requested_decision": False}
+                obs[name], infos[name], rewards[name] = entry["obs"], entry["info"], 0.0
+                terminations[name] = truncations[name] = False
+        self.agents = list(self._live)
+        return obs, rewards, terminations, truncations, infos
+
+    def _rows(
+        self, spec: BehaviorSpec, batch: AgentBatch, *, requested: bool
+    ) -> Iterator[tuple[int, tuple[str, int], str | None, dict[str, Any]]]:
+        """Per agent of ``batch``: (row, key, live name or None, {"obs", "info"})."""
+        keep = [k for k, o in enumerate(spec.observation_specs) if o.name != GLOBAL_STATE]
+        branches = spec.action_spec.discrete_branches
+        all_allowed = [np.ones(b, np.int8) for b in branches]  # shared when the game sent no mask
+        for mask in all_allowed:
+            mask.flags.writeable = False
+        for row, unity_id in enumerate(batch.agent_id.tolist()):
+            key = (spec.name, unity_id)
+            sensors = [batch.obs[k][row] for k in keep]
+            agent_obs: Any = sensors[0] if len(sensors) == 1 else tuple(sensors)
+            if branches:
+                if batch.action_mask is None:
+                    masks = all_allowed
+                else:
+                    masks = [(~m[row]).astype(np.int8) for m in batch.action_mask]
+                mask = masks[0] if len(masks) == 1 else tuple(masks)
+                agent_obs = {"observation": agent_obs, "action_mask": mask}
+            info = {
+                "behavior": spec.name,
+                "agent_id": unity_id,
+                "group_id": int(batch.group_id[row]),
+                "group_reward": float(batch.group_reward[row]),
+                "requested_decision": requested,
+            }
+            yield row, key, self._current.get(key), {"obs": agent_obs, "info": info}
+
+    def _update_state(self, spec: BehaviorSpec, *batches: AgentBatch) -> bool:
+        for k, obs_spec in enumerate(spec.observation_specs):
+            if obs_spec.name != GLOBAL_STATE:
+                continue
+            for batch in batches:
+                if len(batch):
+                    self._state = batch.obs[k][0]
+                    return True
+        return False

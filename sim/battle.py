@@ -1,0 +1,278 @@
+"""``battle``: two teams fight on a grid (MAgent-battle-like); one grid per area, numpy over agents.
+
+Behaviours ``Battle?team=0`` and ``Battle?team=1``, ``--team-size`` agents each (default 64), on a
+``--grid`` x ``--grid`` map (default 40) with walls on the border and random obstacles (``--obstacles``
+fraction of cells, fixed per area). Agent ids: area k, team t, index j -> ``k * 2T + t * T + j``.
+
+Observations (rank-3 layout follows the package version, see :mod:`unimarl.sim.encode`):
+
+* ``LocalView``: ``(V, V, 5)`` floats around the agent (``--view`` V, default 13); channels: walls (also
+  outside the map), own team, other team, own team's hp, other team's hp (hp / max hp);
+* ``Features``: own hp fraction, own team alive fraction, other team alive fraction, episode progress;
+* ``position``: ``(x, y)`` = (column, row) / (size - 1), for radius-based mean-field neighbourhoods.
+
+Actions: one discrete branch of 21: 0 stay; 1-12 move to a cell within Manhattan distance 2
+(:data:`MOVES`); 13-20 attack one of the 8 adjacent cells (:data:`ATTACKS`). Masks (True = disabled):
+moves into walls, obstacles or occupied cells; attacks on cells without an enemy. Attacks resolve first
+(on positions before moving); then deaths; then moves in a random order, the first mover winning a
+contested cell.
+
+Hp 10, damage 2 per attack. Rewards: +0.2 per hit dealt, +5 per kill (to every attacker that hit the
+victim that step), -1 on death, -0.005 per step. A dead agent is reported done once and not again in that
+episode. The episode ends when a team is wiped out (done) or after ``max_steps`` steps (flag or
+EnvironmentParameters key ``max_steps``, default 400; ``max_step_reached``); then every agent restarts with
+the same id. Stats per episode (AVERAGE): ``Battle/kills_team0``, ``Battle/kills_team1``,
+``Battle/team0_win`` (1 win, 0 loss, 0.5 draw).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from unimarl.sim.game import AgentBatch, BehaviorDef, EnvParams, Game, ObsDef, area_rng
+
+BEHAVIORS = ("Battle?team=0", "Battle?team=1")
+MOVES = np.array(
+    [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1), (-2, 0), (2, 0), (0, -2), (0, 2)],
+    np.int64,
+)
+ATTACKS = np.array([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)], np.int64)
+NUM_ACTIONS = 1 + len(MOVES) + len(ATTACKS)
+FIRST_ATTACK = 1 + len(MOVES)
+MAX_HP, DAMAGE = 10.0, 2.0
+HIT_REWARD, KILL_REWARD, DEATH_PENALTY, STEP_COST = 0.2, 5.0, -1.0, -0.005
+_PAD = 2  # padding of the lookup grids: the longest move or attack reach
+
+
+class Arena:
+    """One area's grid and agents; agents 0..T-1 are team 0, T..2T-1 team 1."""
+
+    def __init__(
+        self, size: int, team_size: int, view: int, obstacles: float, rng: np.random.Generator
+    ) -> None:
+        self.size, self.t, self.view, self.rng = size, team_size, view, rng
+        self.wall = np.zeros((size, size), bool)
+        self.wall[[0, -1], :] = True
+        self.wall[:, [0, -1]] = True
+        self.wall[1:-1, 1:-1] |= rng.random((size - 2, size - 2)) < obstacles
+        self.team = np.repeat(np.arange(2), team_size)
+        n = 2 * team_size
+        self.pos = np.zeros((n, 2), np.int64)
+        self.hp = np.zeros(n, np.float32)
+        self.alive = np.zeros(n, bool)
+        self.action = np.zeros(n, np.int64)
+        self.acc = np.zeros(n, np.float32)
+        self.kills = np.zeros(2, np.int64)
+        self.ep_step = 0
+
+    def reset(self) -> None:
+        half = self.size // 2
+        for team, first_col, end_col in ((0, 1, half), (1, half, self.size - 1)):
+            free = np.argwhere(~self.wall[:, first_col:end_col])
+            if len(free) < self.t:
+                raise ValueError(
+                    f"team size {self.t} does not fit a {self.size}x{self.size} grid; raise --grid"
+                )
+            chosen = free[self.rng.choice(len(free), self.t, replace=False)]
+            chosen[:, 1] += first_col
+            self.pos[team * self.t : (team + 1) * self.t] = chosen
+        self.hp[:] = MAX_HP
+        self.alive[:] = True
+        self.action[:] = 0
+        self.acc[:] = 0
+        self.kills[:] = 0
+        self.ep_step = 0
+
+    def occupancy(self) -> np.ndarray:
+        """Padded grid of living agents' indices (-1: empty)."""
+        occ = np.full((self.size + 2 * _PAD, self.size + 2 * _PAD), -1, np.int64)
+        live = np.nonzero(self.alive)[0]
+        occ[self.pos[live, 0] + _PAD, self.pos[live, 1] + _PAD] = live
+        return occ
+
+    def blocked(self) -> np.ndarray:
+        """Padded grid of walls and obstacles (outside the map counts as blocked)."""
+        padded = np.ones((self.size + 2 * _PAD, self.size + 2 * _PAD), bool)
+        padded[_PAD:-_PAD, _PAD:-_PAD] = self.wall
+        return padded
+
+    def step(self) -> None:
+        hits_by = self._attack(self.occupancy(), np.nonzero(self.alive)[0])
+        killed = self.alive & (self.hp <= 0)
+        for victim in np.nonzero(killed)[0]:
+            self.acc[hits_by[victim]] += KILL_REWARD
+            self.kills[1 - self.team[victim]] += 1
+        self.acc[killed] += DEATH_PENALTY
+        self.alive &= ~killed
+        self._move()
+        self.acc[self.alive] += STEP_COST
+        self.ep_step += 1
+
+    def _attack(self, occ: np.ndarray, live: np.ndarray) -> dict[int, list[int]]:
+        attackers = live[self.action[live] >= FIRST_ATTACK]
+        target = self.pos[attackers] + ATTACKS[self.action[attackers] - FIRST_ATTACK] + _PAD
+        victim = occ[target[:, 0], target[:, 1]]
+        valid = victim >= 0
+        valid[valid] = self.team[victim[valid]] != self.team[attackers[valid]]
+        attackers, victim = attackers[valid], victim[valid]
+        np.subtract.at(self.hp, victim, DAMAGE)
+        self.acc[attackers] += HIT_REWARD
+        hits_by: dict[int, list[int]] = {}
+        for a, v in zip(attackers.tolist(), victim.tolist(), strict=True):
+            hits_by.setdefault(v, []).append(a)
+        return hits_by
+
+    def _move(self) -> None:
+        live = np.nonzero(self.alive)[0]
+        movers = live[(self.action[live] >= 1) & (self.action[live] < FIRST_ATTACK)]
+        movers = movers[self.rng.permutation(len(movers))]
+        target = self.pos[movers] + MOVES[self.action[movers] - 1]
+        row, col = target[:, 0] + _PAD, target[:, 1] + _PAD
+        free = (self.occupancy()[row, col] < 0) & ~self.blocked()[row, col]
+        movers, target = movers[free], target[free]
+        _, first = np.unique(target[:, 0] * self.size + target[:, 1], return_index=True)
+        self.pos[movers[first]] = target[first]
+
+    def masks(self, agents: np.ndarray) -> np.ndarray:
+        """``bool [n, 21]``, True = disabled."""
+        occ, blocked = self.occupancy(), self.blocked()
+        pos = self.pos[agents] + _PAD
+        mask = np.zeros((len(agents), NUM_ACTIONS), bool)
+        to = pos[:, None, :] + MOVES[None]
+        mask[:, 1:FIRST_ATTACK] = blocked[to[..., 0], to[..., 1]] | (occ[to[..., 0], to[..., 1]] >= 0)
+        hit = pos[:, None, :] + ATTACKS[None]
+        other = occ[hit[..., 0], hit[..., 1]]
+        enemy = (other >= 0) & (self.team[np.maximum(other, 0)] != self.team[agents][:, None])
+        mask[:, FIRST_ATTACK:] = ~enemy
+        return mask
+
+    def observe(self, agents: np.ndarray, max_steps: int) -> list[np.ndarray]:
+        """LocalView [n, V, V, 5], Features [n, 4], position [n, 2] of ``agents`` (all of one team)."""
+        r = self.view // 2
+        team = int(self.team[agents[0]]) if len(agents) else 0
+        grid = np.zeros((self.size + 2 * r, self.size + 2 * r, 5), np.float32)
+        grid[..., 0] = 1.0
+        grid[r : r + self.size, r : r + self.size, 0] = self.wall
+        for channel, side in ((1, team), (2, 1 - team)):
+            members = np.nonzero(self.alive & (self.team == side))[0]
+            rows, cols = self.pos[members, 0] + r, self.pos[members, 1] + r
+            grid[rows, cols, channel] = 1.0
+            grid[rows, cols, channel + 2] = self.hp[members] / MAX_HP
+        windows = sliding_window_view(grid, (self.view, self.view), axis=(0, 1))  # [H, W, 5, V, V]
+        view = windows[self.pos[agents, 0], self.pos[agents, 1]].transpose(0, 2, 3, 1)
+        features = np.empty((len(agents), 4), np.float32)
+        features[:, 0] = self.hp[agents] / MAX_HP
+        features[:, 1] = self.alive[self.team == team].mean()
+        features[:, 2] = self.alive[self.team != team].mean()
+        features[:, 3] = self.ep_step / max_steps
+        position = (self.pos[agents][:, ::-1] / (self.size - 1)).astype(np.float32)
+        return [np.ascontiguousarray(view), features, position]
+
+
+class Battle(Game):
+    name = "battle"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        add = parser.add_argument
+        add("--team-size", type=int, default=64, help="agents per team")
+        add("--grid", type=int, default=40, help="map side length, walls included")
+        add("--view", type=int, default=13, help="side of the (odd) local view")
+        add("--obstacles", type=float, default=0.03, help="fraction of interior cells blocked")
+        add("--max-steps", type=int, default=400, help="steps before an episode is interrupted")
+
+    def __init__(self, args: argparse.Namespace, seed: int, num_areas: int) -> None:
+        super().__init__(args, seed, num_areas)
+        if args.view < 1 or args.view % 2 == 0 or args.team_size < 1 or args.grid < 6:
+            raise ValueError(
+                f"--view ({args.view}) must be odd, --team-size ({args.team_size}) >= 1, "
+                f"--grid ({args.grid}) >= 6"
+            )
+        self.arenas = [
+            Arena(args.grid, args.team_size, args.view, args.obstacles, area_rng(seed, k))
+            for k in range(self.num_areas)
+        ]
+        self.max_steps = args.max_steps
+        self._pending: dict[str, AgentBatch] = {}
+        obs = (
+            ObsDef("LocalView", (args.view, args.view, 5)),
+            ObsDef("Features", (4,)),
+            ObsDef("position", (2,)),
+        )
+        self._behaviors = [
+            BehaviorDef(name, obs, discrete_branches=(NUM_ACTIONS,), has_mask=True) for name in BEHAVIORS
+        ]
+
+    @property
+    def behaviors(self) -> list[BehaviorDef]:
+        return self._behaviors
+
+    def _part(self, area: int, agents: np.ndarray, done: bool, max_step: bool) -> AgentBatch:
+        arena = self.arenas[area]
+        rewards = arena.acc[agents].copy()
+        arena.acc[agents] = 0
+        return AgentBatch(
+            ids=(area * 2 * self.args.team_size + agents).astype(np.int32),
+            rewards=rewards,
+            done=np.full(len(agents), done),
+            max_step=np.full(len(agents), max_step),
+            obs=arena.observe(agents, self.max_steps),
+            mask=arena.masks(agents),
+        )
+
+    def reset(self, params: EnvParams) -> None:
+        self.max_steps = max(1, int(params.get("max_steps", self.args.max_steps)))
+        parts: dict[int, list[AgentBatch]] = {0: [], 1: []}
+        for k, arena in enumerate(self.arenas):
+            arena.reset()
+            for team in (0, 1):
+                parts[team].append(self._part(k, np.nonzero(arena.team == team)[0], False, False))
+        self._pending = {BEHAVIORS[t]: AgentBatch.concat(parts[t]) for t in (0, 1)}
+
+    def set_actions(
+        self, behavior: str, ids: np.ndarray, continuous: np.ndarray, discrete: np.ndarray
+    ) -> None:
+        area, local = np.divmod(ids.astype(np.int64), 2 * self.args.team_size)
+        if np.any(area >= len(self.arenas)):
+            raise ValueError(f"actions for unknown agent ids {ids[area >= len(self.arenas)].tolist()[:8]}")
+        for k in np.unique(area):
+            chosen = area == k
+            self.arenas[k].action[local[chosen]] = np.clip(discrete[chosen, 0], 0, NUM_ACTIONS - 1)
+
+    def step(self, params: EnvParams) -> None:
+        parts: dict[int, list[AgentBatch]] = {0: [], 1: []}
+        for k, arena in enumerate(self.arenas):
+            before = arena.alive.copy()
+            arena.step()
+            wiped = [not arena.alive[arena.team == t].any() for t in (0, 1)]
+            ended = any(wiped) or arena.ep_step >= self.max_steps
+            for team in (0, 1):
+                in_team = arena.team == team
+                died = np.nonzero(before & ~arena.alive & in_team)[0]
+                if len(died):
+                    parts[team].append(self._part(k, died, True, False))
+                survivors = np.nonzero(arena.alive & in_team)[0]
+                if ended and len(survivors):
+                    parts[team].append(self._part(k, survivors, True, not any(wiped)))
+            if ended:
+                self._episode_stats(arena, wiped)
+                arena.reset()
+            for team in (0, 1):
+                parts[team].append(
+                    self._part(k, np.nonzero(arena.alive & (arena.team == team))[0], False, False)
+                )
+        self._pending = {
+            BEHAVIORS[t]: AgentBatch.concat(parts[t]) for t in (0, 1) if any(len(p) for p in parts[t])
+        }
+
+    def _episode_stats(self, arena: Arena, wiped: list[bool]) -> None:
+        self.record_stat("Battle/kills_team0", float(arena.kills[0]))
+        self.record_stat("Battle/kills_team1", float(arena.kills[1]))
+        self.record_stat("Battle/team0_win", 0.5 if wiped[0] == wiped[1] else float(wiped[1]))
+
+    def collect(self) -> dict[str, AgentBatch]:
+        pending, self._pending = self._pending, {}
+        return pending

@@ -1,0 +1,349 @@
+"""The Unity-like client: runs a stand-in game and talks to the trainer exactly as a Unity player build.
+
+Command line as a player build: ``--mlagents-port N`` (required: a build without it would run inference;
+the sim exits with code 2), ``-batchmode``, ``-nographics``, ``-logFile PATH`` (``-`` = stderr); other
+Unity flags are ignored. The sim's own flags: ``--package-version`` (default 2.2.1-exp.1; major >= 3 sends
+rank-3 observations CHW), ``--timeout`` (seconds to wait for the trainer on each call, default 60, 0 =
+forever), ``--record PATH``, ``--misbehave MODE[:N]``, plus each game's flags.
+
+Wire behaviour (Academy + RpcCommunicator): dial ``localhost:N``; call #1 sends the initialization output
+(name "AcademySingleton", API 1.5.0, package version, all capabilities) without brain parameters; its reply
+holds seed, num_areas and capabilities; call #2 sends a bare header 200 and its reply is the first input.
+Then per input: header 400 or QUIT -> exit 0; side channels applied; RESET -> reset; STEP -> actions
+matched by position to the previous output's deciding agents, then academy steps until some agent has
+something to report. Each output carries brain parameters for behaviours seen for the first time.
+
+Faults (``--misbehave``, N = number of STEP commands applied first): ``die:N`` exit 3; ``hang:N`` stop
+answering (block forever); ``malformed:N`` send bytes that are not a message; ``bad-version`` announce API
+2.0.0; ``bad-shape:N`` one observation shorter than its shape; ``nan:N`` a NaN in one observation.
+
+``--record PATH`` appends one JSON line per input received: ``status``, ``command``, ``sent`` (per behaviour
+the ``ids``, ``done`` flags and ``rewards`` of the output this input answers, in message order) and
+``actions`` (per behaviour ``continuous`` and ``discrete`` lists, in received order).
+
+Exit codes: 0 quit, 1 trainer unreachable / no answer in time, 2 usage, 3 ``--misbehave die``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+import numpy as np
+
+from unimarl.protos import (
+    API_VERSION,
+    EXCHANGE_METHOD,
+    CommandProto,
+    UnityMessageProto,
+    UnityRLCapabilitiesProto,
+)
+from unimarl.sim import encode
+from unimarl.sim.channels import SideChannels, stats_bytes
+from unimarl.sim.game import AgentBatch, BehaviorDef, Game
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PACKAGE_VERSION = "2.2.1-exp.1"
+MISBEHAVE_MODES = ("die", "hang", "malformed", "bad-version", "bad-shape", "nan")
+EXIT_QUIT, EXIT_ERROR, EXIT_USAGE, EXIT_DIE = 0, 1, 2, 3
+STATUS_OK, STATUS_CLOSE = 200, 400
+MALFORMED_BYTES = b"\xff\xff\xff\xff this is not a UnityMessageProto"
+_MAX_SILENT_STEPS = 100_000
+
+
+class SimExit(Exception):
+    """Ends the client with an exit code (raised inside the loop, caught by :meth:`Client.run`)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Misbehave:
+    """A fault to inject: ``mode`` once ``after`` STEP commands were applied."""
+
+    mode: str
+    after: int = 0
+
+    @staticmethod
+    def parse(text: str) -> Misbehave:
+        mode, _, count = text.partition(":")
+        if mode not in MISBEHAVE_MODES:
+            raise argparse.ArgumentTypeError(
+                f"unknown misbehave mode {mode!r}; choose from {MISBEHAVE_MODES}"
+            )
+        try:
+            return Misbehave(mode, int(count) if count else 0)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"misbehave step count {count!r} is not an integer") from e
+
+
+def build_parser(game_cls: type[Game]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m unimarl.sim {game_cls.name}",
+        allow_abbrev=False,
+        description=f"Headless stand-in game {game_cls.name!r}; connects to a trainer like a Unity build.",
+    )
+    add = parser.add_argument
+    add("--mlagents-port", type=int, default=None, help="trainer port on localhost (required)")
+    add("-logFile", "-logfile", dest="log_file", default=None, help="game log file ('-': stderr)")
+    add("-batchmode", action="store_true", help="accepted for Unity compatibility")
+    add("-nographics", action="store_true", help="accepted for Unity compatibility")
+    add("--package-version", default=DEFAULT_PACKAGE_VERSION, help="C# package version to announce")
+    add("--timeout", type=float, default=60.0, help="seconds to wait for each answer (0: forever)")
+    add("--record", type=Path, default=None, help="append one JSON line per exchange to this file")
+    add("--misbehave", type=Misbehave.parse, default=None, help=f"MODE[:N], MODE in {MISBEHAVE_MODES}")
+    game_cls.add_arguments(parser)
+    return parser
+
+
+def configure_logging(log_file: str | None) -> None:
+    """Send the process's log to ``log_file`` (``-`` or none: stderr), like Unity's ``-logFile``."""
+    handler: logging.Handler
+    if log_file and log_file != "-":
+        handler = logging.FileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def parse_actions(behavior: BehaviorDef, actions: list[Any], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Actions for ``n`` deciding agents -> (continuous [n, c], discrete [n, b]); missing rows are zero."""
+    n_cont, n_disc = behavior.num_continuous, len(behavior.discrete_branches)
+    continuous = np.zeros((n, n_cont), np.float32)
+    discrete = np.zeros((n, n_disc), np.int32)
+    if len(actions) != n:
+        logger.warning("behaviour %s: %d actions for %d deciding agents", behavior.name, len(actions), n)
+    for i, action in enumerate(actions[:n]):
+        cont, disc = list(action.continuous_actions), list(action.discrete_actions)
+        if not cont and not disc and action.vector_actions_deprecated:  # trainer without hybrid actions
+            legacy = list(action.vector_actions_deprecated)
+            cont, disc = (legacy, []) if n_cont else ([], [int(v) for v in legacy])
+        if n_cont:
+            continuous[i, : len(cont[:n_cont])] = cont[:n_cont]
+        if n_disc:
+            discrete[i, : len(disc[:n_disc])] = disc[:n_disc]
+    return continuous, discrete
+
+
+class Client:
+    """One game process's connection to the trainer (Unity's Academy + RpcCommunicator)."""
+
+    def __init__(self, game_cls: type[Game], args: argparse.Namespace) -> None:
+        self.game_cls = game_cls
+        self.args = args
+        self.chw = _package_major(args.package_version) >= 3
+        self.channels = SideChannels()
+        self.game: Game | None = None
+        self.announced: set[str] = set()
+        self.deciding: dict[str, np.ndarray] = {}
+        self.steps = 0
+        self.record: IO[str] | None = None
+        self._last_sent: dict[str, dict[str, list]] = {}
+        self._collected: dict[str, AgentBatch] = {}
+        self._started = False
+        self._channel = grpc.insecure_channel(f"localhost:{args.mlagents_port}")
+        self._exchange = self._channel.unary_unary(EXCHANGE_METHOD)
+
+    def call(self, payload: bytes) -> UnityMessageProto:
+        """One Exchange: send ``payload``, wait (``--timeout``) for and parse the answer."""
+        timeout = self.args.timeout if self.args.timeout > 0 else None
+        where = f"localhost:{self.args.mlagents_port}"
+        try:
+            reply = self._exchange(payload, timeout=timeout, wait_for_ready=True)
+        except grpc.RpcError as e:
+            code = e.code() if isinstance(e, grpc.Call) else None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                reason = f"no answer from the trainer at {where} within {self.args.timeout} s"
+                raise SimExit(EXIT_ERROR, reason + " (is it running? raise --timeout?)") from e
+            raise SimExit(EXIT_ERROR, f"exchange with the trainer at {where} failed: {e}") from e
+        message = UnityMessageProto()
+        message.ParseFromString(reply)
+        return message
+
+    def handshake(self) -> UnityMessageProto:
+        """Calls #1 and #2; returns the first real input."""
+        hello = UnityMessageProto()
+        hello.header.status = STATUS_OK
+        init = hello.unity_output.rl_initialization_output
+        init.name = "AcademySingleton"
+        bad = self.args.misbehave is not None and self.args.misbehave.mode == "bad-version"
+        init.communication_version = "2.0.0" if bad else API_VERSION
+        init.package_version = self.args.package_version
+        init.capabilities.CopyFrom(_all_capabilities())
+        reply = self.call(hello.SerializeToString())
+        if reply.header.status == STATUS_CLOSE:
+            raise SimExit(EXIT_QUIT, f"trainer refused the handshake: {reply.header.message!r}")
+        rl_init = reply.unity_input.rl_initialization_input
+        logger.info(
+            "connected: trainer API %s, package %s, seed %d, num_areas %d",
+            rl_init.communication_version,
+            rl_init.package_version,
+            rl_init.seed,
+            rl_init.num_areas,
+        )
+        self.game = self.game_cls(self.args, rl_init.seed, rl_init.num_areas)
+        second = UnityMessageProto()
+        second.header.status = STATUS_OK
+        return self.call(second.SerializeToString())
+
+    def apply(self, message: UnityMessageProto) -> None:
+        """Apply one input: quit, side channels, reset or step (with fault injection)."""
+        assert self.game is not None
+        if message.header.status == STATUS_CLOSE:
+            raise SimExit(EXIT_QUIT, "trainer closed the connection (status 400)")
+        rl_input = message.unity_input.rl_input
+        self.channels.process(rl_input.side_channel)
+        if rl_input.command == CommandProto.QUIT:
+            raise SimExit(EXIT_QUIT, "QUIT command received")
+        if rl_input.command == CommandProto.RESET or not self._started:
+            self._started = True
+            self.game.reset(self.channels.params)
+            return
+        for behavior in self.game.behaviors:
+            ids = self.deciding.get(behavior.name)
+            if ids is None or not len(ids):
+                continue
+            lists = rl_input.agent_actions
+            received = list(lists[behavior.name].value) if behavior.name in lists else []
+            continuous, discrete = parse_actions(behavior, received, len(ids))
+            self.game.set_actions(behavior.name, ids, continuous, discrete)
+        self.steps += 1
+        self._fault_before_output()
+        for _ in range(_MAX_SILENT_STEPS):
+            self.game.step(self.channels.params)
+            self._collected = self.game.collect()
+            if any(len(b) for b in self._collected.values()):
+                return
+        raise SimExit(EXIT_ERROR, f"no agent requested a decision in {_MAX_SILENT_STEPS} steps")
+
+    def _fault(self, *modes: str) -> bool:
+        fault = self.args.misbehave
+        return fault is not None and fault.mode in modes and self.steps >= fault.after
+
+    def _fault_before_output(self) -> None:
+        if self._fault("die"):
+            raise SimExit(EXIT_DIE, f"--misbehave die: exiting after {self.steps} steps")
+        if self._fault("hang"):
+            logger.warning("--misbehave hang: no longer answering after %d steps", self.steps)
+            threading.Event().wait()
+
+    def output(self) -> bytes:
+        """The output for the current game state (with new brain parameters and side channels)."""
+        assert self.game is not None
+        batches = self._collected or self.game.collect()
+        self._collected = {}
+        if self._fault("malformed"):
+            logger.warning("--misbehave malformed: sending bytes that are not a message")
+            return MALFORMED_BYTES
+        infos, new_brains = [], []
+        self.deciding, self._last_sent = {}, {}
+        for behavior in self.game.behaviors:
+            batch = batches.get(behavior.name)
+            if batch is None or not len(batch):
+                continue
+            if self._fault("nan"):
+                batch.obs[0] = batch.obs[0].copy()
+                batch.obs[0].reshape(len(batch), -1)[0, 0] = np.nan
+            corrupt = self._fault("bad-shape")
+            infos.append((behavior.name, encode.encode_batch(behavior, batch, self.chw, corrupt)))
+            if behavior.name not in self.announced:
+                self.announced.add(behavior.name)
+                new_brains.append(behavior)
+            self.deciding[behavior.name] = batch.ids[~batch.done]
+            self._last_sent[behavior.name] = {
+                "ids": batch.ids.tolist(),
+                "done": batch.done.tolist(),
+                "rewards": batch.rewards.tolist(),
+            }
+        return encode.output_message(infos, stats_bytes(self.game.pop_stats()), new_brains)
+
+    def write_record(self, message: UnityMessageProto) -> None:
+        if self.record is None:
+            return
+        rl_input = message.unity_input.rl_input
+        actions = {
+            name: {
+                "continuous": [list(a.continuous_actions) for a in lst.value],
+                "discrete": [list(a.discrete_actions) for a in lst.value],
+            }
+            for name, lst in sorted(rl_input.agent_actions.items())
+        }
+        line = {
+            "status": message.header.status,
+            "command": CommandProto.Name(rl_input.command),
+            "sent": self._last_sent,
+            "actions": actions,
+        }
+        self.record.write(json.dumps(line) + "\n")
+        self.record.flush()
+
+    def run(self) -> int:
+        """Handshake, then exchange until told to quit; returns the exit code."""
+        try:
+            if self.args.record is not None:
+                self.record = self.args.record.open("a")
+            message = self.handshake()
+            while True:
+                self.write_record(message)
+                self.apply(message)
+                message = self.call(self.output())
+        except SimExit as e:
+            log = logger.info if e.code == EXIT_QUIT else logger.error
+            log("exiting with code %d: %s", e.code, e)
+            return e.code
+        finally:
+            self._channel.close()
+            if self.record is not None:
+                self.record.close()
+
+
+def _all_capabilities() -> UnityRLCapabilitiesProto:
+    return UnityRLCapabilitiesProto(
+        baseRLCapabilities=True,
+        concatenatedPngObservations=True,
+        compressedChannelMapping=True,
+        hybridActions=True,
+        trainingAnalytics=True,
+        variableLengthObservation=True,
+        multiAgentGroups=True,
+    )
+
+
+def _package_major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        logger.warning("package version %r has no numeric major; assuming the 2.x layout", version)
+        return 2
+
+
+def run_client(game_cls: type[Game], argv: list[str]) -> int:
+    """Parse a player command line for ``game_cls`` and run it; returns the process exit code."""
+    parser = build_parser(game_cls)
+    args, unknown = parser.parse_known_args(argv)
+    configure_logging(args.log_file)
+    if unknown:
+        logger.info("ignoring unrecognised arguments: %s", " ".join(unknown))
+    if args.mlagents_port is None:
+        message = (
+            "no --mlagents-port given: a player build would run inference without a trainer; "
+            "the headless sim needs one: pass --mlagents-port N"
+        )
+        logger.error(message)
+        if args.log_file and args.log_file != "-":
+            sys.stderr.write(message + "\n")
+        return EXIT_USAGE
+    return Client(game_cls, args).run()

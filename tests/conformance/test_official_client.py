@@ -1,0 +1,229 @@
+"""unimarl's bridge sees every sim game exactly as the official ML-Agents client (mlagents-envs 0.28.0) does.
+
+For each stand-in game, launched as a player build (``unimarl.sim.make_build``, C# package 2.x announced so
+visual observations are HWC), the official ``UnityEnvironment`` (in its own venv, see official_driver.py) and
+unimarl's ``UnityConnection`` each play a few hundred steps with the same seed, the same side-channel
+messages and the same deterministic action rule computed from what they decoded. Zero mismatches allowed in:
+
+* what the clients saw, per step and behaviour: decision and terminal agent ids in order, observations
+  (SHA-1 of the float32 bytes), rewards, group ids and rewards, interrupted flags, action masks, and the stats
+  the game sent on the stats side channel;
+* what the game received (its ``--record`` file): the command and the actions by position, every exchange;
+* what the game applied from the side channels (engine configuration, environment parameter), from its log.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from unimarl.bridge import (
+    ActionTuple,
+    AgentBatch,
+    EngineConfigurationChannel,
+    EnvironmentParametersChannel,
+    UnityConnection,
+)
+from unimarl.sim import make_build
+
+DRIVER = Path(__file__).with_name("official_driver.py")
+#: Game, player flags. Sizes stay small because the official client parses protobuf in pure Python
+#: (protobuf 3.20 has no C extension for this interpreter): the default battle (128 agents, 13x13x5 views)
+#: takes ~1 s/step.
+#: Episode limits are short so that terminal and interrupted agents occur within STEPS.
+GAMES = {
+    "coop_nav": ("coop_nav", ["--episode-length", "30"]),
+    "coop_nav_continuous": ("coop_nav", ["--continuous", "--global-state", "--episode-length", "40"]),
+    "battle": ("battle", ["--team-size", "6", "--grid", "14", "--view", "7", "--max-steps", "60"]),
+    "visual": ("visual", ["--channels", "4", "--episode-length", "50"]),
+}
+STEPS = 200
+SEED = 1234
+PACKAGE_VERSION = "2.2.1-exp.1"
+MAX_REPORTED = 12
+_SIDE_CHANNEL_LOG = re.compile(r"(engine configuration: .*|environment parameter .*)$")
+
+
+def _load_driver() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("unimarl_tests_official_driver", DRIVER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+driver = _load_driver()
+
+
+def _summaries(name: str, connection: UnityConnection, steps: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    spec = connection.behavior_specs[name]
+    branches = list(spec.action_spec.discrete_branches)
+    part = steps.get(name)
+    decision = part.decision if part is not None else AgentBatch.empty(spec)
+    terminal = part.terminal if part is not None else AgentBatch.empty(spec)
+    masks = driver.full_masks(decision.action_mask, len(decision), branches)
+    entry = {
+        "decision": driver.summarize_batch(
+            decision.agent_id, decision.obs, decision.reward, decision.group_id, decision.group_reward, masks
+        ),
+        "terminal": driver.summarize_batch(
+            terminal.agent_id,
+            terminal.obs,
+            terminal.reward,
+            terminal.group_id,
+            terminal.group_reward,
+            interrupted=terminal.interrupted,
+        ),
+    }
+    return entry, (decision, masks, spec.action_spec.continuous_size, branches)
+
+
+def run_unimarl(build: Path, out: Path, record: Path, log_dir: Path) -> None:
+    """The same session as official_driver.run, through unimarl's UnityConnection."""
+    engine, params = EngineConfigurationChannel(), EnvironmentParametersChannel()
+    engine.set_configuration_parameters(**driver.ENGINE_SETTINGS)
+    params.set_float_parameter(*driver.ENV_PARAMETER)
+    connection = UnityConnection(
+        build,
+        seed=SEED,
+        timeout=30.0,
+        additional_args=["--record", str(record)],
+        log_dir=log_dir,
+        side_channels=[engine, params],
+    )
+    with connection, out.open("w") as trace:
+        output = connection.reset()
+        for step in range(STEPS + 1):
+            line: dict[str, Any] = {"step": step, "behaviors": {}}
+            actions = {}
+            for name in sorted(connection.behavior_specs):
+                entry, (decision, masks, continuous_size, branches) = _summaries(
+                    name, connection, output.steps
+                )
+                line["behaviors"][name] = entry
+                if len(decision):
+                    continuous, discrete = driver.choose_actions(
+                        SEED, step, decision.agent_id, decision.obs, masks, continuous_size, branches
+                    )
+                    actions[name] = ActionTuple(continuous=continuous, discrete=discrete)
+            line["stats"] = driver.summarize_stats(connection.stats.get_and_reset_stats())
+            trace.write(json.dumps(line, sort_keys=True) + "\n")
+            if step < STEPS:
+                output = connection.step(actions)
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _diff(expected: Any, actual: Any, where: str, out: list[str]) -> None:
+    """Append one line per differing leaf (path, official value, unimarl value)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in sorted(expected.keys() | actual.keys()):
+            _diff(expected.get(key, "<missing>"), actual.get(key, "<missing>"), f"{where}.{key}", out)
+    elif isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            _diff(e, a, f"{where}[{i}]", out)
+    elif expected != actual:
+        out.append(f"{where}: official {str(expected)[:160]} vs unimarl {str(actual)[:160]}")
+
+
+def _compare_lines(official: list[dict[str, Any]], ours: list[dict[str, Any]], what: str) -> list[str]:
+    problems: list[str] = []
+    if len(official) != len(ours):
+        problems.append(f"{what}: {len(official)} lines from the official client, {len(ours)} from unimarl")
+    for i, (o, u) in enumerate(zip(official, ours, strict=False)):
+        _diff(o, u, f"{what} line {i}", problems)
+    return problems
+
+
+def _side_channel_log(log_dir: Path) -> list[str]:
+    lines = []
+    for log in sorted(log_dir.glob("*.log")):
+        for text in log.read_text(errors="replace").splitlines():
+            match = _SIDE_CHANNEL_LOG.search(text)
+            if match:
+                lines.append(match[1])
+    return lines
+
+
+def _run_both(case: str, tmp_path: Path, run_official: Callable[..., str]) -> dict[str, Path]:
+    game, flags = GAMES[case]
+    build = make_build(game, tmp_path / "build", extra_args=["--package-version", PACKAGE_VERSION, *flags])
+    paths = {
+        f"{who}_{kind}": tmp_path / f"{who}_{kind}.jsonl"
+        for who in ("official", "unimarl")
+        for kind in ("trace", "record")
+    }
+    for who in ("official", "unimarl"):
+        (tmp_path / f"{who}_logs").mkdir()
+    run_official(
+        [
+            str(DRIVER),
+            "--build",
+            str(build),
+            "--seed",
+            str(SEED),
+            "--steps",
+            str(STEPS),
+            "--out",
+            str(paths["official_trace"]),
+            "--log-folder",
+            str(tmp_path / "official_logs"),
+            "--",
+            "--record",
+            str(paths["official_record"]),
+        ],
+        cwd=tmp_path,
+        timeout_s=120,
+    )
+    run_unimarl(build, paths["unimarl_trace"], paths["unimarl_record"], tmp_path / "unimarl_logs")
+    return paths
+
+
+@pytest.mark.parametrize("game", sorted(GAMES))
+def test_bridge_matches_official_client(game: str, tmp_path: Path, run_official: Callable[..., str]) -> None:
+    paths = _run_both(game, tmp_path, run_official)
+    official, ours = _lines(paths["official_trace"]), _lines(paths["unimarl_trace"])
+    assert len(official) == STEPS + 1
+    # The traces must not be trivially equal: agents decided, some episodes ended, a few were interrupted.
+    decisions = sum(len(b["decision"]["agent_id"]) for line in official for b in line["behaviors"].values())
+    terminals = sum(len(b["terminal"]["agent_id"]) for line in official for b in line["behaviors"].values())
+    interrupted = sum(
+        sum(b["terminal"]["interrupted"]) for line in official for b in line["behaviors"].values()
+    )
+    assert decisions >= STEPS and terminals > 0, f"{game}: {decisions} decisions, {terminals} terminal steps"
+    assert interrupted > 0, f"{game}: no episode reached its step limit within {STEPS} steps"
+
+    problems = _compare_lines(official, ours, "trace")
+    # What the game received: the final close message differs by design (0.28 sends status 400 with a STEP
+    # command, unimarl adds QUIT), so every exchange but the last is compared, and the last must be a close.
+    official_record, our_record = _lines(paths["official_record"]), _lines(paths["unimarl_record"])
+    assert official_record[-1]["status"] == our_record[-1]["status"] == 400
+    problems += _compare_lines(official_record[:-1], our_record[:-1], "game record")
+    assert len(official_record) >= STEPS + 1
+
+    official_side, our_side = (
+        _side_channel_log(paths["official_trace"].parent / f"{who}_logs") for who in ("official", "unimarl")
+    )
+    # Resolution, quality, time scale, frame rate: four engine messages; then the environment parameter.
+    engine_lines = [line for line in official_side if line.startswith("engine configuration")]
+    assert len(engine_lines) == 4, f"game log lacks the engine configuration: {official_side}"
+    assert any(driver.ENV_PARAMETER[0] in line for line in official_side), official_side
+    if official_side != our_side:
+        problems.append(f"side channels applied by the game: official {official_side} vs unimarl {our_side}")
+    if problems:
+        pytest.fail(
+            f"{game}: {len(problems)} mismatches between the official client and unimarl, first ones:\n"
+            + "\n".join(problems[:MAX_REPORTED]),
+            pytrace=False,
+        )

@@ -1,0 +1,96 @@
+"""MF-AC loss by hand, on-policy update cadence, AC baseline, and the state-dict round trip."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from unimarl.bridge.spec import ActionSpec
+from unimarl.trainers.batch import PolicySpec
+from unimarl.trainers.meanfield import MeanFieldError
+from unimarl.trainers.mfac import MFACConfig, MFACLearner, actor_critic_loss
+from unimarl.trainers.mfq import NetworkConfig
+from unimarl.trainers.replay import Transitions
+
+TINY = PolicySpec(obs_shapes=((2,),), action_spec=ActionSpec(discrete_branches=(3,)))
+TINY_NET = NetworkConfig(encoder="mlp", visual_hidden=8, mean_hidden=(4,), head_hidden=(8,))
+
+
+def test_actor_critic_loss_by_hand():
+    logits = torch.zeros(1, 3, requires_grad=True)
+    q = torch.tensor([[1.0, 3.0, 100.0]], requires_grad=True)
+    mask = torch.tensor([[True, True, False]])
+    loss, logs = actor_critic_loss(logits, q, torch.tensor([0]), torch.tensor([2.0]), mask, 0.1, 0.08)
+    # pi = (1/2, 1/2, 0); A = Q(a=0) - sum pi Q = 1 - 2 = -1; pg = -A log(1/2); critic = (2 - 1)^2; H = ln 2
+    assert logs["pg_loss"] == pytest.approx(math.log(0.5))
+    assert logs["critic_loss"] == pytest.approx(1.0)
+    assert logs["entropy"] == pytest.approx(math.log(2))
+    assert loss.item() == pytest.approx(math.log(0.5) + 0.1 - 0.08 * math.log(2))
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 2] == 0.0
+    # only the taken action's Q gets a critic gradient: 0.1 * 2 * (Q - y) = -0.2
+    torch.testing.assert_close(q.grad, torch.tensor([[-0.2, 0.0, 0.0]]))
+
+
+def transitions(b: int, step: int) -> Transitions:
+    rng = np.random.default_rng(step)
+    obs = (rng.random((b, 2), dtype=np.float32),)
+    mean = rng.dirichlet(np.ones(3), size=b).astype(np.float32)
+    mask = np.ones((b, 3), bool)
+    mask[:, 1] = False
+    return Transitions(
+        obs=obs,
+        action=rng.choice([0, 2], b),
+        reward=rng.random(b, dtype=np.float32),
+        next_obs=(obs[0] + 1,),
+        terminated=np.zeros(b, bool),
+        mean_action=mean,
+        next_mean_action=mean,
+        action_mask=mask,
+        next_action_mask=mask,
+        agent_keys=[f"agent{i}" for i in range(b)],
+    )
+
+
+def test_update_is_one_pass_then_forgets():
+    learner = MFACLearner(TINY, MFACConfig(network=TINY_NET, batch_size=4), seed=0)
+    assert learner.update() == {}
+    for step in range(3):
+        learner.add(transitions(4, step))
+    logs = learner.update()
+    assert logs["gradient_steps"] == 3 and np.isfinite(logs["pg_loss"]) and len(learner.buffer) == 0
+    assert learner.update() == {}
+
+
+def test_ac_baseline_has_no_mean_action_and_acts_within_masks():
+    learner = MFACLearner(TINY, MFACConfig(network=TINY_NET, use_mean_action=False), seed=0)
+    assert learner.critic.mean_branch is None
+    mask = np.tile([1, 0, 1], (64, 1))
+    out = learner.act((np.zeros((64, 2), np.float32),), None, mask)
+    assert set(np.unique(out.discrete_actions)) <= {0, 2}
+    mf = MFACLearner(TINY, MFACConfig(network=TINY_NET), seed=0)
+    with pytest.raises(MeanFieldError, match=r"mean_action must be \[2, 3\]"):
+        mf.act((np.zeros((2, 2), np.float32),), np.zeros((2, 4), np.float32))
+
+
+def test_state_dict_round_trip_with_weights_only(tmp_path):
+    learner = MFACLearner(TINY, MFACConfig(network=TINY_NET, batch_size=4), seed=0)
+    learner.add(transitions(4, 0))
+    learner.update()
+    torch.save(learner.state_dict(), tmp_path / "mfac.pt")
+    state = torch.load(tmp_path / "mfac.pt", weights_only=True)
+    other = MFACLearner(TINY, MFACConfig(network=TINY_NET), seed=1)
+    other.load_state_dict(state)
+    obs, mean = (np.ones((3, 2), np.float32),), np.full((3, 3), 1 / 3, np.float32)
+    np.testing.assert_array_equal(other.act(obs, mean).values, learner.act(obs, mean).values)
+    worker = MFACLearner(TINY, MFACConfig(network=TINY_NET), seed=2)
+    worker.set_weights(learner.get_weights())
+    np.testing.assert_array_equal(
+        worker.act(obs, mean, deterministic=True).logp, learner.act(obs, mean, deterministic=True).logp
+    )
+    assert other.gradient_steps == 1 and state["algorithm"] == "mfac"
+    with pytest.raises(MeanFieldError, match="do not fit this network"):
+        MFACLearner(TINY, MFACConfig()).load_state_dict(state)

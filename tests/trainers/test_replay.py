@@ -1,0 +1,114 @@
+"""Replay ring buffer: wraparound, sampling, frame sharing between consecutive transitions, storage dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unimarl.trainers.meanfield import MeanFieldError
+from unimarl.trainers.replay import ReplayBuffer, Transitions
+
+
+def step(values, t: float, keys=None, terminated=None, n_actions: int = 3) -> Transitions:
+    """B transitions whose obs hold ``values`` and whose next obs hold ``values + 1``; reward = obs."""
+    v = np.asarray(values, np.float32)
+    b = len(v)
+    return Transitions(
+        obs=(np.repeat(v[:, None], 2, axis=1),),
+        action=np.arange(b) % n_actions,
+        reward=v,
+        next_obs=(np.repeat(v[:, None] + 1, 2, axis=1),),
+        terminated=np.zeros(b, bool) if terminated is None else np.asarray(terminated),
+        mean_action=np.full((b, n_actions), t, np.float32),
+        next_mean_action=np.full((b, n_actions), t + 1, np.float32),
+        next_action_mask=np.eye(n_actions, dtype=bool)[np.arange(b) % n_actions],
+        agent_keys=keys,
+    )
+
+
+def test_wraparound_keeps_the_newest():
+    buf = ReplayBuffer([(2,)], capacity=4, n_actions=3, mean_dim=3, share_frames=False, seed=0)
+    assert buf.frame_capacity == 8
+    for t in range(3):
+        buf.add(step([2 * t, 2 * t + 1], t))
+    assert len(buf) == 4
+    batches = list(buf.iterate(3))
+    assert [len(b.reward) for b in batches] == [3, 1]
+    rewards = np.concatenate([b.reward for b in batches])
+    assert sorted(rewards.tolist()) == [2, 3, 4, 5]
+
+
+def test_sample_returns_consistent_fields():
+    buf = ReplayBuffer([(2,)], capacity=16, n_actions=3, mean_dim=3, share_frames=False, seed=0)
+    for t in range(4):
+        buf.add(step([10 * t, 10 * t + 1, 10 * t + 2], t))
+    s = buf.sample(32)
+    assert s.obs[0].shape == (32, 2) and s.obs[0].dtype == np.float32
+    np.testing.assert_array_equal(s.next_obs[0], s.obs[0] + 1)
+    np.testing.assert_array_equal(s.reward, s.obs[0][:, 0])
+    np.testing.assert_array_equal(s.next_mean_action, s.mean_action + 1)
+    np.testing.assert_array_equal(s.action, (s.reward % 10).astype(int) % 3)
+    np.testing.assert_array_equal(s.next_action_mask, np.eye(3, dtype=bool)[s.action])
+    assert s.action_mask.all()  # no mask given for s: all allowed
+    assert len(set(s.reward.tolist())) > 4  # draws spread over the buffer
+    with pytest.raises(MeanFieldError, match="holding 0"):
+        ReplayBuffer([(2,)], capacity=4, n_actions=3).sample(1)
+
+
+def test_consecutive_transitions_share_frames():
+    buf = ReplayBuffer([(2,)], capacity=64, n_actions=3, mean_dim=3)
+    for t in range(5):
+        buf.add(step([t, 100 + t], t, keys=["a", "b"]))
+    assert buf.frames_written == 2 + 5 * 2  # first obs of each agent, then one frame per transition
+    # a caller that skips a step gets correct data, not the shared frame
+    buf.add(step([50, 200], 9, keys=["a", "b"]))
+    assert buf.frames_written == 12 + 4
+    rows = np.concatenate([b.obs[0][:, 0] for b in buf.iterate(64)])
+    assert sorted(rows.tolist()) == [0, 1, 2, 3, 4, 50, 100, 101, 102, 103, 104, 200]
+
+
+def test_terminated_ends_the_chain():
+    buf = ReplayBuffer([(2,)], capacity=64, n_actions=3, mean_dim=3)
+    buf.add(step([0.0], 0, keys=["a"], terminated=[True]))
+    buf.add(step([1.0], 1, keys=["a"]))  # same name, new episode: its first frame is written anew
+    assert buf.frames_written == 4
+
+
+def test_frames_stay_consistent_over_many_wraps():
+    buf = ReplayBuffer([(2,)], capacity=24, n_actions=3, mean_dim=3, frame_slack=0.25, seed=1)
+    keys = [f"agent{i}" for i in range(6)]
+    for t in range(200):
+        ended = (np.arange(6) + t) % 7 == 0  # agents end at different times and restart under their names
+        buf.add(step(1000 * np.arange(6) + t, t, keys=keys, terminated=ended))
+    s = buf.sample(500)
+    np.testing.assert_array_equal(s.next_obs[0], s.obs[0] + 1)
+    np.testing.assert_array_equal(s.reward, s.obs[0][:, 0])
+    assert s.reward.min() >= 200 - 24 // 6 - 1 - 1  # only the newest transitions survive
+
+
+def test_uint8_storage_is_checked_lossless():
+    buf = ReplayBuffer([(2,)], capacity=8, n_actions=3, mean_dim=3, obs_dtypes=["uint8"], share_frames=False)
+    buf.add(step([3.0], 0))
+    assert buf.sample(1).obs[0].tolist() == [[3.0, 3.0]]
+    with pytest.raises(MeanFieldError, match=r"not integers in 0\.\.255.*float16"):
+        buf.add(step([0.5], 0))
+    with pytest.raises(MeanFieldError, match="must name one of"):
+        ReplayBuffer([(2,)], capacity=8, n_actions=3, obs_dtypes=["int4"])
+
+
+def test_bytes_per_transition():
+    buf = ReplayBuffer(
+        [(13, 13, 5), (7,)], capacity=1000, n_actions=21, mean_dim=21, obs_dtypes=["uint8", "float32"]
+    )
+    frame = 845 + 7 * 4 + 21 * 4 + 21
+    row = 8 + 8 + 2 + 4 + 1
+    assert buf.frame_capacity == 1125
+    assert buf.bytes_per_transition == pytest.approx((1125 * frame + 1000 * row) / 1000)
+
+
+def test_batch_larger_than_capacity_is_rejected():
+    buf = ReplayBuffer([(2,)], capacity=4, n_actions=3, mean_dim=3)
+    with pytest.raises(MeanFieldError, match="raise the capacity to at least 10"):
+        buf.add(step(np.arange(5), 0, keys=list(range(5))))
+    with pytest.raises(MeanFieldError, match="needs agent_keys"):
+        buf.add(step([1.0], 0))

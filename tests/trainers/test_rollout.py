@@ -1,0 +1,182 @@
+"""Rollout workers: trajectory assembly with agents appearing, dying and restarting; team inputs; backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from unimarl.trainers.batch import CriticInput
+from unimarl.trainers.config import EnvSettings
+from unimarl.trainers.envs import EnvFactory
+from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
+from unimarl.trainers.pool import RayPool, SerialPool, init_ray
+from unimarl.trainers.rollout import PolicySetup, RolloutWorker, WorkerPlan
+from unimarl.trainers.teams import concat_batches, team_arrays
+
+NAV = str(Path(__file__).with_name("nav_env.py"))
+
+# step k (1-based) -> (rewards, terminations, truncations, agents alive after the step)
+SCRIPT: dict[int, tuple[dict[str, float], set[str], set[str], list[str]]] = {
+    1: ({"a_0": 1.0, "a_1": 2.0}, set(), set(), ["a_0", "a_1"]),
+    2: ({"a_0": 1.0, "a_1": 3.0}, {"a_1"}, set(), ["a_0", "a_2"]),  # a_1 dies, restarts as a_2
+    3: ({"a_0": 1.0, "a_2": 5.0}, set(), {"a_0"}, ["a_2"]),  # a_0 truncated
+    4: ({"a_2": 6.0}, set(), set(), ["a_2"]),
+}
+
+
+class ScriptedEnv(ParallelEnv):
+    """Obs of agent a_i at step t: [i, t]. Agents follow SCRIPT; never resets after the first."""
+
+    metadata = {"name": "scripted_v0"}  # noqa: RUF012
+
+    def __init__(self) -> None:
+        self.possible_agents = ["a_0", "a_1", "a_2"]
+        self.agents: list[str] = []
+        self._t = 0
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return spaces.Box(-10, 10, (2,), np.float32)
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return spaces.Discrete(2)
+
+    def _obs(self, agents: list[str]) -> dict[str, np.ndarray]:
+        return {a: np.array([int(a[-1]), self._t], np.float32) for a in agents}
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        self._t = 0
+        self.agents = ["a_0", "a_1"]
+        return self._obs(self.agents), {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        assert set(actions) == set(self.agents)
+        self._t += 1
+        rewards, terms, truncs, alive = SCRIPT[self._t]
+        reported = sorted(set(self.agents) | set(alive))
+        self.agents = list(alive)
+        return (
+            self._obs(reported),
+            rewards,
+            {a: a in terms for a in reported},
+            {a: a in truncs for a in reported},
+            {a: {} for a in reported},
+        )
+
+
+def make_scripted() -> ScriptedEnv:
+    return ScriptedEnv()
+
+
+def _worker(factory: EnvFactory, num_envs: int = 1, gamma: float = 1.0, lam: float = 1.0):
+    worker = RolloutWorker(factory, num_envs)
+    specs = worker.specs()
+    hp = MAPPOHyperparameters(gamma=gamma, lam=lam)
+    setups = {b: PolicySetup(s, hp, NetworkSettings()) for b, s in specs.items()}
+    worker.configure(WorkerPlan(setups, {b: b for b in specs}))
+    policy = MAPPOPolicy(specs[next(iter(specs))], hp, NetworkSettings(), seed=3)
+    return worker, policy
+
+
+def test_trajectories_with_deaths_restarts_and_truncation_are_hand_checked() -> None:
+    factory = EnvFactory(EnvSettings(pettingzoo=f"{__file__}:make_scripted"))
+    worker, policy = _worker(factory)
+    result = worker.collect({"a": policy.get_weights()}, horizon=4)
+    batch = result.batches["a"]
+    rows = {(int(o[0]), int(o[1])): k for k, o in enumerate(batch.obs[0])}
+    # a_0 acts at t=0,1,2; a_1 at t=0,1; a_2 at t=2,3
+    assert sorted(rows) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 2), (2, 3)]
+    ret = {key: float(batch.returns[k]) for key, k in rows.items()}
+    # a_1 terminated: no bootstrap, gamma = lam = 1 -> returns are reward sums
+    assert ret[(1, 0)] == pytest.approx(5.0) and ret[(1, 1)] == pytest.approx(3.0)
+    # a_0 truncated after t=2: bootstrapped from V(final obs [0, 3]) with no teammate ending beside it
+    v_final = policy.value(
+        (np.array([[0.0, 3.0]], np.float32),),
+        CriticInput(team_obs=np.zeros((1, 0, 2), np.float32), team_mask=np.zeros((1, 0), bool)),
+    )
+    assert ret[(0, 2)] == pytest.approx(1.0 + float(v_final[0]), abs=1e-4)
+    assert ret[(0, 0)] - ret[(0, 1)] == pytest.approx(1.0, abs=1e-4)
+    # a_2 is a fragment cut at the horizon: bootstrapped from V([2, 4]) (alone)
+    v_cut = policy.value(
+        (np.array([[2.0, 4.0]], np.float32),),
+        CriticInput(team_obs=np.zeros((1, 0, 2), np.float32), team_mask=np.zeros((1, 0), bool)),
+    )
+    assert ret[(2, 3)] == pytest.approx(6.0 + float(v_cut[0]), abs=1e-4)
+    assert ret[(2, 2)] == pytest.approx(11.0 + float(v_cut[0]), abs=1e-4)
+    np.testing.assert_allclose(batch.advantages, batch.returns - batch.values, atol=1e-5)
+    # critic: at t=0 a_0's teammate is a_1; at t=2 a_0 and a_2 are teammates
+    k = rows[(0, 0)]
+    assert batch.critic.team_mask is not None and batch.critic.team_obs is not None
+    assert batch.critic.team_mask[k].tolist() == [True]
+    np.testing.assert_array_equal(batch.critic.team_obs[k, 0], [1.0, 0.0])
+    np.testing.assert_array_equal(batch.critic.team_obs[rows[(2, 2)], 0], [0.0, 2.0])
+    assert not batch.critic.team_mask[rows[(2, 3)]].any()  # alone at t=3
+    assert result.episode_returns == {"a": [5.0, 3.0]} and result.episode_lengths == {"a": [2, 3]}
+    assert result.env_steps == 4 and result.agent_steps == 7 and batch.loss_mask.sum() == 7
+
+
+def test_team_arrays_pad_and_exclude_self() -> None:
+    flat = np.arange(10, dtype=np.float32).reshape(5, 2)
+    team_obs, team_mask = team_arrays(flat, np.array([0, 1, 0, 0, 2]))
+    assert team_obs.shape == (5, 2, 2)
+    np.testing.assert_array_equal(team_obs[0], [[4, 5], [6, 7]])
+    np.testing.assert_array_equal(team_mask, [[1, 1], [0, 0], [1, 1], [1, 1], [0, 0]])
+    assert not team_obs[1].any()
+
+
+def test_concat_pads_teammate_axis() -> None:
+    factory = EnvFactory(EnvSettings(pettingzoo=f"{NAV}:make", kwargs={"n_agents": 2}))
+    worker2, policy2 = _worker(factory)
+    small = worker2.collect({"agent": policy2.get_weights()}, 5).batches["agent"]
+    both = concat_batches([small, small])
+    assert both.critic.team_obs is not None and both.critic.team_obs.shape == (20, 1, 10)
+
+
+def _shapes(batch: Any) -> dict[str, tuple]:
+    return {
+        "obs": batch.obs[0].shape[1:],
+        "disc": batch.discrete_actions.shape[1:],
+        "mask": None if batch.action_mask is None else batch.action_mask.shape[1:],
+        "team": batch.critic.team_obs.shape[1:],
+        "n": len(batch),
+    }
+
+
+def test_masks_are_respected_and_serial_and_ray_backends_give_same_shapes() -> None:
+    factory = EnvFactory(EnvSettings(pettingzoo=f"{NAV}:make", kwargs={"masks": True}))
+    serial = SerialPool(factory, num_workers=2, num_envs=2, seed=1)
+    try:
+        specs = serial.specs()
+        plan = WorkerPlan(
+            {"agent": PolicySetup(specs["agent"], MAPPOHyperparameters(), NetworkSettings())},
+            {"agent": "agent"},
+        )
+        serial.configure(plan)
+        weights = {
+            "agent": MAPPOPolicy(specs["agent"], MAPPOHyperparameters(), NetworkSettings()).get_weights()
+        }
+        s_results = serial.collect(weights, 30)
+    finally:
+        serial.close()
+    batch = s_results[0].batches["agent"]
+    assert batch.action_mask is not None
+    taken = batch.action_mask[np.arange(len(batch)), batch.discrete_actions[:, 0]]
+    assert taken.all(), "a masked action was taken"
+    init_ray(None, num_cpus=2)
+    import ray
+
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1")
+    pool = RayPool(factory, num_workers=2, num_envs=2, seed=1, timeout_s=120)
+    try:
+        pool.configure(plan)
+        r_results = pool.collect(weights, 30)
+    finally:
+        pool.close()
+    assert [_shapes(r.batches["agent"]) for r in r_results] == [
+        _shapes(r.batches["agent"]) for r in s_results
+    ]
+    assert [r.env_steps for r in r_results] == [60, 60]

@@ -1,0 +1,180 @@
+"""End-to-end training runs: run-folder artifacts, exact resume of counters, SIGINT checkpoint, learning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from unimarl.trainers.cli import main
+from unimarl.trainers.config import config_from_dict
+from unimarl.trainers.errors import ResumeError
+from unimarl.trainers.train import train
+
+NAV = str(Path(__file__).with_name("nav_env.py"))
+
+
+def _write_config(tmp_path: Path, **behavior: Any) -> Path:
+    data = {
+        "env": {"pettingzoo": f"{NAV}:make", "kwargs": {"masks": True}, "num_envs": 4},
+        "run": {"run_id": "nav", "results_dir": str(tmp_path / "results"), "device": "cpu"},
+        "behaviors": {
+            "default": {
+                "hyperparameters": {"epochs": 2},
+                "time_horizon": 25,
+                "summary_freq": 200,
+                "checkpoint_interval": 500,
+                "max_steps": 600,
+                **behavior,
+            }
+        },
+    }
+    path = tmp_path / "nav.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _metrics(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cli_train_writes_every_run_folder_artifact(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", str(_write_config(tmp_path)), "--seed", "3"]) == 0
+    run = tmp_path / "results" / "nav"
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["run"]["seed"] == 3 and resolved["behaviors"]["default"]["hyperparameters"]["epochs"] == 2
+    lines = _metrics(run)
+    assert [m["env_steps"] for m in lines] == [200, 400, 600]
+    for key in (
+        "agent_steps",
+        "wall_s",
+        "env_steps_per_s",
+        "return/agent",
+        "episode_length/agent",
+        "Losses/Policy Loss/agent",
+        "Losses/Value Loss/agent",
+        "Policy/Entropy/agent",
+    ):
+        assert key in lines[-1], key
+    assert lines[-1]["agent_steps"] == 3 * 600 and lines[-1]["episode_length/agent"] == 25
+    assert list((run / "tensorboard" / "agent").glob("events.out.tfevents.*"))
+    assert list((run / "tensorboard" / "run").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "checkpoint-500.pt",
+        "checkpoint-600.pt",
+    ]
+    state = torch.load(run / "checkpoints" / "checkpoint-600.pt", weights_only=True)
+    assert state["counters"]["env_steps"] == 600 and set(state["policies"]) == {"agent"}
+    assert (run / "logs").is_dir()
+    assert "600/600" in capsys.readouterr().out
+
+
+def test_resume_continues_step_counts_exactly(tmp_path: Path) -> None:
+    path = _write_config(tmp_path)
+    first = train(_config(path))
+    assert (first.env_steps, first.iterations) == (600, 6)
+    with pytest.raises(ResumeError, match="pass --resume"):
+        train(_config(path))
+    config = _config(path)
+    config.run.resume, config.run.max_steps = True, 1000
+    second = train(config)
+    assert (second.env_steps, second.agent_steps, second.iterations) == (1000, 3000, 10)
+    lines = _metrics(first.run_dir)
+    assert [m["env_steps"] for m in lines] == [200, 400, 600, 800, 1000]
+    assert lines[3]["wall_s"] > lines[2]["wall_s"]
+    state = torch.load(first.run_dir / "checkpoints" / "checkpoint-1000.pt", weights_only=True)
+    optim_steps = state["policies"]["agent"]["actor_optim"]["state"][0]["step"]
+    assert (
+        float(optim_steps) == 10 * 2
+    )  # 10 iterations x 2 epochs x 1 minibatch: optimiser state carried over
+
+
+def _config(path: Path) -> Any:
+    return config_from_dict(yaml.safe_load(path.read_text()))
+
+
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
+    path = _write_config(tmp_path, max_steps=10_000_000)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unimarl.trainers.cli", "train", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    metrics = tmp_path / "results" / "nav" / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 60
+        while not metrics.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert metrics.exists(), "training did not start within 60 s"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, out
+    assert "interrupt" in out
+    checkpoints = list((tmp_path / "results" / "nav" / "checkpoints").glob("checkpoint-*.pt"))
+    assert checkpoints
+    state = torch.load(max(checkpoints, key=lambda p: p.stat().st_mtime), weights_only=True)
+    assert 0 < state["counters"]["env_steps"] < 10_000_000
+
+
+@pytest.mark.slow
+def test_mappo_learns_tiny_navigation(tmp_path: Path) -> None:
+    path = _write_config(
+        tmp_path,
+        max_steps=60_000,
+        summary_freq=5000,
+        hyperparameters={"epochs": 10, "lr": 1e-3, "critic_lr": 1e-3},
+    )
+    config = _config(path)
+    config.env.num_envs = 16
+    config.env.kwargs = {"masks": True, "n_agents": 2}
+    train(config)
+    lines = _metrics(tmp_path / "results" / "nav")
+    first, last = lines[0]["return/agent"], lines[-1]["return/agent"]
+    assert last > first + 5.0, (first, last)
+
+
+@pytest.mark.slow
+def test_two_node_cluster_spreads_workers_and_trains(tmp_path: Path) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from unimarl.trainers.config import EnvSettings
+    from unimarl.trainers.envs import EnvFactory
+    from unimarl.trainers.pool import RayPool
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    try:
+        ray.init(address=cluster.address, include_dashboard=False)
+        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1")
+        factory = EnvFactory(EnvSettings(pettingzoo=f"{NAV}:make", num_envs=1))
+        pool = RayPool(factory, num_workers=2, num_envs=1, timeout_s=120)
+        try:
+            assert len(set(pool.nodes())) == 2
+        finally:
+            pool.close()
+        config = _config(_write_config(tmp_path))
+        config.run.num_workers, config.run.address = 2, cluster.address
+        result = train(config)
+        assert result.env_steps == 600 and result.stopped_by == "max_steps"
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

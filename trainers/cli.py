@@ -1,0 +1,130 @@
+"""The ``unimarl`` command: ``unimarl train CONFIG.yaml [flags]`` and ``unimarl sim NAME [flags]``.
+
+A thin argparse layer: heavy modules (torch, ray, the trainer) are imported only by the sub-command that needs
+them, so ``unimarl sim`` starts a stand-in game without importing torch or ray. The console progress line is
+printed here; library code only logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+EXIT_ERROR = 2
+
+
+def _train_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train MAPPO on a Unity game, a sim game or a PettingZoo env",
+        description="Train MAPPO as configured in CONFIG.yaml; flags override the file.",
+    )
+    p.add_argument("config", help="YAML training config (see configs/)")
+    p.add_argument("--env", help="a Unity player build path, or sim:NAME for a stand-in game")
+    p.add_argument("--num-envs", type=int, help="environments per rollout worker")
+    p.add_argument("--num-workers", type=int, help="rollout workers (more than 1 uses Ray)")
+    p.add_argument("--run-id", help="run folder name under results/")
+    p.add_argument("--results-dir", help="folder holding run folders (default results)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="learner device")
+    p.add_argument("--address", help="Ray cluster address (e.g. auto); default: local Ray on loopback")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--max-steps", type=int, help="stop after this many env steps (with a checkpoint)")
+    p.add_argument("--max-seconds", type=float, help="stop after this many seconds (with a checkpoint)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unimarl", description="Multi-agent RL for Unity ML-Agents games.")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sim}")
+    _train_parser(sub)
+    sub.add_parser("sim", help="run a headless stand-in game (unimarl sim NAME --help)", add_help=False)
+    return parser
+
+
+def _apply_flags(config: Any, args: argparse.Namespace) -> None:
+    from unimarl.trainers.config import apply_env_flag, validate
+
+    if args.env:
+        apply_env_flag(config, args.env)
+    overrides = {
+        ("env", "num_envs"): args.num_envs,
+        ("run", "num_workers"): args.num_workers,
+        ("run", "run_id"): args.run_id,
+        ("run", "results_dir"): args.results_dir,
+        ("run", "device"): args.device,
+        ("run", "address"): args.address,
+        ("run", "seed"): args.seed,
+        ("run", "max_steps"): args.max_steps,
+        ("run", "max_seconds"): args.max_seconds,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    if args.resume:
+        config.run.resume = True
+    validate(config)
+
+
+class _Progress:
+    """One live console line: steps, steps/s, mean return, time left."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+
+    def __call__(self, line: dict[str, Any]) -> None:
+        returns = [v for k, v in line.items() if k.startswith("return/")]
+        mean_return = f"{sum(returns) / len(returns):9.3f}" if returns else "        -"
+        left = int(line["time_left_s"])
+        text = (
+            f"steps {line['env_steps']:>10,}/{line['max_steps']:,}  {line['env_steps_per_s']:8.0f} steps/s  "
+            f"return {mean_return}  left {left // 3600:d}:{left // 60 % 60:02d}:{left % 60:02d}"
+        )
+        print(("\r" + text) if self.tty else text, end="" if self.tty else "\n", flush=True)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from unimarl.bridge.errors import BridgeError
+    from unimarl.trainers.config import load_config
+    from unimarl.trainers.errors import TrainerError
+    from unimarl.trainers.train import train
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+        _apply_flags(config, args)
+        if config.env.editor:
+            print(f"Press Play in the Unity Editor (listening on port {config.env.editor_port})", flush=True)
+        progress = _Progress()
+        result = train(config, on_summary=progress)
+    except (TrainerError, BridgeError) as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("\naborted without a final checkpoint", file=sys.stderr)
+        return 130
+    print(f"\n{result.stopped_by}: {result.env_steps:,} env steps; results in {result.run_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "sim":
+        import unimarl.sim
+
+        return int(unimarl.sim.main(argv[1:]) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return _train(args)
+    parser.print_help()
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""Training configuration: defaults in code, YAML overrides checked strictly.
+
+The YAML schema follows ML-Agents (``behaviors:`` with ``trainer_type``, ``hyperparameters``,
+``network_settings``, ``max_steps``, ``time_horizon``, ``summary_freq``, ``checkpoint_interval``;
+``environment_parameters``; ``engine_settings``) plus the sections ``env:`` (what to train on), ``run:``
+(run id, workers, device, budgets) and ``policy_mapping:`` (behaviour -> policy name). Every key is checked:
+an unknown key raises :class:`ConfigError` naming the key, its section and the nearest valid key.
+
+Step counts (``max_steps``, ``summary_freq``, ``checkpoint_interval``) are *env steps*: one per ``step()``
+of one environment, summed over all environments of all workers. All behaviours are collected together, so
+the run uses the largest ``max_steps`` and ``time_horizon`` and the smallest ``summary_freq`` and
+``checkpoint_interval`` of the behaviours present in the game. ``behaviors: default:`` applies to behaviours
+not named explicitly; a Unity behaviour ``Name?team=0`` matches the config key ``Name?team=0`` first, then
+``Name``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unimarl.trainers.errors import ConfigError
+from unimarl.trainers.mappo import MAPPOHyperparameters, NetworkSettings
+
+SUPPORTED_TRAINERS = ("mappo",)
+DEFAULT_BEHAVIOR = "default"
+
+
+@dataclass
+class EnvSettings:
+    """What to train on: exactly one of ``build``, ``editor``, ``sim``, ``pettingzoo``."""
+
+    build: str | None = None
+    """Path to a Unity player build (launched headless, one process per environment)."""
+    editor: bool = False
+    """Train on the Unity Editor: listen on ``editor_port`` and wait for Play to be pressed (one env only)."""
+    editor_port: int = 5004
+    """Port the Editor dials when ``editor`` is true (ML-Agents' default editor port)."""
+    sim: str | None = None
+    """Name of a stand-in game (``unimarl.sim.GAMES``), written into the run folder, launched as a build."""
+    args: list[str] = field(default_factory=list)
+    """Extra command-line arguments for the build or sim game."""
+    pettingzoo: str | None = None
+    """``package.module:factory`` (or ``path/to/file.py:factory``) returning a PettingZoo ParallelEnv."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the ``pettingzoo`` factory."""
+    num_envs: int = 4
+    """Environments per rollout worker (each worker runs one batched forward over all of them per step)."""
+    timeout_s: float = 60.0
+    """Seconds to wait for a game's next message before failing with its log file named."""
+    num_areas: int = 1
+    """Areas per Unity/sim environment (sent in the handshake)."""
+
+    @property
+    def kind(self) -> str:
+        """ "build", "editor", "sim" or "pettingzoo"."""
+        chosen = [
+            k
+            for k, v in (
+                ("build", self.build),
+                ("editor", self.editor),
+                ("sim", self.sim),
+                ("pettingzoo", self.pettingzoo),
+            )
+            if v
+        ]
+        if len(chosen) != 1:
+            raise ConfigError(
+                f"env: set exactly one of build, editor, sim, pettingzoo (got {chosen or 'none'}); "
+                "e.g. `env: {sim: coop_nav}` or pass --env sim:coop_nav"
+            )
+        return chosen[0]
+
+
+@dataclass
+class EngineSettings:
+    """Sent to Unity/sim games through the EngineConfigurationChannel at start-up."""
+
+    width: int = 84
+    """Window width in pixels (only matters with graphics)."""
+    height: int = 84
+    """Window height in pixels."""
+    quality_level: int = 5
+    """Unity quality level."""
+    time_scale: float = 20.0
+    """Game speed multiplier (ML-Agents' training default)."""
+    target_frame_rate: int = -1
+    """Frame-rate cap; -1 = unlimited."""
+    capture_frame_rate: int = 60
+    """Fixed frame rate used for time steps."""
+    no_graphics: bool = True
+    """Launch builds with ``-nographics``."""
+
+
+@dataclass
+class BehaviorSettings:
+    """Training settings of one behaviour (ML-Agents' ``behaviors.<name>`` section)."""
+
+    trainer_type: str = "mappo"
+    """Learning algorithm; supported: mappo."""
+    hyperparameters: MAPPOHyperparameters = field(default_factory=MAPPOHyperparameters)
+    """Learner hyperparameters (see MAPPOHyperparameters)."""
+    network_settings: NetworkSettings = field(default_factory=NetworkSettings)
+    """Actor and critic network shape."""
+    max_steps: int = 500_000
+    """Env steps after which training stops."""
+    time_horizon: int = 64
+    """Env steps each environment runs per iteration (trajectory fragment length; bootstrapped at the cut)."""
+    summary_freq: int = 10_000
+    """Env steps between metrics lines (metrics.jsonl, TensorBoard, console)."""
+    checkpoint_interval: int = 100_000
+    """Env steps between checkpoints."""
+    group_reward_weight: float = 0.0
+    """Weight of the Unity group reward (infos["group_reward"]) added to each agent's own reward."""
+
+
+@dataclass
+class RunSettings:
+    """Where results go, how many workers, and the run's budget."""
+
+    run_id: str = "run"
+    """Name of the run folder under results_dir."""
+    results_dir: str = "results"
+    """Folder holding run folders."""
+    resume: bool = False
+    """Continue the run from its latest checkpoint (steps, optimisers, normalisers, RNG)."""
+    seed: int = 0
+    """Seed of policies, samplers and environments."""
+    device: str = "auto"
+    """Learner device: auto (cuda when available), cpu or cuda. Rollout workers always run on CPU."""
+    num_workers: int = 1
+    """Rollout workers; 1 = in-process (serial backend), more = Ray actors."""
+    backend: str = "auto"
+    """Rollout backend: auto (serial for 1 worker, ray otherwise), serial or ray."""
+    address: str | None = None
+    """Ray cluster address (e.g. "auto"); None starts a local Ray on loopback."""
+    max_steps: int | None = None
+    """Env-step budget overriding the behaviours' max_steps."""
+    max_seconds: float | None = None
+    """Wall-clock budget; the run ends cleanly with a checkpoint when reached."""
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    env: EnvSettings = field(default_factory=EnvSettings)
+    """What to train on."""
+    run: RunSettings = field(default_factory=RunSettings)
+    """Run folder, workers, device, budgets."""
+    behaviors: dict[str, BehaviorSettings] = field(default_factory=dict)
+    """Per-behaviour settings; the key ``default`` applies to behaviours not named."""
+    policy_mapping: dict[str, str] = field(default_factory=dict)
+    """Behaviour -> policy name; unmapped behaviours get a policy of their own name."""
+    environment_parameters: dict[str, float] = field(default_factory=dict)
+    """Float parameters sent through the EnvironmentParametersChannel (Unity/sim envs)."""
+    engine_settings: EngineSettings = field(default_factory=EngineSettings)
+    """Engine configuration sent to Unity/sim envs."""
+
+    def behavior_settings(self, behavior: str) -> BehaviorSettings:
+        """Settings for ``behavior``: exact key, then the part before ``?``, then ``default``, else code."""
+        for key in (behavior, behavior.split("?", 1)[0], DEFAULT_BEHAVIOR):
+            if key in self.behaviors:
+                return self.behaviors[key]
+        return BehaviorSettings()
+
+    def policy_of(self, behavior: str) -> str:
+        """Name of the policy that acts for ``behavior``."""
+        for key in (behavior, behavior.split("?", 1)[0]):
+            if key in self.policy_mapping:
+                return self.policy_mapping[key]
+        return behavior
+
+
+def _nearest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def _number(text: str, where: str) -> float | int:
+    try:
+        number = float(text)
+    except ValueError as e:
+        raise ConfigError(f"{where}: expected a number, got {text!r}") from e
+    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+
+
+def _check_value(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against the type ``hint`` (ints accepted for floats); returns the converted value."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_value(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(hint):
+        return _from_dict(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_value(v, typing.get_args(hint)[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        vtype = typing.get_args(hint)[1]
+        return {str(k): _check_value(v, vtype, f"{where}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint in (int, float) and isinstance(value, str):
+        value = _number(value, where)  # PyYAML reads 1e-3 (no dot) as a string
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # 1e6 and 1.0e6 are floats in YAML
+    if (hint in (int, float) and isinstance(value, bool)) or not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _from_dict(cls: type, data: Any, section: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with the nearest valid one."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"section '{section}' must be a mapping of keys to values, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in valid:
+            raise ConfigError(
+                f"unknown key '{key}' in section '{section}': {_nearest(str(key), valid)}"
+                f"valid keys: {', '.join(valid)}"
+            )
+        where = str(key) if section == "top level" else f"{section}.{key}"
+        kwargs[key] = _check_value(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def _check_behavior(name: str, settings: BehaviorSettings) -> None:
+    if settings.trainer_type not in SUPPORTED_TRAINERS:
+        raise ConfigError(
+            f"behaviors.{name}.trainer_type '{settings.trainer_type}' is not supported; "
+            f"supported: {', '.join(SUPPORTED_TRAINERS)}"
+        )
+    for key in ("max_steps", "time_horizon", "summary_freq", "checkpoint_interval"):
+        if getattr(settings, key) <= 0:
+            raise ConfigError(f"behaviors.{name}.{key} must be > 0, got {getattr(settings, key)}")
+
+
+def config_from_dict(data: dict[str, Any] | None) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a parsed YAML mapping (strict: unknown keys raise ConfigError)."""
+    config = _from_dict(TrainConfig, data or {}, "top level")
+    for name, settings in config.behaviors.items():
+        _check_behavior(name, settings)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Cross-field checks (run after CLI overrides too)."""
+    run = config.run
+    if run.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"run.device must be auto, cpu or cuda, got '{run.device}'")
+    if run.backend not in ("auto", "serial", "ray"):
+        raise ConfigError(f"run.backend must be auto, serial or ray, got '{run.backend}'")
+    if run.num_workers < 1 or config.env.num_envs < 1:
+        raise ConfigError(
+            f"run.num_workers and env.num_envs must be >= 1, got {run.num_workers} and {config.env.num_envs}"
+        )
+    if config.env.editor and (config.env.num_envs != 1 or run.num_workers != 1):
+        raise ConfigError("env.editor trains on the one open Editor: set --num-envs 1 --num-workers 1")
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and check a YAML config file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    return config_from_dict(data)
+
+
+def apply_env_flag(config: TrainConfig, value: str) -> None:
+    """Apply ``--env``: ``sim:NAME`` selects a sim game, anything else is a build path."""
+    args = config.env.args
+    config.env = dataclasses.replace(
+        EnvSettings(),
+        num_envs=config.env.num_envs,
+        timeout_s=config.env.timeout_s,
+        num_areas=config.env.num_areas,
+    )
+    if value.startswith("sim:"):
+        config.env.sim = value[4:]
+        config.env.args = args
+    else:
+        config.env.build = value
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """The resolved config as plain data (what results/RUN_ID/config.yaml holds)."""
+    return dataclasses.asdict(config)

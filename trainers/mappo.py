@@ -1,0 +1,427 @@
+"""MAPPO (Yu et al. 2021, arXiv 2103.01955): one shared actor and one centralised critic per policy.
+
+:class:`MAPPOPolicy` is the learner's and the rollout workers' view of a policy:
+
+- :meth:`MAPPOPolicy.act` runs ONE batched forward for B agents (numpy in, numpy out): sampled (or
+  deterministic) actions, their log-prob, and the critic's value in reward units.
+- :meth:`MAPPOPolicy.update` trains on one :class:`RolloutBatch` (advantages already computed per trajectory
+  by the rollout side): ``epochs`` passes, each over ``num_minibatches`` random minibatches of the N agent
+  steps. Before the epochs, the value normaliser (ValueNorm or PopArt) and the critic's global-state
+  normaliser take one update from the batch's counted steps; the critic then regresses normalised returns with
+  a clipped Huber (or MSE) loss. Actor and critic have separate Adam optimisers and separate gradient
+  clipping, as in the reference code. Advantages are normalised per minibatch over counted (``loss_mask``)
+  steps; masked-out steps (dead agents, padding) contribute nothing to any loss or metric.
+- Observation statistics are updated only by the learner (:meth:`MAPPOPolicy.update_obs_normalizer`, called
+  before :meth:`update`) and reach the workers with the weights, so every worker normalises identically.
+
+Randomness is private: network init runs under a forked global RNG seeded with ``seed``, and sampling and
+minibatch shuffling use the policy's own generators (saved in :meth:`state_dict` for exact resume).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from unimarl.trainers.batch import ActOutput, CriticInput, PolicySpec, RolloutBatch
+from unimarl.trainers.errors import ConfigError, TrainerError
+from unimarl.trainers.losses import entropy_bonus, masked_mean, policy_loss, value_loss
+from unimarl.trainers.networks import (
+    Actor,
+    Critic,
+    CriticInputTensors,
+    entropy,
+    flatten_obs,
+    log_prob,
+    sample_actions,
+)
+from unimarl.trainers.normalizers import PopArt, ValueNorm
+
+STATE_DICT_FORMAT = 1
+
+
+class PolicyInputError(TrainerError):
+    """Arrays passed to a policy disagree with its PolicySpec (number of sensors, shapes, mask width)."""
+
+
+@dataclass
+class MAPPOHyperparameters:
+    """PPO/MAPPO settings; defaults: the "default" column of the MAPPO reference code (onpolicy/config.py)."""
+
+    lr: float = 5e-4
+    """Actor learning rate (Adam)."""
+    critic_lr: float = 5e-4
+    """Critic learning rate (Adam)."""
+    epochs: int = 15
+    """Passes over the batch per update."""
+    num_minibatches: int = 1
+    """Minibatches per pass; each holds about N / num_minibatches agent steps."""
+    clip: float = 0.2
+    """PPO ratio clip epsilon."""
+    value_clip: float | None = 0.2
+    """Clip of the value change around the behaviour-time value (normalised units); None disables it."""
+    gamma: float = 0.99
+    """Discount factor (used by the rollout side's GAE)."""
+    lam: float = 0.95
+    """GAE lambda (used by the rollout side's GAE)."""
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus in the actor loss."""
+    value_coef: float = 1.0
+    """Weight of the value loss in the critic loss."""
+    max_grad_norm: float | None = 10.0
+    """Gradient-norm clip, applied to actor and critic separately; None disables it."""
+    huber_delta: float | None = 10.0
+    """Huber threshold of the value loss; None uses 0.5 * squared error."""
+    use_value_norm: bool = True
+    """Critic regresses returns normalised by running statistics (ValueNorm)."""
+    use_popart: bool = False
+    """Use PopArt (which also rescales the value head on each statistics update) instead of ValueNorm."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+    normalize_advantages: bool = True
+    """Normalise advantages to mean 0, std 1 over the counted steps of each minibatch."""
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "critic_lr", "clip", "adam_eps"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"hyperparameters.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("epochs", "num_minibatches"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(
+                    f"hyperparameters.{name} must be an integer >= 1, got {getattr(self, name)!r}"
+                )
+        for name in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"hyperparameters.{name} must lie in [0, 1], got {getattr(self, name)!r}")
+
+
+@dataclass
+class NetworkSettings:
+    """Shape of the actor and critic MLPs (both get the same settings)."""
+
+    hidden_units: int = 64
+    """Width of every hidden layer."""
+    num_layers: int = 2
+    """Number of hidden layers (the reference's fc1 plus layer_N = 1)."""
+    activation: str = "tanh"
+    """Hidden activation: "tanh" or "relu"."""
+    layer_norm: bool = True
+    """LayerNorm after every hidden layer."""
+    normalize_inputs: bool = True
+    """Normalise observations (and global state) with running mean/std; otherwise they pass unchanged."""
+
+    def __post_init__(self) -> None:
+        if int(self.hidden_units) < 1 or int(self.num_layers) < 1:
+            raise ConfigError(
+                f"network_settings needs hidden_units >= 1 and num_layers >= 1, "
+                f"got {self.hidden_units!r} and {self.num_layers!r}"
+            )
+
+
+@dataclass(frozen=True)
+class _BatchTensors:
+    """A RolloutBatch on the learner's device; ``returns_n``/``values_n`` are in normalised units."""
+
+    obs: list[Tensor]
+    critic: CriticInputTensors
+    continuous: Tensor
+    discrete: Tensor
+    action_mask: Tensor | None
+    logp: Tensor
+    advantages: Tensor
+    returns_n: Tensor
+    values_n: Tensor
+    loss_mask: Tensor
+
+
+def _take(t: Tensor | None, idx: Tensor) -> Tensor | None:
+    return None if t is None else t[idx]
+
+
+class MAPPOPolicy:
+    """Actor, centralised critic, normalisers and optimisers of one policy (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: PolicySpec,
+        hp: MAPPOHyperparameters,
+        net: NetworkSettings,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ) -> None:
+        self.spec, self.hp, self.net = spec, hp, net
+        self.device = torch.device(device)
+        hidden = [int(net.hidden_units)] * int(net.num_layers)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.actor = Actor(spec, hidden, net.activation, net.layer_norm).to(self.device)
+            self.critic = Critic(spec, hidden, net.activation, net.layer_norm).to(self.device)
+        self.value_norm: ValueNorm | None = None
+        if hp.use_popart:
+            self.value_norm = PopArt().to(self.device)
+        elif hp.use_value_norm:
+            self.value_norm = ValueNorm().to(self.device)
+        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=hp.lr, eps=hp.adam_eps)
+        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=hp.critic_lr, eps=hp.adam_eps)
+        self._sample_gen = torch.Generator(device=self.device)
+        self._sample_gen.manual_seed(seed)
+        self._perm_gen = torch.Generator()
+        self._perm_gen.manual_seed(seed + 1)
+
+    # numpy <-> torch
+    def _obs_tensors(self, obs: tuple[np.ndarray, ...]) -> list[Tensor]:
+        if len(obs) != len(self.spec.obs_shapes):
+            raise PolicyInputError(
+                f"policy expects {len(self.spec.obs_shapes)} observation arrays "
+                f"(shapes {self.spec.obs_shapes}), got {len(obs)}; pass one array per sensor in spec order"
+            )
+        tensors = []
+        for i, (o, shape) in enumerate(zip(obs, self.spec.obs_shapes, strict=True)):
+            if tuple(o.shape[1:]) != tuple(shape):
+                raise PolicyInputError(
+                    f"observation {i} has shape {tuple(o.shape)}, expected [B, *{tuple(shape)}]; "
+                    "check the PolicySpec built for this behaviour"
+                )
+            tensors.append(torch.as_tensor(np.asarray(o, np.float32), device=self.device))
+        return tensors
+
+    def _mask_tensor(self, action_mask: np.ndarray | None, batch: int) -> Tensor | None:
+        if action_mask is None or self.spec.mask_size == 0:
+            return None
+        if tuple(action_mask.shape) != (batch, self.spec.mask_size):
+            raise PolicyInputError(
+                f"action_mask has shape {tuple(action_mask.shape)}, "
+                f"expected ({batch}, {self.spec.mask_size}) "
+                f"= [B, sum of branches {self.spec.action_spec.discrete_branches}] with 1 = allowed"
+            )
+        return torch.as_tensor(np.asarray(action_mask, np.float32), device=self.device)
+
+    def _critic_tensors(self, critic: CriticInput) -> CriticInputTensors:
+        def conv(a: np.ndarray | None, dtype: Any) -> Tensor | None:
+            return None if a is None else torch.as_tensor(np.asarray(a, dtype), device=self.device)
+
+        return CriticInputTensors(
+            state=conv(critic.state, np.float32),
+            team_obs=conv(critic.team_obs, np.float32),
+            team_mask=conv(critic.team_mask, bool),
+        )
+
+    def _to_reward_units(self, values: Tensor) -> Tensor:
+        return values if self.value_norm is None else self.value_norm.denormalize(values)
+
+    def _to_normalised(self, values: Tensor) -> Tensor:
+        return values if self.value_norm is None else self.value_norm.normalize(values)
+
+    # acting
+    @torch.no_grad()
+    def act(
+        self,
+        obs: tuple[np.ndarray, ...],
+        action_mask: np.ndarray | None,
+        critic: CriticInput,
+        deterministic: bool = False,
+    ) -> ActOutput:
+        """Actions, log-probs and values (reward units) for B agents in one batched forward pass."""
+        obs_t = self._obs_tensors(obs)
+        out = self.actor(obs_t, self._mask_tensor(action_mask, obs_t[0].shape[0]))
+        continuous, discrete = sample_actions(out, deterministic, self._sample_gen)
+        logp = log_prob(out, continuous, discrete)
+        values = self._to_reward_units(self.critic(obs_t, self._critic_tensors(critic)))
+        return ActOutput(
+            continuous_actions=continuous.cpu().numpy().astype(np.float32),
+            discrete_actions=discrete.cpu().numpy().astype(np.int64),
+            logp=logp.cpu().numpy().astype(np.float32),
+            values=values.cpu().numpy().astype(np.float32),
+        )
+
+    @torch.no_grad()
+    def value(self, obs: tuple[np.ndarray, ...], critic: CriticInput) -> np.ndarray:
+        """Critic values (float32 [B], reward units), e.g. to bootstrap truncated trajectories."""
+        values = self.critic(self._obs_tensors(obs), self._critic_tensors(critic))
+        return self._to_reward_units(values).cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def update_obs_normalizer(self, obs: tuple[np.ndarray, ...]) -> None:
+        """Merge observations [N, ...] into the input statistics of actor and critic (no-op if disabled)."""
+        if not self.net.normalize_inputs:
+            return
+        flat = flatten_obs(self._obs_tensors(obs))
+        self.actor.obs_norm.update(flat)
+        self.critic.obs_norm.update(flat)
+
+    # learning
+    def _batch_tensors(self, batch: RolloutBatch) -> _BatchTensors:
+        obs = self._obs_tensors(batch.obs)
+        n = obs[0].shape[0]
+        dev = self.device
+
+        def vec(a: np.ndarray) -> Tensor:
+            return torch.as_tensor(np.asarray(a, np.float32), device=dev).reshape(n)
+
+        critic = self._critic_tensors(batch.critic)
+        loss_mask = vec(batch.loss_mask)
+        returns, values = vec(batch.returns), vec(batch.values)
+        counted = loss_mask > 0
+        if self.value_norm is not None:
+            if isinstance(self.value_norm, PopArt):
+                self.value_norm.update_preserving(returns[counted], self.critic.value_head)
+            else:
+                self.value_norm.update(returns[counted])
+        if self.critic.state_norm is not None and critic.state is not None and self.net.normalize_inputs:
+            self.critic.state_norm.update(torch.flatten(critic.state, start_dim=1)[counted])
+        return _BatchTensors(
+            obs=obs,
+            critic=critic,
+            continuous=torch.as_tensor(np.asarray(batch.continuous_actions, np.float32), device=dev),
+            discrete=torch.as_tensor(np.asarray(batch.discrete_actions, np.int64), device=dev),
+            action_mask=self._mask_tensor(batch.action_mask, n),
+            logp=vec(batch.logp),
+            advantages=vec(batch.advantages),
+            returns_n=self._to_normalised(returns),
+            values_n=self._to_normalised(values),
+            loss_mask=loss_mask,
+        )
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """Train on one batch: ``epochs`` x ``num_minibatches`` gradient steps; returns mean metrics."""
+        n = len(batch)
+        if n == 0:
+            raise PolicyInputError(
+                "update() got an empty RolloutBatch; collect at least one agent step first"
+            )
+        b = self._batch_tensors(batch)
+        minibatch_size = math.ceil(n / int(self.hp.num_minibatches))
+        totals: dict[str, float] = {}
+        steps = 0
+        for _ in range(int(self.hp.epochs)):
+            perm = torch.randperm(n, generator=self._perm_gen).to(self.device)
+            for start in range(0, n, minibatch_size):
+                for key, val in self._minibatch_step(b, perm[start : start + minibatch_size]).items():
+                    totals[key] = totals.get(key, 0.0) + val
+                steps += 1
+        metrics = {key: val / steps for key, val in totals.items()}
+        metrics["Policy/Learning Rate"] = float(self.hp.lr)
+        return metrics
+
+    def _minibatch_step(self, b: _BatchTensors, idx: Tensor) -> dict[str, float]:
+        """One actor step and one critic step on the steps ``idx`` of the batch."""
+        hp = self.hp
+        mb_obs = [o[idx] for o in b.obs]
+        mb_mask = b.loss_mask[idx]
+        mb_adv = b.advantages[idx]
+        if hp.normalize_advantages:
+            adv_mean = masked_mean(mb_adv, mb_mask)
+            adv_std = torch.sqrt(masked_mean((mb_adv - adv_mean).square(), mb_mask))
+            mb_adv = (mb_adv - adv_mean) / (adv_std + 1e-8)
+
+        out = self.actor(mb_obs, _take(b.action_mask, idx))
+        mb_logp = log_prob(out, b.continuous[idx], b.discrete[idx])
+        pg_loss = policy_loss(mb_logp, b.logp[idx], mb_adv, mb_mask, hp.clip)
+        mb_entropy = entropy_bonus(entropy(out), mb_mask)
+        actor_grad_norm = self._step(self.actor, self.actor_optim, pg_loss - hp.entropy_coef * mb_entropy)
+
+        mb_critic = CriticInputTensors(
+            state=_take(b.critic.state, idx),
+            team_obs=_take(b.critic.team_obs, idx),
+            team_mask=_take(b.critic.team_mask, idx),
+        )
+        mb_values = self.critic(mb_obs, mb_critic)
+        v_loss = value_loss(
+            mb_values, b.values_n[idx], b.returns_n[idx], mb_mask, hp.value_clip, hp.huber_delta
+        )
+        critic_grad_norm = self._step(self.critic, self.critic_optim, hp.value_coef * v_loss)
+
+        with torch.no_grad():
+            log_ratio = mb_logp - b.logp[idx]
+            ratio = torch.exp(log_ratio)
+            # k3 estimator of KL(old || new) (Schulman, "Approximating KL divergence", 2020)
+            approx_kl = masked_mean((ratio - 1.0) - log_ratio, mb_mask)
+            clip_fraction = masked_mean(((ratio - 1.0).abs() > hp.clip).float(), mb_mask)
+        return {
+            "Losses/Policy Loss": pg_loss.item(),
+            "Losses/Value Loss": v_loss.item(),
+            "Policy/Entropy": mb_entropy.item(),
+            "Policy/Approx KL": float(approx_kl),
+            "Policy/Clip Fraction": float(clip_fraction),
+            "Losses/Grad Norm": actor_grad_norm,
+            "Losses/Critic Grad Norm": critic_grad_norm,
+        }
+
+    def _step(self, module: nn.Module, optim: torch.optim.Optimizer, loss: Tensor) -> float:
+        """Backward, clip the gradient norm, step; returns the norm before clipping."""
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = math.inf if self.hp.max_grad_norm is None else float(self.hp.max_grad_norm)
+        norm = nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+        optim.step()
+        return float(norm)
+
+    # weights and state
+    def _modules(self) -> dict[str, nn.Module]:
+        modules: dict[str, nn.Module] = {"actor": self.actor, "critic": self.critic}
+        if self.value_norm is not None:
+            modules["value_norm"] = self.value_norm
+        return modules
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Actor, critic and normaliser tensors as numpy copies, keyed ``<module>.<parameter name>``."""
+        return {
+            f"{prefix}.{key}": tensor.detach().cpu().numpy().copy()
+            for prefix, module in self._modules().items()
+            for key, tensor in module.state_dict().items()
+        }
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load weights produced by :meth:`get_weights` of a policy with the same spec and settings."""
+        for prefix, module in self._modules().items():
+            sub = {
+                key[len(prefix) + 1 :]: torch.as_tensor(np.asarray(val))
+                for key, val in weights.items()
+                if key.startswith(prefix + ".")
+            }
+            try:
+                module.load_state_dict(sub, strict=True)
+            except RuntimeError as e:
+                raise PolicyInputError(
+                    f"weights do not fit this policy's {prefix} ({e}); they must come from get_weights() "
+                    "of a policy with the same PolicySpec, NetworkSettings and value normaliser"
+                ) from e
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly; only tensors, primitives, dicts, lists (weights_only-safe)."""
+        state: dict[str, Any] = {
+            "format": STATE_DICT_FORMAT,
+            "modules": {name: module.state_dict() for name, module in self._modules().items()},
+            "actor_optim": self.actor_optim.state_dict(),
+            "critic_optim": self.critic_optim.state_dict(),
+            "rng": {"sample": self._sample_gen.get_state(), "permutation": self._perm_gen.get_state()},
+        }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (networks, normalisers, optimisers, random generators)."""
+        if state.get("format") != STATE_DICT_FORMAT:
+            raise TrainerError(
+                f"policy state has format {state.get('format')!r}, this version reads {STATE_DICT_FORMAT}; "
+                "resume with the version that wrote the checkpoint"
+            )
+        modules = self._modules()
+        if set(state["modules"]) != set(modules):
+            raise TrainerError(
+                f"policy state holds modules {sorted(state['modules'])}, this policy has {sorted(modules)}; "
+                "use the same value-normalisation settings as the run that wrote it"
+            )
+        try:
+            for name, module in modules.items():
+                module.load_state_dict(state["modules"][name], strict=True)
+        except RuntimeError as e:
+            raise TrainerError(f"policy state does not fit this policy's networks: {e}") from e
+        self.actor_optim.load_state_dict(state["actor_optim"])
+        self.critic_optim.load_state_dict(state["critic_optim"])
+        self._sample_gen.set_state(state["rng"]["sample"].cpu())
+        self._perm_gen.set_state(state["rng"]["permutation"].cpu())

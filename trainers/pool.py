@@ -1,0 +1,192 @@
+"""Rollout pools: several :class:`~unimarl.trainers.rollout.RolloutWorker` s behind one interface.
+
+:class:`SerialPool` runs its workers in the calling process, one after the other. :class:`RayPool` runs each
+worker in a Ray actor (the actor wraps the very same class) spread over the cluster's nodes; weights go into
+Ray's object store once per iteration (``ray.put``) and every actor receives the reference. Ray is imported
+only here, and only when a Ray pool is made.
+
+Local Ray runs on loopback (``127.0.0.1``) and always starts a fresh local instance (``address="local"``),
+so a stale ``ray_current_cluster`` file left by a crashed run cannot make ``ray.init(num_cpus=...)`` fail as
+if a cluster existed. ``address`` (e.g. ``"auto"`` or ``"HOST:6379"``) connects to a running cluster
+instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from unimarl.trainers.batch import PolicySpec
+from unimarl.trainers.envs import EnvFactory
+from unimarl.trainers.errors import RayClusterError, TrainerError
+from unimarl.trainers.rollout import RolloutResult, RolloutWorker, WorkerPlan
+
+logger = logging.getLogger(__name__)
+
+Weights = dict[str, dict[str, np.ndarray]]
+
+
+class RolloutPool(Protocol):
+    """What the train loop needs from a pool."""
+
+    def specs(self) -> dict[str, PolicySpec]: ...
+    def configure(self, plan: WorkerPlan) -> None: ...
+    def collect(self, weights: Weights, horizon: int) -> list[RolloutResult]: ...
+    def nodes(self) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+class SerialPool:
+    """Workers in this process."""
+
+    def __init__(self, factory: EnvFactory, num_workers: int, num_envs: int, seed: int = 0) -> None:
+        self._workers: list[RolloutWorker] = []
+        try:
+            for i in range(num_workers):
+                self._workers.append(RolloutWorker(factory, num_envs, worker_index=i, seed=seed))
+        except BaseException:
+            self.close()
+            raise
+
+    def specs(self) -> dict[str, PolicySpec]:
+        return self._workers[0].specs()
+
+    def configure(self, plan: WorkerPlan) -> None:
+        for worker in self._workers:
+            worker.configure(plan)
+
+    def collect(self, weights: Weights, horizon: int) -> list[RolloutResult]:
+        return [worker.collect(weights, horizon) for worker in self._workers]
+
+    def nodes(self) -> list[str]:
+        return [worker.node() for worker in self._workers]
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.close()
+        self._workers = []
+
+
+def _stale_cluster_file() -> Path | None:
+    path = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray" / "ray_current_cluster"
+    return path if path.exists() else None
+
+
+def init_ray(address: str | None, num_cpus: int) -> None:
+    """Start local Ray on loopback (``address=None``) or connect to a cluster; no-op when already started."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        if address is None:
+            stale = _stale_cluster_file()
+            if stale is not None:
+                logger.info("ignoring %s (a previous Ray instance); starting a fresh local one", stale)
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=True,
+                configure_logging=False,
+            )
+        else:
+            ray.init(address=address, include_dashboard=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"cluster at '{address}'" if address else "a local Ray instance"
+        raise RayClusterError(
+            f"could not start or reach {where}: {e}. For a cluster check `ray status` on its head node; "
+            "locally, `ray stop` clears leftovers of a crashed run"
+        ) from e
+
+
+class RayPool:
+    """One Ray actor per worker, spread over the cluster's nodes."""
+
+    def __init__(
+        self,
+        factory: EnvFactory,
+        num_workers: int,
+        num_envs: int,
+        seed: int = 0,
+        timeout_s: float = 600.0,
+        cpus_per_worker: float = 1.0,
+    ) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            raise RayClusterError("RayPool needs Ray started first: call init_ray(address, num_cpus)")
+        self._timeout = timeout_s
+        actor_cls = ray.remote(RolloutWorker).options(num_cpus=cpus_per_worker, scheduling_strategy="SPREAD")
+        self._actors = [
+            actor_cls.remote(factory, num_envs, worker_index=i, seed=seed) for i in range(num_workers)
+        ]
+        try:
+            self._nodes: list[str] = self._get([a.node.remote() for a in self._actors], "start")
+        except BaseException:
+            self.close()
+            raise
+
+    def _get(self, refs: list[Any], what: str) -> Any:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+        try:
+            return ray.get(refs, timeout=self._timeout)
+        except GetTimeoutError as e:
+            raise TrainerError(
+                f"rollout workers did not finish '{what}' within {self._timeout:.0f} s; the games may hang: "
+                "see the player logs under the run folder's logs/"
+            ) from e
+        except RayTaskError as e:
+            cause = e.as_instanceof_cause()
+            if isinstance(cause, Exception):
+                raise cause from e
+            raise
+        except RayActorError as e:
+            raise TrainerError(f"a rollout worker died during '{what}': {e}") from e
+
+    def specs(self) -> dict[str, PolicySpec]:
+        return self._get([self._actors[0].specs.remote()], "specs")[0]
+
+    def configure(self, plan: WorkerPlan) -> None:
+        self._get([a.configure.remote(plan) for a in self._actors], "configure")
+
+    def collect(self, weights: Weights, horizon: int) -> list[RolloutResult]:
+        import ray
+
+        ref = ray.put(weights)
+        return self._get([a.collect.remote(ref, horizon) for a in self._actors], "collect")
+
+    def nodes(self) -> list[str]:
+        return list(self._nodes)
+
+    def close(self) -> None:
+        import ray
+
+        if self._actors:
+            try:
+                self._get([a.close.remote() for a in self._actors], "close")
+            except TrainerError as e:
+                logger.warning("closing rollout workers failed: %s", e)
+            for actor in self._actors:
+                ray.kill(actor)
+        self._actors = []
+
+
+def make_pool(
+    factory: EnvFactory, *, backend: str, num_workers: int, num_envs: int, seed: int, address: str | None
+) -> SerialPool | RayPool:
+    """The pool for ``backend`` ("auto": serial for one worker, Ray otherwise)."""
+    use_ray = backend == "ray" or (backend == "auto" and (num_workers > 1 or address is not None))
+    if not use_ray:
+        return SerialPool(factory, num_workers, num_envs, seed)
+    init_ray(address, num_cpus=max(num_workers, os.cpu_count() or 1))
+    return RayPool(factory, num_workers, num_envs, seed)

@@ -1,0 +1,315 @@
+"""``train(config)``: MAPPO on any game behind the bridge or any PettingZoo ParallelEnv.
+
+One iteration: the pool's workers each step their environments ``time_horizon`` times with the current
+weights (sent once per iteration), returning one batch per policy with advantages computed per trajectory;
+the learner (this process, on CUDA when available and ``device`` allows) updates its observation normaliser
+and then each policy. Every ``summary_freq`` env steps a metrics line goes to metrics.jsonl, TensorBoard and
+the ``on_summary`` callback; every ``checkpoint_interval`` env steps, and when the run ends (step budget,
+time budget, or SIGINT / :meth:`threading.Event.set` on ``stop``), a checkpoint is written. ``resume``
+restores step counters, policies, optimisers, normalisers and random generators from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unimarl.trainers.batch import PolicySpec
+from unimarl.trainers.config import TrainConfig, config_to_dict, validate
+from unimarl.trainers.envs import EnvFactory, make_sim_build
+from unimarl.trainers.errors import ConfigError, ResumeError
+from unimarl.trainers.mappo import MAPPOPolicy
+from unimarl.trainers.pool import make_pool
+from unimarl.trainers.rollout import PolicySetup, RolloutResult, WorkerPlan
+from unimarl.trainers.run_dir import RunDir
+from unimarl.trainers.teams import concat_batches
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """How a run ended."""
+
+    run_dir: Path
+    env_steps: int
+    agent_steps: int
+    iterations: int
+    stopped_by: str
+    """"max_steps", "max_seconds" or "interrupt"."""
+    wall_s: float = 0.0
+    """Seconds spent in the training loop (all sessions of the run), set-up excluded."""
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Counters:
+    env_steps: int = 0
+    agent_steps: int = 0
+    iterations: int = 0
+    wall_s: float = 0.0
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device; use --device cpu or auto")
+    return device
+
+
+def _plan(config: TrainConfig, specs: dict[str, PolicySpec]) -> WorkerPlan:
+    """One policy per behaviour unless mapped; behaviours sharing a policy must share a spec."""
+    behavior_policy = {b: config.policy_of(b) for b in specs}
+    setups: dict[str, PolicySetup] = {}
+    for behavior, policy in behavior_policy.items():
+        settings = config.behaviors.get(policy) or config.behavior_settings(behavior)
+        setup = PolicySetup(specs[behavior], settings.hyperparameters, settings.network_settings)
+        if policy in setups and setups[policy].spec != setup.spec:
+            raise ConfigError(
+                f"policy_mapping maps behaviours with different observation/action specs to "
+                f"policy '{policy}' ({setups[policy].spec} vs {setup.spec} for '{behavior}'); "
+                "map them to separate policies"
+            )
+        setups.setdefault(policy, setup)
+    weights = {b: config.behavior_settings(b).group_reward_weight for b in specs}
+    return WorkerPlan(setups, behavior_policy, weights)
+
+
+def _schedule(config: TrainConfig, behaviors: list[str]) -> dict[str, int]:
+    settings = [config.behavior_settings(b) for b in behaviors]
+    return {
+        "max_steps": config.run.max_steps or max(s.max_steps for s in settings),
+        "time_horizon": max(s.time_horizon for s in settings),
+        "summary_freq": min(s.summary_freq for s in settings),
+        "checkpoint_interval": min(s.checkpoint_interval for s in settings),
+    }
+
+
+def _env_factory(config: TrainConfig, run: RunDir) -> EnvFactory:
+    env = config.env
+    env.kind  # noqa: B018 - validates that exactly one env kind is set
+    if env.pettingzoo and env.pettingzoo.partition(":")[0].endswith(".py"):
+        module, _, attr = env.pettingzoo.rpartition(":")
+        env.pettingzoo = f"{Path(module).resolve()}:{attr}"  # Ray workers may run elsewhere
+    if env.pettingzoo and config.environment_parameters:
+        logger.warning("environment_parameters are sent to Unity/sim games only; ignored for PettingZoo envs")
+    build = str(make_sim_build(env, run.path)) if env.sim else None
+    return EnvFactory(
+        env, config.engine_settings, dict(config.environment_parameters), str(run.path.resolve()), build
+    )
+
+
+class _Stop:
+    """SIGINT (in the main thread) or an external event asks the loop to stop after the current iteration."""
+
+    def __init__(self, event: threading.Event | None) -> None:
+        self.event = event or threading.Event()
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        logger.warning(
+            "interrupt received: finishing the iteration and writing a checkpoint (again to abort)"
+        )
+        self.event.set()
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _summarise(results: list[RolloutResult], acc: dict[str, list[float]]) -> None:
+    for r in results:
+        for behavior, returns in r.episode_returns.items():
+            acc[f"return/{behavior}"].extend(returns)
+            acc[f"episode_length/{behavior}"].extend(r.episode_lengths[behavior])
+        for name, seconds in r.timers.items():
+            acc[f"timers/{name}"].append(seconds)
+
+
+def _checkpoint(run: RunDir, policies: dict[str, MAPPOPolicy], c: _Counters) -> None:
+    run.save_checkpoint(
+        {
+            "counters": {
+                "env_steps": c.env_steps,
+                "agent_steps": c.agent_steps,
+                "iterations": c.iterations,
+                "wall_s": c.wall_s,
+            },
+            "policies": {name: p.state_dict() for name, p in policies.items()},
+            "torch_rng": torch.get_rng_state(),
+        },
+        c.env_steps,
+    )
+
+
+def _resume(run: RunDir, policies: dict[str, MAPPOPolicy]) -> _Counters:
+    state = run.load_latest()
+    if set(state["policies"]) != set(policies):
+        raise ResumeError(
+            f"checkpoint holds policies {sorted(state['policies'])}, this config makes {sorted(policies)}; "
+            "resume with the config of the original run"
+        )
+    for name, policy in policies.items():
+        policy.load_state_dict(state["policies"][name])
+    torch.set_rng_state(state["torch_rng"])
+    return _Counters(**state["counters"])
+
+
+def _metrics_line(
+    c: _Counters,
+    acc: dict[str, list[float]],
+    since: tuple[int, int, float],
+    sched: dict[str, int],
+    max_seconds: float | None,
+    session_s: float,
+) -> dict[str, Any]:
+    steps0, agent0, t0 = since
+    dt = max(c.wall_s - t0, 1e-9)
+    line: dict[str, Any] = {
+        "iteration": c.iterations,
+        "env_steps": c.env_steps,
+        "agent_steps": c.agent_steps,
+        "wall_s": round(c.wall_s, 3),
+        "env_steps_per_s": (c.env_steps - steps0) / dt,
+        "agent_steps_per_s": (c.agent_steps - agent0) / dt,
+        "max_steps": sched["max_steps"],
+    }
+    remaining = (sched["max_steps"] - c.env_steps) / max(line["env_steps_per_s"], 1e-9)
+    if max_seconds is not None:
+        remaining = min(remaining, max_seconds - session_s)
+    line["time_left_s"] = max(remaining, 0.0)
+    for key, values in sorted(acc.items()):
+        line[key] = float(np.mean(values))
+    return line
+
+
+def _tensorboard(run: RunDir, line: dict[str, Any], policy_of: dict[str, str]) -> None:
+    step = line["env_steps"]
+    per_policy: dict[str, dict[str, float]] = defaultdict(dict)
+    for key, value in line.items():
+        head, _, owner = key.rpartition("/")
+        if key.startswith("return/") and owner in policy_of:
+            per_policy[policy_of[owner]]["Environment/Cumulative Reward"] = value
+        elif key.startswith("episode_length/") and owner in policy_of:
+            per_policy[policy_of[owner]]["Environment/Episode Length"] = value
+        elif head.startswith(("Losses/", "Policy/")):
+            per_policy[owner][head] = value
+    for policy, values in per_policy.items():
+        run.scalars(policy, values, step)
+    run.scalars(
+        "run",
+        {
+            "Throughput/Env Steps per s": line["env_steps_per_s"],
+            "Throughput/Agent Steps per s": line["agent_steps_per_s"],
+            **{f"Timers/{k[7:]}": v for k, v in line.items() if k.startswith("timers/")},
+        },
+        step,
+    )
+
+
+def train(
+    config: TrainConfig,
+    on_summary: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+) -> TrainResult:
+    """Run training as configured; see the module docstring."""
+    validate(config)
+    run = RunDir(config.run.results_dir, config.run.run_id, config.run.resume)
+    run.write_config(config_to_dict(config))
+    device = resolve_device(config.run.device)
+    stopper = _Stop(stop)
+    pool = None
+    try:
+        pool = make_pool(
+            _env_factory(config, run),
+            backend=config.run.backend,
+            num_workers=config.run.num_workers,
+            num_envs=config.env.num_envs,
+            seed=config.run.seed,
+            address=config.run.address,
+        )
+        specs = pool.specs()
+        plan = _plan(config, specs)
+        pool.configure(plan)
+        sched = _schedule(config, list(specs))
+        policies = {
+            name: MAPPOPolicy(s.spec, s.hyperparameters, s.network, device=device, seed=config.run.seed + i)
+            for i, (name, s) in enumerate(sorted(plan.policies.items()))
+        }
+        c = _resume(run, policies) if config.run.resume else _Counters()
+        logger.info(
+            "training %s on %s (%s workers x %s envs, device %s): %s",
+            sorted(policies),
+            config.env.kind,
+            config.run.num_workers,
+            config.env.num_envs,
+            device,
+            sched,
+        )
+        start, base_wall = time.perf_counter(), c.wall_s
+        since = (c.env_steps, c.agent_steps, c.wall_s)
+        next_summary = (c.env_steps // sched["summary_freq"] + 1) * sched["summary_freq"]
+        next_ckpt = (c.env_steps // sched["checkpoint_interval"] + 1) * sched["checkpoint_interval"]
+        acc: dict[str, list[float]] = defaultdict(list)
+        line: dict[str, Any] = {}
+        stopped_by = "max_steps"
+        while c.env_steps < sched["max_steps"]:
+            results = pool.collect({n: p.get_weights() for n, p in policies.items()}, sched["time_horizon"])
+            t_learn = time.perf_counter()
+            for name, policy in policies.items():
+                batches = [r.batches[name] for r in results if name in r.batches]
+                if not batches:
+                    continue
+                batch = concat_batches(batches)
+                policy.update_obs_normalizer(batch.obs)
+                for key, value in policy.update(batch).items():
+                    acc[f"{key}/{name}"].append(value)
+            acc["timers/learn_s"].append(time.perf_counter() - t_learn)
+            _summarise(results, acc)
+            c.env_steps += sum(r.env_steps for r in results)
+            c.agent_steps += sum(r.agent_steps for r in results)
+            c.iterations += 1
+            session_s = time.perf_counter() - start
+            c.wall_s = base_wall + session_s
+            if c.env_steps >= next_summary or c.env_steps >= sched["max_steps"]:
+                line = _metrics_line(c, acc, since, sched, config.run.max_seconds, session_s)
+                run.append_metrics(line)
+                _tensorboard(run, line, plan.behavior_policy)
+                if on_summary is not None:
+                    on_summary(line)
+                acc.clear()
+                since = (c.env_steps, c.agent_steps, c.wall_s)
+                next_summary = (c.env_steps // sched["summary_freq"] + 1) * sched["summary_freq"]
+            if c.env_steps >= next_ckpt:
+                _checkpoint(run, policies, c)
+                next_ckpt = (c.env_steps // sched["checkpoint_interval"] + 1) * sched["checkpoint_interval"]
+            if stopper.event.is_set():
+                stopped_by = "interrupt"
+                break
+            if config.run.max_seconds is not None and session_s >= config.run.max_seconds:
+                stopped_by = "max_seconds"
+                break
+        if run.latest_checkpoint() != run.checkpoints / f"checkpoint-{c.env_steps}.pt":
+            _checkpoint(run, policies, c)
+        logger.info("run ended (%s) at %d env steps; results in %s", stopped_by, c.env_steps, run.path)
+        return TrainResult(run.path, c.env_steps, c.agent_steps, c.iterations, stopped_by, c.wall_s, line)
+    finally:
+        stopper.restore()
+        if pool is not None:
+            pool.close()
+        run.close()
