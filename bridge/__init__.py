@@ -1,7 +1,8 @@
 """unimarl.bridge: Unity ML-Agents games as multi-agent environments.
 
-The trainer is the gRPC server the game dials (:class:`UnityConnection`); side channels carry engine settings,
-environment parameters and stats. Depends on numpy, grpcio and protobuf only (never torch or ray).
+The trainer is the gRPC server the game dials (:class:`UnityConnection`), and :class:`UnityParallelEnv`
+presents a game as a PettingZoo parallel environment; side channels carry engine settings, environment
+parameters and stats. Depends on numpy, grpcio and protobuf only (never torch or ray).
 """
 
 from unimarl.bridge.connection import UnityConnection
@@ -18,6 +19,7 @@ from unimarl.bridge.errors import (
     UnityTimeoutError,
 )
 from unimarl.bridge.launcher import GameProcess
+from unimarl.bridge.parallel_env import NoGlobalStateError, UnityParallelEnv, parse_agent_name
 from unimarl.bridge.side_channels import (
     EngineConfigurationChannel,
     EnvironmentParametersChannel,
@@ -57,6 +59,7 @@ __all__ = [
     "IncomingMessage",
     "IncompatibleVersionError",
     "LaunchError",
+    "NoGlobalStateError",
     "ObservationError",
     "ObservationSpec",
     "ObservationType",
@@ -70,6 +73,8 @@ __all__ = [
     "StatsAggregationMethod",
     "StatsSideChannel",
     "UnityConnection",
+    "UnityParallelEnv",
     "UnityProcessExitedError",
     "UnityTimeoutError",
+    "parse_agent_name",
 ]
