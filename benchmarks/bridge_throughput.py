@@ -10,7 +10,12 @@ floats, prints steps/s of:
   3.20 has no compiled backend on this Python, so its timed loop is capped at ``OFFICIAL_BUDGET_S`` seconds);
 
 and the bridge's own decode + encode time per step (protobuf parse included) against the 0.3 ms target at
-64 x 32. Usage: ``python benchmarks/bridge_throughput.py [--steps N] [--quick]``.
+64 x 32.
+
+The bridge, the env and the echo are measured ``--rounds`` times, interleaved (bridge, env, echo, bridge,
+...), so load from other processes on a shared machine hits all of them alike; each is reported as best
+and median over the rounds, and the ratios compare best with best and median with median.
+Usage: ``python benchmarks/bridge_throughput.py [--steps N] [--rounds R] [--quick]``.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -200,40 +207,76 @@ def codec_us(agents: int, obs_size: int, iterations: int) -> float:
     return best * 1e6
 
 
-def report(
-    agents: int,
-    obs_size: int,
-    steps: int,
-    sizes: tuple[int, int],
-    rate: float,
-    env: float,
-    echo: float,
-    official: float | None,
-    codec: float,
-) -> None:
+@dataclass
+class Rates:
+    """Steps/s of one measurement, one entry per round."""
+
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def best(self) -> float:
+        return max(self.values)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def line(self, label: str, baseline: Rates | None = None, baseline_name: str = "") -> str:
+        text = f"  {label:<24} best {self.best:8.1f}  median {self.median:8.1f} steps/s"
+        if baseline is not None:
+            text += (
+                f"   {baseline_name} = {self.best / baseline.best:.2f} (best) "
+                f"{self.median / baseline.median:.2f} (median)"
+            )
+        return text
+
+
+def measure_case(agents: int, obs_size: int, steps: int, rounds: int, tmp: Path) -> None:
+    folder = tmp / f"bench_{agents}x{obs_size}"
+    extra = ("--agents", str(agents), "--obs-size", str(obs_size))
+    build = sim.make_build("bench", folder, extra_args=extra)
+    logs = folder / "logs"
+    warmup = max(20, steps // 10)
+    bridge, env, echo = Rates(), Rates(), Rates()
+    sizes = (0, 0)
+    for _ in range(rounds):
+        rate, size_in, size_out = bridge_rate(build, steps, warmup, logs)
+        bridge.values.append(rate)
+        sizes = (size_in, size_out)
+        env.values.append(env_rate(build, steps, warmup, logs))
+        echo.values.append(echo_rate(size_in, size_out, steps, warmup))
+    official = official_rate(build, steps, warmup, logs)
+    codec = codec_us(agents, obs_size, max(500, steps))
     print(
-        f"\n{agents} agents x {obs_size} floats ({steps} steps; {sizes[0]} B in, {sizes[1]} B out per step)"
+        f"\n{agents} agents x {obs_size} floats ({rounds} rounds of {steps} steps; "
+        f"{sizes[0]} B in, {sizes[1]} B out per step)"
     )
-    print(f"  bridge UnityConnection   {rate:9.1f} steps/s")
-    print(f"  bridge UnityParallelEnv  {env:9.1f} steps/s")
-    print(f"  (a) bare gRPC echo       {echo:9.1f} steps/s   bridge/echo = {rate / echo:.2f}")
+    print(bridge.line("bridge UnityConnection", echo, "bridge/echo"))
+    print(env.line("bridge UnityParallelEnv", echo, "env/echo"))
+    print(echo.line("(a) bare gRPC echo"))
     if official is None:
         print("  (b) mlagents-envs 0.28   skipped")
     else:
-        print(f"  (b) mlagents-envs 0.28   {official:9.1f} steps/s   bridge/official = {rate / official:.2f}")
+        ratio = bridge.median / official
+        print(
+            f"  (b) mlagents-envs 0.28   {official:8.1f} steps/s (one run)   "
+            f"bridge(median)/official = {ratio:.2f}"
+        )
     verdict = ""
     if (agents, obs_size) == CASES[0]:
         verdict = f" (target {TARGET_US:.0f} us: {'met' if codec <= TARGET_US else 'MISSED'})"
-    print(f"  decode + encode          {codec:9.1f} us/step{verdict}")
+    print(f"  decode + encode          {codec:8.1f} us/step{verdict}")
+    env_us = 1e6 * (1 / env.median - 1 / bridge.median)
+    print(f"  UnityParallelEnv on top  {env_us:8.1f} us/step (median env step - median connection step)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="timed steps per measurement")
-    parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions of each measurement")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and rounds (a smoke run)")
     args = parser.parse_args(argv)
-    steps = 200 if args.quick else args.steps
-    warmup = max(20, steps // 10)
+    steps, rounds = (200, 2) if args.quick else (args.steps, args.rounds)
     if not (OFFICIAL_VENV / "bin" / "python").exists():
         print(
             f"official baseline skipped: no venv at {OFFICIAL_VENV}. Create it with:\n"
@@ -242,16 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     with tempfile.TemporaryDirectory() as tmp:
         for agents, obs_size in CASES:
-            folder = Path(tmp) / f"bench_{agents}x{obs_size}"
-            extra = ("--agents", str(agents), "--obs-size", str(obs_size))
-            build = sim.make_build("bench", folder, extra_args=extra)
-            logs = folder / "logs"
-            rate, size_in, size_out = bridge_rate(build, steps, warmup, logs)
-            env = env_rate(build, steps, warmup, logs)
-            echo = echo_rate(size_in, size_out, steps, warmup)
-            official = official_rate(build, steps, warmup, logs)
-            codec = codec_us(agents, obs_size, max(500, steps))
-            report(agents, obs_size, steps, (size_in, size_out), rate, env, echo, official, codec)
+            measure_case(agents, obs_size, steps, rounds, Path(tmp))
     return 0
 
 

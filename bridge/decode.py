@@ -11,10 +11,15 @@ Semantics:
   in both (episode ended and the next one started in the same message).
 - Action masks (decision agents only) arrive flattened over branches with True = *disabled*; they are split
   per branch. Agents that sent no mask get all actions enabled; ``None`` when no agent sent one.
-- Float observations are decoded without per-element Python loops: each agent's ``ObservationProto`` is
-  re-serialized (C speed), and when all agents' bytes agree except for the float payload (same shape, same
-  everything else) the payloads are viewed as one float32 matrix. Otherwise a per-agent path validates and
-  fills the batch, naming the agent whose observation is wrong.
+- Speed: a behaviour's agent infos are read as *columns* without per-agent Python: the serialized list is
+  split into records and their concatenation parsed (in C) by a view message whose fields are all
+  ``repeated``, so each field arrives as one column of n values. A column with fewer than n values (proto3
+  omits default values, e.g. ``id`` 0 or ``done`` false for some agents only) is read per agent; anything
+  else that does not fit (observation counts) takes the per-agent path, which names the faulty agent.
+- Float observations are decoded without per-element Python loops: when all agents' ``ObservationProto``
+  bytes agree except for the float payload (same shape, same everything else) the payloads are viewed as
+  one float32 matrix. Otherwise a per-agent path validates and fills the batch, naming the agent whose
+  observation is wrong.
 - PNG observations are decoded by :mod:`unimarl.bridge.png` to HWC and moved to CHW for 3.x games.
 - Variable-length observations (``VARIABLE_SIZE`` flag) are zero-padded to the declared shape.
 - NaN/inf in observations or rewards: ``nan_policy`` "raise" (ObservationError), "warn" (log once per
@@ -28,8 +33,10 @@ import logging
 import math
 import operator
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from unimarl.bridge.errors import ObservationError, ProtocolError
 from unimarl.bridge.png import decode_png_observation
@@ -58,6 +65,37 @@ _FIELDS = operator.attrgetter(
 _DONE = 5
 
 
+def _column_views() -> Any:
+    """View messages: ``Records`` (a list's records as bytes), ``Columns`` (AgentInfoProto, all repeated)."""
+    field = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="unimarl_bridge_columns.proto", package="unimarl_columns", syntax="proto3"
+    )
+    records = file.message_type.add(name="Records")
+    records.field.add(name="value", number=1, type=field.TYPE_BYTES, label=field.LABEL_REPEATED)
+    columns = file.message_type.add(name="Columns")  # field numbers and types as in AgentInfoProto
+    for name, number, kind in (
+        ("reward", 7, field.TYPE_FLOAT),
+        ("done", 8, field.TYPE_BOOL),
+        ("max_step_reached", 9, field.TYPE_BOOL),
+        ("id", 10, field.TYPE_INT32),
+        ("action_mask", 11, field.TYPE_BOOL),
+        ("observations", 13, field.TYPE_BYTES),
+        ("group_id", 14, field.TYPE_INT32),
+        ("group_reward", 15, field.TYPE_FLOAT),
+    ):
+        columns.field.add(name=name, number=number, type=kind, label=field.LABEL_REPEATED)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return tuple(
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"unimarl_columns.{name}"))
+        for name in ("Records", "Columns")
+    )
+
+
+_RECORDS, _COLUMNS = _column_views()
+
+
 def visual_layout_for(package_version: str) -> str:
     """Layout of visual observations for a C# package version: "CHW" for major >= 3, else "HWC"."""
     head = package_version.strip().split(".")[0]
@@ -82,7 +120,8 @@ def decode_output(
         raise ValueError(f"visual_layout must be one of {LAYOUTS}, got {visual_layout!r}")
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
-    infos_by_name = {name: lst.value for name, lst in rl_output.agentInfos.items()}
+    lists = dict(rl_output.agentInfos.items())
+    infos_by_name = {name: lst.value for name, lst in lists.items()}
     new_specs: dict[str, BehaviorSpec] = {}
     for brain in brain_parameters:
         if brain.brain_name in known_specs:
@@ -102,7 +141,10 @@ def decode_output(
             f"known behaviours: {sorted(specs)}"
         )
     decoder = _Decoder(visual_layout, nan_policy)
-    steps = {name: decoder.behavior(spec, infos_by_name.get(name, ())) for name, spec in specs.items()}
+    steps = {
+        name: decoder.behavior(spec, infos_by_name.get(name, ()), lists.get(name))
+        for name, spec in specs.items()
+    }
     return GameOutput(steps=steps, new_specs=new_specs, side_channel=bytes(rl_output.side_channel))
 
 
@@ -141,9 +183,15 @@ class _Decoder:
         self.layout = layout
         self.nan_policy = nan_policy
 
-    def behavior(self, spec: BehaviorSpec, infos: Sequence[AgentInfoProto]) -> BehaviorSteps:
+    def behavior(
+        self, spec: BehaviorSpec, infos: Sequence[AgentInfoProto], records: Any = None
+    ) -> BehaviorSteps:
         if not infos:
             return BehaviorSteps(decision=AgentBatch.empty(spec), terminal=AgentBatch.empty(spec))
+        if records is not None:
+            steps = self.columns(spec, infos, records)
+            if steps is not None:
+                return steps
         # One pass over the agents reads every field (attribute access on protobuf messages is the cost).
         rows = list(map(_FIELDS, infos))
         if any(row[_DONE] for row in rows):
@@ -155,6 +203,87 @@ class _Decoder:
             decision=self.batch(spec, decision, with_mask=True),
             terminal=self.batch(spec, terminal, with_mask=False),
         )
+
+    def columns(
+        self, spec: BehaviorSpec, infos: Sequence[AgentInfoProto], records: Any
+    ) -> BehaviorSteps | None:
+        """The behaviour's steps read as columns (see the module docstring); None: take the per-agent path."""
+        bodies = _RECORDS.FromString(records.SerializeToString()).value
+        columns = _COLUMNS.FromString(b"".join(bodies))
+        n, n_obs = len(bodies), len(spec.observation_specs)
+        observations = list(columns.observations)
+        if n != len(infos) or len(observations) != n * n_obs:
+            return None
+
+        def column(name: str, dtype: type) -> np.ndarray:
+            values = getattr(columns, name)
+            if len(values) == n:
+                return np.array(values, dtype)
+            if not values:
+                return np.zeros(n, dtype)
+            return np.array(list(map(operator.attrgetter(name), infos)), dtype)  # omitted for some agents
+
+        done = column("done", bool)
+        values = {
+            "agent_id": column("id", np.int32),
+            "reward": column("reward", np.float32),
+            "group_id": column("group_id", np.int32),
+            "group_reward": column("group_reward", np.float32),
+            "interrupted": column("max_step_reached", bool),
+        }
+        per_obs = [observations[k::n_obs] for k in range(n_obs)]
+        masks = self.mask_rows(spec, infos, columns.action_mask)
+        parts = []
+        for rows, with_mask in ((np.flatnonzero(~done), True), (np.flatnonzero(done), False)):
+            if not len(rows):
+                parts.append(AgentBatch.empty(spec))
+                continue
+            every = len(rows) == n
+            picked = {key: array if every else array[rows] for key, array in values.items()}
+            if with_mask:
+                picked["interrupted"] = np.zeros(len(rows), bool)
+            index = rows.tolist()
+            chunks = [chunk if every else [chunk[i] for i in index] for chunk in per_obs]
+            obs = tuple(self.observation_bytes(spec, c, picked["agent_id"], k) for k, c in enumerate(chunks))
+            reward = self.finite(picked.pop("reward"), spec.name, picked["agent_id"], "reward")
+            picked["group_reward"] = self.finite(
+                picked["group_reward"], spec.name, picked["agent_id"], "group_reward"
+            )
+            mask = None
+            if with_mask and masks is not None:
+                mask = masks(rows, picked["agent_id"])
+            parts.append(AgentBatch(obs=obs, reward=reward, action_mask=mask, **picked))
+        return BehaviorSteps(decision=parts[0], terminal=parts[1])
+
+    def mask_rows(self, spec: BehaviorSpec, infos: Sequence[AgentInfoProto], column: Any) -> Any:
+        """A function (rows, agent ids) -> the masks of those agents, or None without discrete actions."""
+        branches = spec.action_spec.discrete_branches
+        if not branches:
+            return None
+        total, n = sum(branches), len(infos)
+        if len(column) == n * total:
+            flat = np.array(column, bool).reshape(n, total)
+            bounds = np.cumsum(branches)[:-1]
+            return lambda rows, _ids: tuple(np.split(flat[rows], bounds, axis=1))
+        if not column:
+            return lambda rows, _ids: None
+        return lambda rows, ids: _masks(spec, [infos[i].action_mask for i in rows.tolist()], ids)
+
+    def observation_bytes(
+        self, spec: BehaviorSpec, chunks: list[bytes], agent_id: np.ndarray, k: int
+    ) -> np.ndarray:
+        """Observation ``k`` of the agents from their serialized ``ObservationProto``s."""
+        obs_spec = spec.observation_specs[k]
+        first = ObservationProto.FromString(chunks[0])
+        batch = None
+        if first.compression_type != _PNG and not obs_spec.is_variable_length:
+            batch = _float_rows(chunks, first, obs_spec.shape)
+        if batch is None:
+            batch = np.empty((len(chunks), *obs_spec.shape), np.float32)
+            for row, (chunk, aid) in enumerate(zip(chunks, agent_id.tolist(), strict=True)):
+                proto = ObservationProto.FromString(chunk)
+                batch[row] = self.one_observation(spec, obs_spec, proto, aid, k)
+        return self.finite(batch, spec.name, agent_id, f"observation {k}")
 
     def batch(self, spec: BehaviorSpec, rows: list[tuple], *, with_mask: bool) -> AgentBatch:
         if not rows:
@@ -265,11 +394,14 @@ class _Decoder:
 
 def _float_fast_path(protos: list[ObservationProto], shape: tuple[int, ...]) -> np.ndarray | None:
     """One float32 batch from identically-structured float observations, or None if they are not."""
+    return _float_rows([p.SerializeToString() for p in protos], protos[0], shape)
+
+
+def _float_rows(chunks: list[bytes], first: ObservationProto, shape: tuple[int, ...]) -> np.ndarray | None:
+    """:func:`_float_fast_path` on serialized observations; ``first`` is ``chunks[0]`` parsed."""
     size = math.prod(shape)
-    first = protos[0]
     if tuple(first.shape) != shape or len(first.float_data.data) != size:
         return None
-    chunks = [p.SerializeToString() for p in protos]
     width = len(chunks[0])
     joined = b"".join(chunks)
     if len(set(map(len, chunks))) != 1:

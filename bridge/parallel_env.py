@@ -279,27 +279,25 @@ class UnityParallelEnv(ParallelEnv):
     # ----------------------------------------------------------------------------------------- helpers
     def _actions_of(self, behavior: str, names: list[str], actions: Mapping[str, Any]) -> ActionTuple:
         spec = self._spec(behavior).action_spec
-        continuous = np.zeros((len(names), spec.continuous_size), np.float32)
-        discrete = np.zeros((len(names), spec.discrete_size), np.int64)
-        for row, name in enumerate(names):
-            if name not in actions:
-                raise ActionError(
-                    f"no action for agent {name!r}, which requested a decision; pass one for it"
-                )
-            action = actions[name]
-            try:
-                if spec.is_hybrid:
-                    continuous[row] = np.asarray(action["continuous"], np.float32).reshape(-1)
-                    discrete[row] = np.asarray(action["discrete"]).reshape(-1)
-                elif spec.discrete_size:
-                    discrete[row] = np.asarray(action).reshape(-1)
-                else:
-                    continuous[row] = np.asarray(action, np.float32).reshape(-1)
-            except (ValueError, TypeError, KeyError, IndexError) as e:
-                raise ActionError(
-                    f"action {action!r} for agent {name!r} does not fit its action space "
-                    f"{self.action_space(name)}: {e}"
-                ) from e
+        try:
+            chosen = [actions[name] for name in names]
+        except KeyError as e:
+            raise ActionError(
+                f"no action for agent {e.args[0]!r}, which requested a decision; pass one for it"
+            ) from None
+        n = len(names)
+        continuous = np.zeros((n, spec.continuous_size), np.float32)
+        discrete = np.zeros((n, spec.discrete_size), np.int64)
+        try:  # one conversion for all agents; the per-agent loop below names a misfit action
+            if spec.is_hybrid:
+                raise ValueError("hybrid actions are converted per agent")
+            if spec.discrete_size:
+                discrete[:] = np.asarray(chosen, np.int64).reshape(discrete.shape)
+            else:
+                continuous[:] = np.asarray(chosen, np.float32).reshape(continuous.shape)
+        except (ValueError, TypeError):
+            for row, (name, action) in enumerate(zip(names, chosen, strict=True)):
+                self._one_action(spec, name, action, continuous[row], discrete[row])
         bad = ((discrete < 0) | (discrete >= np.asarray(spec.discrete_branches, np.int64))).any(axis=1)
         if bad.any():
             names_bad = [names[i] for i in np.flatnonzero(bad)[:5]]
@@ -308,6 +306,24 @@ class UnityParallelEnv(ParallelEnv):
                 f"branch sizes are {spec.discrete_branches}"
             )
         return ActionTuple(continuous=continuous, discrete=discrete)
+
+    def _one_action(
+        self, spec: ActionSpec, name: str, action: Any, continuous: np.ndarray, discrete: np.ndarray
+    ) -> None:
+        """Write one agent's action into its rows (views), or raise ActionError naming the agent."""
+        try:
+            if spec.is_hybrid:
+                continuous[:] = np.asarray(action["continuous"], np.float32).reshape(-1)
+                discrete[:] = np.asarray(action["discrete"]).reshape(-1)
+            elif spec.discrete_size:
+                discrete[:] = np.asarray(action).reshape(-1)
+            else:
+                continuous[:] = np.asarray(action, np.float32).reshape(-1)
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise ActionError(
+                f"action {action!r} for agent {name!r} does not fit its action space "
+                f"{self.action_space(name)}: {e}"
+            ) from e
 
     def _apply(self, output: GameOutput) -> tuple[dict, dict, dict, dict, dict]:
         obs: dict[str, Any] = {}
@@ -320,18 +336,21 @@ class UnityParallelEnv(ParallelEnv):
         for behavior, steps in output.steps.items():
             spec = self._spec(behavior)
             state_found = state_found or self._update_state(spec, steps.decision, steps.terminal)
+            interrupted_rows = steps.terminal.interrupted.tolist()
+            terminal_rewards = steps.terminal.reward.tolist()
             for row, key, name, entry in self._rows(spec, steps.terminal, requested=False):
                 if name is None:  # ended before it ever requested a decision: nothing to report
                     continue
-                interrupted = bool(steps.terminal.interrupted[row])
+                interrupted = interrupted_rows[row]
                 if interrupted:
                     entry["info"]["interrupted"] = True
                 obs[name], infos[name] = entry["obs"], entry["info"]
-                rewards[name] = float(steps.terminal.reward[row])
+                rewards[name] = terminal_rewards[row]
                 terminations[name], truncations[name] = not interrupted, interrupted
                 del self._live[name], self._current[key]
                 self._episodes[key] = self._episodes.get(key, 0) + 1
             names = []
+            decision_rewards = steps.decision.reward.tolist()
             for row, key, name, entry in self._rows(spec, steps.decision, requested=True):
                 if name is None:
                     name = agent_name(behavior, key[1], self._episodes.get(key, 0))
@@ -342,7 +361,7 @@ class UnityParallelEnv(ParallelEnv):
                 self._live[name] = entry
                 names.append(name)
                 obs[name], infos[name] = entry["obs"], entry["info"]
-                rewards[name] = float(steps.decision.reward[row])
+                rewards[name] = decision_rewards[row]
                 terminations[name] = truncations[name] = False
             self._decision_names[behavior] = names
         for name, entry in self._live.items():
@@ -356,31 +375,32 @@ class UnityParallelEnv(ParallelEnv):
     def _rows(
         self, spec: BehaviorSpec, batch: AgentBatch, *, requested: bool
     ) -> Iterator[tuple[int, tuple[str, int], str | None, dict[str, Any]]]:
-        """Per agent of ``batch``: (row, key, live name or None, {"obs", "info"})."""
-        keep = [k for k, o in enumerate(spec.observation_specs) if o.name != GLOBAL_STATE]
+        """Per agent of ``batch``: (row, key, live name or None, {"obs", "info"}).
+
+        Whole-batch conversions first (rows as views, ``tolist``), so the per-agent loop only builds dicts.
+        """
+        if not len(batch):
+            return
+        sensors = [list(batch.obs[k]) for k, o in enumerate(spec.observation_specs) if o.name != GLOBAL_STATE]
+        agent_obs: list[Any] = sensors[0] if len(sensors) == 1 else list(zip(*sensors, strict=True))
         branches = spec.action_spec.discrete_branches
-        all_allowed = [np.ones(b, np.int8) for b in branches]  # shared when the game sent no mask
-        for mask in all_allowed:
-            mask.flags.writeable = False
-        for row, unity_id in enumerate(batch.agent_id.tolist()):
-            key = (spec.name, unity_id)
-            sensors = [batch.obs[k][row] for k in keep]
-            agent_obs: Any = sensors[0] if len(sensors) == 1 else tuple(sensors)
-            if branches:
-                if batch.action_mask is None:
-                    masks = all_allowed
-                else:
-                    masks = [(~m[row]).astype(np.int8) for m in batch.action_mask]
-                mask = masks[0] if len(masks) == 1 else tuple(masks)
-                agent_obs = {"observation": agent_obs, "action_mask": mask}
+        if branches:
+            agent_obs = [
+                {"observation": o, "action_mask": m}
+                for o, m in zip(agent_obs, _agent_masks(branches, batch), strict=True)
+            ]
+        columns = (batch.agent_id.tolist(), agent_obs, batch.group_id.tolist(), batch.group_reward.tolist())
+        current, name = self._current, spec.name
+        for row, (unity_id, one_obs, group_id, group_reward) in enumerate(zip(*columns, strict=True)):
+            key = (name, unity_id)
             info = {
-                "behavior": spec.name,
+                "behavior": name,
                 "agent_id": unity_id,
-                "group_id": int(batch.group_id[row]),
-                "group_reward": float(batch.group_reward[row]),
+                "group_id": group_id,
+                "group_reward": group_reward,
                 "requested_decision": requested,
             }
-            yield row, key, self._current.get(key), {"obs": agent_obs, "info": info}
+            yield row, key, current.get(key), {"obs": one_obs, "info": info}
 
     def _update_state(self, spec: BehaviorSpec, *batches: AgentBatch) -> bool:
         for k, obs_spec in enumerate(spec.observation_specs):
@@ -391,3 +411,14 @@ class UnityParallelEnv(ParallelEnv):
                     self._state = batch.obs[k][0]
                     return True
         return False
+
+
+def _agent_masks(branches: tuple[int, ...], batch: AgentBatch) -> list[Any]:
+    """Per agent: its action mask (int8, 1 = allowed), or a tuple of them for several branches."""
+    if batch.action_mask is None:  # one shared, read-only all-allowed mask when the game sent none
+        shared = [np.ones(b, np.int8) for b in branches]
+        for mask in shared:
+            mask.flags.writeable = False
+        return [shared[0] if len(shared) == 1 else tuple(shared)] * len(batch)
+    allowed = [list((~m).astype(np.int8)) for m in batch.action_mask]
+    return allowed[0] if len(allowed) == 1 else list(zip(*allowed, strict=True))

@@ -28,11 +28,26 @@ GAMES: dict[str, type[Game]] = {cls.name: cls for cls in (CoopNav, Battle, Visua
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``NAME [flags]`` (the game name, then a player command line); returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        sys.stdout.write(_usage())
+        return 0
     if not args or args[0] not in GAMES:
         given = repr(args[0]) if args else "nothing"
-        sys.stderr.write(f"usage: python -m unimarl.sim NAME [flags]; NAME in {sorted(GAMES)}, got {given}\n")
+        sys.stderr.write(f"unknown game {given}\n{_usage()}")
         return EXIT_USAGE
     return run_client(GAMES[args[0]], args[1:])
+
+
+def _usage() -> str:
+    lines = [
+        "usage: unimarl sim NAME --mlagents-port PORT [flags]   (NAME --help lists a game's flags)",
+        "games:",
+    ]
+    for name, cls in sorted(GAMES.items()):
+        summary = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        first = summary[0].removeprefix(f"``{name}``: ") if summary else ""
+        lines.append(f"  {name:<10} {first}")
+    return "\n".join(lines) + "\n"
 
 
 def make_build(

@@ -102,7 +102,7 @@ class Arena:
     def step(self) -> None:
         hits_by = self._attack(self.occupancy(), np.nonzero(self.alive)[0])
         killed = self.alive & (self.hp <= 0)
-        for victim in np.nonzero(killed)[0]:
+        for victim in np.nonzero(killed)[0].tolist():
             self.acc[hits_by[victim]] += KILL_REWARD
             self.kills[1 - self.team[victim]] += 1
         self.acc[killed] += DEATH_PENALTY

@@ -48,6 +48,8 @@ class SideChannels:
         self.engine: dict[str, Any] = {}
         self.params = EnvParams()
         self._unknown_seen: set[uuid.UUID] = set()
+        #: Extra channels the game registered: id -> handler of one payload (e.g. the policy channel).
+        self.handlers: dict[uuid.UUID, Callable[[bytes], None]] = {}
 
     def process(self, data: bytes) -> None:
         """Apply the side-channel bytes of one input; malformed frames are logged and skipped."""
@@ -60,7 +62,9 @@ class SideChannels:
             logger.warning("ignoring malformed side-channel data: %s", e)
 
     def _dispatch(self, channel_id: uuid.UUID, payload: bytes) -> None:
-        if channel_id == ENGINE_CONFIGURATION:
+        if channel_id in self.handlers:
+            self.handlers[channel_id](payload)
+        elif channel_id == ENGINE_CONFIGURATION:
             self._engine(IncomingMessage(payload))
         elif channel_id == ENVIRONMENT_PARAMETERS:
             self._environment_parameter(IncomingMessage(payload))

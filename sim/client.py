@@ -13,13 +13,22 @@ Then per input: header 400 or QUIT -> exit 0; side channels applied; RESET -> re
 matched by position to the previous output's deciding agents, then academy steps until some agent has
 something to report. Each output carries brain parameters for behaviours seen for the first time.
 
+Cost per step: a game that sets ``reads_actions = False`` (``bench``) gets no actions (the client checks
+only their count); the record file is built only with ``--record``.
+
 Faults (``--misbehave``, N = number of STEP commands applied first): ``die:N`` exit 3; ``hang:N`` stop
 answering (block forever); ``malformed:N`` send bytes that are not a message; ``bad-version`` announce API
 2.0.0; ``bad-shape:N`` one observation shorter than its shape; ``nan:N`` a NaN in one observation.
 
 ``--record PATH`` appends one JSON line per input received: ``status``, ``command``, ``sent`` (per behaviour
 the ``ids``, ``done`` flags and ``rewards`` of the output this input answers, in message order) and
-``actions`` (per behaviour ``continuous`` and ``discrete`` lists, in received order).
+``actions`` (per behaviour ``continuous`` and ``discrete`` lists, in received order), and, for behaviours that
+act from a pushed policy, ``inferred`` (per behaviour the ``continuous`` and ``discrete`` actions the game
+applied instead, aligned with the deciding agents of ``sent``).
+
+Pushed policies (policy side channel, :mod:`unimarl.sim.policy_runner`) are always received and
+acknowledged; ``--behavior-type inference`` makes the agents of a behaviour with a received policy act from
+it (Unity's *Inference Only*), ``default`` keeps the trainer's actions (a connected *Default* agent).
 
 Exit codes: 0 quit, 1 trainer unreachable / no answer in time, 2 usage, 3 ``--misbehave die``.
 """
@@ -31,7 +40,7 @@ import json
 import logging
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,9 +54,11 @@ from unimarl.protos import (
     UnityMessageProto,
     UnityRLCapabilitiesProto,
 )
+from unimarl.protos.policy_wire import POLICY_CHANNEL_ID
 from unimarl.sim import encode
 from unimarl.sim.channels import SideChannels, stats_bytes
 from unimarl.sim.game import AgentBatch, BehaviorDef, Game
+from unimarl.sim.policy_runner import BEHAVIOR_TYPES, PolicyRunner
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +113,12 @@ def build_parser(game_cls: type[Game]) -> argparse.ArgumentParser:
     add("--timeout", type=float, default=60.0, help="seconds to wait for each answer (0: forever)")
     add("--record", type=Path, default=None, help="append one JSON line per exchange to this file")
     add("--misbehave", type=Misbehave.parse, default=None, help=f"MODE[:N], MODE in {MISBEHAVE_MODES}")
+    add(
+        "--behavior-type",
+        choices=BEHAVIOR_TYPES,
+        default="default",
+        help="inference: act from pushed policies",
+    )
     game_cls.add_arguments(parser)
     return parser
 
@@ -119,13 +136,17 @@ def configure_logging(log_file: str | None) -> None:
     root.setLevel(logging.INFO)
 
 
+def _check_action_count(behavior: BehaviorDef, received: int, n: int) -> None:
+    if received != n:
+        logger.warning("behaviour %s: %d actions for %d deciding agents", behavior.name, received, n)
+
+
 def parse_actions(behavior: BehaviorDef, actions: list[Any], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Actions for ``n`` deciding agents -> (continuous [n, c], discrete [n, b]); missing rows are zero."""
     n_cont, n_disc = behavior.num_continuous, len(behavior.discrete_branches)
     continuous = np.zeros((n, n_cont), np.float32)
     discrete = np.zeros((n, n_disc), np.int32)
-    if len(actions) != n:
-        logger.warning("behaviour %s: %d actions for %d deciding agents", behavior.name, len(actions), n)
+    _check_action_count(behavior, len(actions), n)
     for i, action in enumerate(actions[:n]):
         cont, disc = list(action.continuous_actions), list(action.discrete_actions)
         if not cont and not disc and action.vector_actions_deprecated:  # trainer without hybrid actions
@@ -146,6 +167,9 @@ class Client:
         self.args = args
         self.chw = _package_major(args.package_version) >= 3
         self.channels = SideChannels()
+        self.policies = PolicyRunner(self.chw, inference=args.behavior_type == "inference")
+        self.channels.handlers[POLICY_CHANNEL_ID] = self._receive_policy
+        self._inferred: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.game: Game | None = None
         self.announced: set[str] = set()
         self.deciding: dict[str, np.ndarray] = {}
@@ -155,7 +179,10 @@ class Client:
         self._collected: dict[str, AgentBatch] = {}
         self._started = False
         self._channel = grpc.insecure_channel(f"localhost:{args.mlagents_port}")
-        self._exchange = self._channel.unary_unary(EXCHANGE_METHOD)
+        # Raw bytes both ways: the answer is parsed by ``call`` (None = no (de)serializer).
+        self._exchange = self._channel.unary_unary(
+            EXCHANGE_METHOD, request_serializer=None, response_deserializer=None
+        )
 
     def call(self, payload: bytes) -> UnityMessageProto:
         """One Exchange: send ``payload``, wait (``--timeout``) for and parse the answer."""
@@ -212,13 +239,19 @@ class Client:
             self._started = True
             self.game.reset(self.channels.params)
             return
+        reads_actions = getattr(self.game, "reads_actions", True)
         for behavior in self.game.behaviors:
             ids = self.deciding.get(behavior.name)
             if ids is None or not len(ids):
                 continue
             lists = rl_input.agent_actions
-            received = list(lists[behavior.name].value) if behavior.name in lists else []
-            continuous, discrete = parse_actions(behavior, received, len(ids))
+            received = lists[behavior.name].value if behavior.name in lists else []
+            if not reads_actions:  # the game ignores actions: check their count, parse nothing
+                _check_action_count(behavior, len(received), len(ids))
+                continue
+            continuous, discrete = parse_actions(behavior, list(received), len(ids))
+            if behavior.name in self._inferred:  # agents acting from a pushed policy ignore the trainer
+                continuous, discrete = self._inferred[behavior.name]
             self.game.set_actions(behavior.name, ids, continuous, discrete)
         self.steps += 1
         self._fault_before_output()
@@ -249,26 +282,41 @@ class Client:
             logger.warning("--misbehave malformed: sending bytes that are not a message")
             return MALFORMED_BYTES
         infos, new_brains = [], []
-        self.deciding, self._last_sent = {}, {}
+        self.deciding, self._last_sent, self._inferred = {}, {}, {}
         for behavior in self.game.behaviors:
             batch = batches.get(behavior.name)
             if batch is None or not len(batch):
                 continue
-            if self._fault("nan"):
-                batch.obs[0] = batch.obs[0].copy()
-                batch.obs[0].reshape(len(batch), -1)[0, 0] = np.nan
+            if self._fault("nan"):  # on a copy: the game's batch (maybe pooled) stays as it is
+                first = batch.obs[0].copy()
+                first.reshape(len(batch), -1)[0, 0] = np.nan
+                plain = {f.name: getattr(batch, f.name) for f in fields(AgentBatch)}
+                batch = AgentBatch(**{**plain, "obs": [first, *batch.obs[1:]]})
             corrupt = self._fault("bad-shape")
             infos.append((behavior.name, encode.encode_batch(behavior, batch, self.chw, corrupt)))
             if behavior.name not in self.announced:
                 self.announced.add(behavior.name)
                 new_brains.append(behavior)
             self.deciding[behavior.name] = batch.ids[~batch.done]
+            if self.policies.acts_for(behavior.name) and len(self.deciding[behavior.name]):
+                live = ~batch.done
+                mask = None if batch.mask is None else batch.mask[live]
+                self._inferred[behavior.name] = self.policies.act(
+                    behavior, [o[live] for o in batch.obs], mask
+                )
+            if self.record is None:  # what was sent is only kept for the record file
+                continue
             self._last_sent[behavior.name] = {
                 "ids": batch.ids.tolist(),
                 "done": batch.done.tolist(),
                 "rewards": batch.rewards.tolist(),
             }
-        return encode.output_message(infos, stats_bytes(self.game.pop_stats()), new_brains)
+        side_channel = stats_bytes(self.game.pop_stats()) + self.policies.pop_ack_frames()
+        return encode.output_message(infos, side_channel, new_brains)
+
+    def _receive_policy(self, payload: bytes) -> None:
+        behaviors = {b.name: b for b in self.game.behaviors} if self.game is not None else {}
+        self.policies.receive(payload, behaviors)
 
     def write_record(self, message: UnityMessageProto) -> None:
         if self.record is None:
@@ -287,6 +335,12 @@ class Client:
             "sent": self._last_sent,
             "actions": actions,
         }
+        inferred = {
+            name: {"continuous": c.tolist(), "discrete": d.tolist()}
+            for name, (c, d) in self._inferred.items()
+        }
+        if inferred:
+            line["inferred"] = inferred
         self.record.write(json.dumps(line) + "\n")
         self.record.flush()
 

@@ -1,4 +1,5 @@
-"""The ``unimarl`` command: ``unimarl train CONFIG.yaml [flags]`` and ``unimarl sim NAME [flags]``.
+"""The ``unimarl`` command: ``unimarl train CONFIG.yaml [flags]``, ``unimarl sim NAME [flags]``, and
+``unimarl export`` / ``unimarl play`` (:mod:`unimarl.trainers.cli_policies`).
 
 A thin argparse layer: heavy modules (torch, ray, the trainer) are imported only by the sub-command that needs
 them, so ``unimarl sim`` starts a stand-in game without importing torch or ray. The console progress line is
@@ -12,6 +13,8 @@ import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from unimarl.trainers import cli_eval, cli_policies
 
 EXIT_ERROR = 2
 
@@ -39,8 +42,10 @@ def _train_parser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unimarl", description="Multi-agent RL for Unity ML-Agents games.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sim}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,export,play,sim}")
     _train_parser(sub)
+    cli_policies.add_parsers(sub)
+    cli_eval.add_parser(sub)
     sub.add_parser("sim", help="run a headless stand-in game (unimarl sim NAME --help)", add_help=False)
     return parser
 
@@ -122,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "eval":
+        return cli_eval.run_eval(args)
+    if args.command == "export":
+        return cli_policies.run_export(args)
+    if args.command == "play":
+        return cli_policies.run_play(args)
     parser.print_help()
     return EXIT_ERROR
 

@@ -28,8 +28,14 @@ import yaml
 
 from unimarl.trainers.errors import ConfigError
 from unimarl.trainers.mappo import MAPPOHyperparameters, NetworkSettings
+from unimarl.trainers.mf_config import (
+    MEAN_FIELD_TRAINERS,
+    MeanFieldHyperparameters,
+    SelfPlaySettings,
+    check_settings,
+)
 
-SUPPORTED_TRAINERS = ("mappo",)
+SUPPORTED_TRAINERS = ("mappo", *MEAN_FIELD_TRAINERS)
 DEFAULT_BEHAVIOR = "default"
 
 
@@ -104,7 +110,7 @@ class BehaviorSettings:
     """Training settings of one behaviour (ML-Agents' ``behaviors.<name>`` section)."""
 
     trainer_type: str = "mappo"
-    """Learning algorithm; supported: mappo."""
+    """Learning algorithm; supported: mappo, mfq (mean-field Q), mfac (mean-field actor-critic)."""
     hyperparameters: MAPPOHyperparameters = field(default_factory=MAPPOHyperparameters)
     """Learner hyperparameters (see MAPPOHyperparameters)."""
     network_settings: NetworkSettings = field(default_factory=NetworkSettings)
@@ -119,6 +125,10 @@ class BehaviorSettings:
     """Env steps between checkpoints."""
     group_reward_weight: float = 0.0
     """Weight of the Unity group reward (infos["group_reward"]) added to each agent's own reward."""
+    mean_field: MeanFieldHyperparameters = field(default_factory=MeanFieldHyperparameters)
+    """mfq / mfac settings; in YAML they are given as ``hyperparameters:`` of an mfq / mfac behaviour."""
+    self_play: SelfPlaySettings | None = None
+    """mfq / mfac: learn against frozen snapshots of this behaviour that drive ``self_play.opponent``."""
 
 
 @dataclass
@@ -148,6 +158,14 @@ class RunSettings:
 
 
 @dataclass
+class HotSwapSettings:
+    """Pushing policies into the running games while training (``unimarl.trainers.hotswap``)."""
+
+    every: int = 0
+    """Push every K iterations (0 = only on demand: ``touch results/RUN_ID/push_policy``)."""
+
+
+@dataclass
 class TrainConfig:
     """A whole training run."""
 
@@ -163,6 +181,8 @@ class TrainConfig:
     """Float parameters sent through the EnvironmentParametersChannel (Unity/sim envs)."""
     engine_settings: EngineSettings = field(default_factory=EngineSettings)
     """Engine configuration sent to Unity/sim envs."""
+    hotswap: HotSwapSettings = field(default_factory=HotSwapSettings)
+    """Hot-swap: push the newest policies into the running games every K iterations."""
 
     def behavior_settings(self, behavior: str) -> BehaviorSettings:
         """Settings for ``behavior``: exact key, then the part before ``?``, then ``default``, else code."""
@@ -206,7 +226,7 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0])
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _from_dict(hint, value, where)
     if origin is list:
         if not isinstance(value, list):
@@ -261,11 +281,31 @@ def _check_behavior(name: str, settings: BehaviorSettings) -> None:
             raise ConfigError(f"behaviors.{name}.{key} must be > 0, got {getattr(settings, key)}")
 
 
+def _route_mean_field(data: Any) -> Any:
+    """An mfq / mfac behaviour's ``hyperparameters:`` section holds mean-field settings (``mean_field``)."""
+    behaviors = data.get("behaviors") if isinstance(data, dict) else None
+    if not isinstance(behaviors, dict):
+        return data
+    routed = {}
+    for name, section in behaviors.items():
+        if (
+            isinstance(section, dict)
+            and section.get("trainer_type") in MEAN_FIELD_TRAINERS
+            and "hyperparameters" in section
+        ):
+            section = {k: v for k, v in section.items() if k != "hyperparameters"}
+            section["mean_field"] = behaviors[name]["hyperparameters"]
+        routed[name] = section
+    return {**data, "behaviors": routed}
+
+
 def config_from_dict(data: dict[str, Any] | None) -> TrainConfig:
     """Build a :class:`TrainConfig` from a parsed YAML mapping (strict: unknown keys raise ConfigError)."""
-    config = _from_dict(TrainConfig, data or {}, "top level")
+    config = _from_dict(TrainConfig, _route_mean_field(data or {}), "top level")
     for name, settings in config.behaviors.items():
         _check_behavior(name, settings)
+        if settings.trainer_type in MEAN_FIELD_TRAINERS:
+            check_settings(name, settings.mean_field, settings.self_play)
     validate(config)
     return config
 
@@ -281,6 +321,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(
             f"run.num_workers and env.num_envs must be >= 1, got {run.num_workers} and {config.env.num_envs}"
         )
+    if config.hotswap.every < 0:
+        raise ConfigError(f"hotswap.every must be >= 0 (0 = on demand only), got {config.hotswap.every}")
     if config.env.editor and (config.env.num_envs != 1 or run.num_workers != 1):
         raise ConfigError("env.editor trains on the one open Editor: set --num-envs 1 --num-workers 1")
 

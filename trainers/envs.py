@@ -110,20 +110,24 @@ class EnvFactory:
                 )
             return env
         from unimarl.bridge.parallel_env import UnityParallelEnv
+        from unimarl.bridge.policy_channel import PolicyChannel
 
+        policy_channel = PolicyChannel()  # hot-swap (unimarl.trainers.hotswap) pushes models through it
         log_dir = Path(self.run_dir) / "logs" / f"worker{worker_index}-env{env_index}"
         file_name = None if kind == "editor" else self._executable()
-        return UnityParallelEnv(
+        env = UnityParallelEnv(
             file_name,
             seed=seed,
             no_graphics=self.engine.no_graphics,
             timeout=self.settings.timeout_s,
-            side_channels=_side_channels(self.engine, self.environment_parameters),
+            side_channels=[*_side_channels(self.engine, self.environment_parameters), policy_channel],
             additional_args=tuple(self.settings.args) if kind == "build" else (),
             log_dir=str(log_dir),
             port=self.settings.editor_port if kind == "editor" else None,
             num_areas=self.settings.num_areas,
         )
+        env.policy_channel = policy_channel
+        return env
 
     def _executable(self) -> str:
         if self.settings.build:
@@ -167,12 +171,49 @@ class AgentView:
         sensors = list(raw) if self.obs_is_tuple else [raw]
         return sensors, mask
 
+    def stack(self, raws: Sequence[Any]) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
+        """Observations of n agents -> one float32 [n, *shape] array per sensor, and the float32 [n, mask]
+        action mask (all ones when the space has none but the actions are discrete; None otherwise)."""
+        n = len(raws)
+        mask = None
+        if self.obs_is_dict:
+            masks = [r["action_mask"] for r in raws]
+            if isinstance(masks[0], tuple | list):
+                parts = [np.stack([m[k] for m in masks]).reshape(n, -1) for k in range(len(masks[0]))]
+                mask = np.concatenate(parts, axis=1).astype(np.float32)
+            else:
+                mask = np.stack(masks).reshape(n, -1).astype(np.float32)
+            raws = [r["observation"] for r in raws]
+        elif self.spec.mask_size:
+            mask = np.ones((n, self.spec.mask_size), np.float32)
+        if self.obs_is_tuple:
+            obs = tuple(
+                np.stack([r[k] for r in raws]).astype(np.float32, copy=False)
+                for k in range(len(self.spec.obs_shapes))
+            )
+        else:
+            obs = (np.stack(raws).astype(np.float32, copy=False),)
+        return obs, mask
+
+    def env_actions(self, continuous: np.ndarray, discrete: np.ndarray) -> list[Any]:
+        """Actions of n agents ([n, c] and [n, branches]) in the env's action space, one per agent."""
+        space = self.action_space
+        if isinstance(space, spaces.Discrete):
+            return (discrete[:, 0] + int(space.start)).tolist()
+        if isinstance(space, spaces.MultiDiscrete):
+            return list(discrete.astype(np.int64))
+        if isinstance(space, spaces.Box):
+            return list(np.clip(continuous, space.low, space.high).astype(space.dtype, copy=False))
+        return [self.to_env_action(c, d) for c, d in zip(continuous, discrete, strict=True)]
+
     def to_env_action(self, continuous: np.ndarray, discrete: np.ndarray) -> Any:
         """One agent's action in the env's action space."""
         space = self.action_space
         if isinstance(space, spaces.Dict):
+            box = space["continuous"]
+            assert isinstance(box, spaces.Box)  # checked by _action_spec when the view was made
             return {
-                "continuous": self._continuous(space["continuous"], continuous),
+                "continuous": self._continuous(box, continuous),
                 "discrete": self._discrete(space["discrete"], discrete),
             }
         if isinstance(space, spaces.Box):
@@ -211,9 +252,9 @@ def agent_view(
 ) -> AgentView:
     """Derive the policy spec and converters from one agent's spaces."""
     obs_is_dict = isinstance(obs_space, spaces.Dict) and "observation" in obs_space.spaces
-    inner = obs_space["observation"] if obs_is_dict else obs_space
+    inner = obs_space["observation"] if isinstance(obs_space, spaces.Dict) and obs_is_dict else obs_space
     obs_is_tuple = isinstance(inner, spaces.Tuple)
-    sensors: Sequence[spaces.Space] = inner.spaces if obs_is_tuple else (inner,)
+    sensors: Sequence[spaces.Space] = inner.spaces if isinstance(inner, spaces.Tuple) else (inner,)
     for sensor in sensors:
         if not isinstance(sensor, spaces.Box):
             raise EnvSetupError(
@@ -221,7 +262,7 @@ def agent_view(
                 "(a Tuple of Boxes for several), optionally in Dict{'observation', 'action_mask'}"
             )
     spec = PolicySpec(
-        obs_shapes=tuple(tuple(int(d) for d in s.shape) for s in sensors),
+        obs_shapes=tuple(tuple(int(d) for d in s.shape or ()) for s in sensors),
         action_spec=_action_spec(action_space, where),
         state_shape=state_shape,
     )

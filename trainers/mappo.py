@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from unimarl.bridge.spec import ActionSpec
 from unimarl.trainers.batch import ActOutput, CriticInput, PolicySpec, RolloutBatch
 from unimarl.trainers.errors import ConfigError, TrainerError
 from unimarl.trainers.losses import entropy_bonus, masked_mean, policy_loss, value_loss
@@ -114,6 +115,9 @@ class NetworkSettings:
     """LayerNorm after every hidden layer."""
     normalize_inputs: bool = True
     """Normalise observations (and global state) with running mean/std; otherwise they pass unchanged."""
+    centralized_critic: bool = True
+    """MAPPO's centralised critic (global state or teammates' observations); False: V(own observation) only,
+    i.e. plain shared-policy PPO (the baseline of benchmarks/mappo_vs_ppo.py)."""
 
     def __post_init__(self) -> None:
         if int(self.hidden_units) < 1 or int(self.num_layers) < 1:
@@ -139,8 +143,9 @@ class _BatchTensors:
     loss_mask: Tensor
 
 
-def _take(t: Tensor | None, idx: Tensor) -> Tensor | None:
-    return None if t is None else t[idx]
+def _take(t: Tensor | None, idx: Tensor | None) -> Tensor | None:
+    """Rows ``idx`` of ``t``; all of them when ``idx`` is None."""
+    return t if t is None or idx is None else t[idx]
 
 
 class MAPPOPolicy:
@@ -160,14 +165,19 @@ class MAPPOPolicy:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.actor = Actor(spec, hidden, net.activation, net.layer_norm).to(self.device)
-            self.critic = Critic(spec, hidden, net.activation, net.layer_norm).to(self.device)
+            self.critic = Critic(spec, hidden, net.activation, net.layer_norm, net.centralized_critic).to(
+                self.device
+            )
         self.value_norm: ValueNorm | None = None
         if hp.use_popart:
             self.value_norm = PopArt().to(self.device)
         elif hp.use_value_norm:
             self.value_norm = ValueNorm().to(self.device)
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=hp.lr, eps=hp.adam_eps)
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=hp.critic_lr, eps=hp.adam_eps)
+        # foreach: one multi-tensor kernel per Adam step instead of one per parameter (CPU default is off)
+        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=hp.lr, eps=hp.adam_eps, foreach=True)
+        self.critic_optim = torch.optim.Adam(
+            self.critic.parameters(), lr=hp.critic_lr, eps=hp.adam_eps, foreach=True
+        )
         self._sample_gen = torch.Generator(device=self.device)
         self._sample_gen.manual_seed(seed)
         self._perm_gen = torch.Generator()
@@ -299,67 +309,83 @@ class MAPPOPolicy:
         totals: dict[str, float] = {}
         steps = 0
         for _ in range(int(self.hp.epochs)):
-            perm = torch.randperm(n, generator=self._perm_gen).to(self.device)
-            for start in range(0, n, minibatch_size):
-                for key, val in self._minibatch_step(b, perm[start : start + minibatch_size]).items():
+            if minibatch_size >= n:  # one minibatch: the whole batch, no shuffle and no gather needed
+                parts: list[Tensor | None] = [None]
+            else:
+                perm = torch.randperm(n, generator=self._perm_gen).to(self.device)
+                parts = [perm[start : start + minibatch_size] for start in range(0, n, minibatch_size)]
+            for idx in parts:
+                for key, val in self._minibatch_step(b, idx).items():
                     totals[key] = totals.get(key, 0.0) + val
                 steps += 1
         metrics = {key: val / steps for key, val in totals.items()}
         metrics["Policy/Learning Rate"] = float(self.hp.lr)
         return metrics
 
-    def _minibatch_step(self, b: _BatchTensors, idx: Tensor) -> dict[str, float]:
-        """One actor step and one critic step on the steps ``idx`` of the batch."""
+    def _minibatch_step(self, b: _BatchTensors, idx: Tensor | None) -> dict[str, float]:
+        """One actor step and one critic step on the steps ``idx`` of the batch (None: all steps).
+
+        Actor and critic share no parameters, so one backward pass of the summed losses gives each exactly
+        the gradient of its own loss; each is then clipped and stepped separately.
+        """
         hp = self.hp
-        mb_obs = [o[idx] for o in b.obs]
-        mb_mask = b.loss_mask[idx]
-        mb_adv = b.advantages[idx]
+
+        def rows(t: Tensor) -> Tensor:
+            return t if idx is None else t[idx]
+
+        mb_obs = [rows(o) for o in b.obs]
+        mb_mask = rows(b.loss_mask)
+        mb_adv = rows(b.advantages)
         if hp.normalize_advantages:
             adv_mean = masked_mean(mb_adv, mb_mask)
             adv_std = torch.sqrt(masked_mean((mb_adv - adv_mean).square(), mb_mask))
             mb_adv = (mb_adv - adv_mean) / (adv_std + 1e-8)
 
         out = self.actor(mb_obs, _take(b.action_mask, idx))
-        mb_logp = log_prob(out, b.continuous[idx], b.discrete[idx])
-        pg_loss = policy_loss(mb_logp, b.logp[idx], mb_adv, mb_mask, hp.clip)
+        mb_logp = log_prob(out, rows(b.continuous), rows(b.discrete))
+        mb_logp_old = rows(b.logp)
+        pg_loss = policy_loss(mb_logp, mb_logp_old, mb_adv, mb_mask, hp.clip)
         mb_entropy = entropy_bonus(entropy(out), mb_mask)
-        actor_grad_norm = self._step(self.actor, self.actor_optim, pg_loss - hp.entropy_coef * mb_entropy)
 
-        mb_critic = CriticInputTensors(
-            state=_take(b.critic.state, idx),
-            team_obs=_take(b.critic.team_obs, idx),
-            team_mask=_take(b.critic.team_mask, idx),
-        )
-        mb_values = self.critic(mb_obs, mb_critic)
+        critic = b.critic
+        if idx is not None:
+            critic = CriticInputTensors(
+                state=_take(critic.state, idx),
+                team_obs=_take(critic.team_obs, idx),
+                team_mask=_take(critic.team_mask, idx),
+            )
+        mb_values = self.critic(mb_obs, critic)
         v_loss = value_loss(
-            mb_values, b.values_n[idx], b.returns_n[idx], mb_mask, hp.value_clip, hp.huber_delta
+            mb_values, rows(b.values_n), rows(b.returns_n), mb_mask, hp.value_clip, hp.huber_delta
         )
-        critic_grad_norm = self._step(self.critic, self.critic_optim, hp.value_coef * v_loss)
+        self.actor_optim.zero_grad(set_to_none=True)
+        self.critic_optim.zero_grad(set_to_none=True)
+        (pg_loss - hp.entropy_coef * mb_entropy + hp.value_coef * v_loss).backward()
+        actor_grad_norm = self._clip_and_step(self.actor, self.actor_optim)
+        critic_grad_norm = self._clip_and_step(self.critic, self.critic_optim)
 
         with torch.no_grad():
-            log_ratio = mb_logp - b.logp[idx]
+            log_ratio = mb_logp - mb_logp_old
             ratio = torch.exp(log_ratio)
             # k3 estimator of KL(old || new) (Schulman, "Approximating KL divergence", 2020)
             approx_kl = masked_mean((ratio - 1.0) - log_ratio, mb_mask)
             clip_fraction = masked_mean(((ratio - 1.0).abs() > hp.clip).float(), mb_mask)
         return {
-            "Losses/Policy Loss": pg_loss.item(),
-            "Losses/Value Loss": v_loss.item(),
-            "Policy/Entropy": mb_entropy.item(),
-            "Policy/Approx KL": float(approx_kl),
-            "Policy/Clip Fraction": float(clip_fraction),
+            "Losses/Policy Loss": pg_loss.detach().item(),
+            "Losses/Value Loss": v_loss.detach().item(),
+            "Policy/Entropy": mb_entropy.detach().item(),
+            "Policy/Approx KL": approx_kl.item(),
+            "Policy/Clip Fraction": clip_fraction.item(),
             "Losses/Grad Norm": actor_grad_norm,
             "Losses/Critic Grad Norm": critic_grad_norm,
         }
 
-    def _step(self, module: nn.Module, optim: torch.optim.Optimizer, loss: Tensor) -> float:
-        """Backward, clip the gradient norm, step; returns the norm before clipping."""
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
+    def _clip_and_step(self, module: nn.Module, optim: torch.optim.Optimizer) -> float:
+        """Clip the gradient norm of ``module``, step ``optim``; returns the norm before clipping."""
         max_norm = math.inf if self.hp.max_grad_norm is None else float(self.hp.max_grad_norm)
-        norm = nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+        norm = nn.utils.clip_grad_norm_(module.parameters(), max_norm, foreach=True)
         optim.step()
-        return float(norm)
+        return norm.item()
 
     # weights and state
     def _modules(self) -> dict[str, nn.Module]:
@@ -380,7 +406,8 @@ class MAPPOPolicy:
         """Load weights produced by :meth:`get_weights` of a policy with the same spec and settings."""
         for prefix, module in self._modules().items():
             sub = {
-                key[len(prefix) + 1 :]: torch.as_tensor(np.asarray(val))
+                # a copy: arrays from Ray's object store are read-only, which torch.as_tensor warns about
+                key[len(prefix) + 1 :]: torch.from_numpy(np.array(val, copy=True))
                 for key, val in weights.items()
                 if key.startswith(prefix + ".")
             }
@@ -400,8 +427,28 @@ class MAPPOPolicy:
             "actor_optim": self.actor_optim.state_dict(),
             "critic_optim": self.critic_optim.state_dict(),
             "rng": {"sample": self._sample_gen.get_state(), "permutation": self._perm_gen.get_state()},
+            "spec": {
+                "obs_shapes": [list(shape) for shape in self.spec.obs_shapes],
+                "continuous_size": self.spec.action_spec.continuous_size,
+                "discrete_branches": list(self.spec.action_spec.discrete_branches),
+                "state_shape": None if self.spec.state_shape is None else list(self.spec.state_shape),
+            },
         }
         return state
+
+    @staticmethod
+    def spec_from_state(state: dict[str, Any]) -> PolicySpec:
+        """The PolicySpec saved by :meth:`state_dict` (to rebuild a policy before loading its state)."""
+        if "spec" not in state:
+            raise TrainerError("policy state holds no spec; it was written before specs were saved")
+        spec = state["spec"]
+        return PolicySpec(
+            obs_shapes=tuple(tuple(int(d) for d in shape) for shape in spec["obs_shapes"]),
+            action_spec=ActionSpec(
+                int(spec["continuous_size"]), tuple(int(b) for b in spec["discrete_branches"])
+            ),
+            state_shape=None if spec["state_shape"] is None else tuple(int(d) for d in spec["state_shape"]),
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (networks, normalisers, optimisers, random generators)."""

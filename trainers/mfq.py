@@ -266,7 +266,10 @@ def numpy_weights(module: nn.Module) -> dict[str, np.ndarray]:
 
 def load_module(module: nn.Module, state: dict, what: str) -> None:
     try:
-        module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+        # arrays from Ray's object store are read-only: copy them (load_state_dict copies anyway)
+        module.load_state_dict(
+            {k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+        )
     except RuntimeError as e:
         raise MeanFieldError(
             f"{what} weights do not fit this network (different spec or config?): {e}"

@@ -22,6 +22,9 @@ obs]. Without, it builds an agent-specific global state: own obs, plus mean and 
 per-teammate encoder applied to ``team_obs`` (masked by ``team_mask``), plus log(1 + number of teammates).
 Pooling is permutation invariant and works for any K, including K = 0 (pooled features are then 0).
 
+With ``centralized=False`` the critic sees only the agent's own observation (decentralised, as in plain
+shared-policy PPO): the baseline that MAPPO's centralised critic is compared against.
+
 Init: orthogonal, gain sqrt(2) for hidden layers, 0.01 for the policy heads, 1 for the value head; biases 0.
 """
 
@@ -210,15 +213,20 @@ class Critic(nn.Module):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
         layer_norm: bool = True,
+        centralized: bool = True,
     ) -> None:
         super().__init__()
         self.spec = spec
+        self.centralized = centralized
         self.obs_norm = ObsNormalizer(spec.obs_size)
         self._team_width = _check_hidden_sizes(hidden_sizes)[0]
-        if spec.state_shape is not None:
+        self.team_encoder: nn.Sequential | None = None
+        if not centralized:  # plain PPO baseline: V(own obs)
+            self.state_norm: ObsNormalizer | None = None
+            in_size = spec.obs_size
+        elif spec.state_shape is not None:
             state_size = int(math.prod(spec.state_shape))
-            self.state_norm: ObsNormalizer | None = ObsNormalizer(state_size)
-            self.team_encoder: nn.Sequential | None = None
+            self.state_norm = ObsNormalizer(state_size)
             in_size = state_size + spec.obs_size
         else:
             self.state_norm = None
@@ -230,7 +238,9 @@ class Critic(nn.Module):
 
     def forward(self, obs: list[Tensor], critic: CriticInputTensors) -> Tensor:
         own = self.obs_norm(flatten_obs(obs))
-        if self.state_norm is not None:
+        if not self.centralized:
+            features = own
+        elif self.state_norm is not None:
             if critic.state is None:
                 raise TrainerError("this critic was built for a global state (spec.state_shape) but got none")
             features = torch.cat([self.state_norm(torch.flatten(critic.state, start_dim=1)), own], dim=1)

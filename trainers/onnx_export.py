@@ -121,6 +121,11 @@ def contract_obs_shape(shape: Sequence[int], visual_layout: str) -> tuple[int, .
 class ContractWrapper(nn.Module):
     """Wraps an actor so its forward takes the contract inputs and returns the contract outputs."""
 
+    version_number: Tensor
+    memory_size: Tensor
+    continuous_shape: Tensor
+    discrete_shape: Tensor
+
     def __init__(self, actor: nn.Module, spec: PolicySpec, visual_layout: str = "CHW") -> None:
         super().__init__()
         self.actor = actor
@@ -206,7 +211,7 @@ def export_actor(
             torch.onnx.export(
                 wrapper,
                 example_inputs(spec, visual_layout=visual_layout),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # a file object is documented and works; the stub says path
                 input_names=inputs,
                 output_names=outputs,
                 dynamic_axes=dynamic_axes,

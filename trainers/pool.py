@@ -66,6 +66,12 @@ class SerialPool:
     def nodes(self) -> list[str]:
         return [worker.node() for worker in self._workers]
 
+    def push_policy(self, behavior: str, version: int, model: bytes) -> int:
+        return sum(worker.push_policy(behavior, version, model) for worker in self._workers)
+
+    def policy_status(self) -> list[dict[str, Any]]:
+        return [status for worker in self._workers for status in worker.policy_status()]
+
     def close(self) -> None:
         for worker in self._workers:
             worker.close()
@@ -168,6 +174,16 @@ class RayPool:
     def nodes(self) -> list[str]:
         return list(self._nodes)
 
+    def push_policy(self, behavior: str, version: int, model: bytes) -> int:
+        import ray
+
+        ref = ray.put(model)
+        return sum(self._get([a.push_policy.remote(behavior, version, ref) for a in self._actors], "push"))
+
+    def policy_status(self) -> list[dict[str, Any]]:
+        statuses = self._get([a.policy_status.remote() for a in self._actors], "policy status")
+        return [status for worker in statuses for status in worker]
+
     def close(self) -> None:
         import ray
 
@@ -189,4 +205,16 @@ def make_pool(
     if not use_ray:
         return SerialPool(factory, num_workers, num_envs, seed)
     init_ray(address, num_cpus=max(num_workers, os.cpu_count() or 1))
-    return RayPool(factory, num_workers, num_envs, seed)
+    return RayPool(factory, num_workers, num_envs, seed, cpus_per_worker=cpus_per_worker(num_workers))
+
+
+def cpus_per_worker(num_workers: int) -> float:
+    """CPUs each worker actor asks for: 1, or a share of the cluster when it has fewer CPUs than workers.
+
+    Without this, a Ray instance started earlier in the process with fewer CPUs (``init_ray`` is a no-op
+    then), or a small cluster, could never place every actor and the pool would wait until its timeout.
+    """
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    return 1.0 if total >= num_workers or total <= 0 else total / num_workers

@@ -7,16 +7,23 @@ all environments, go through ONE ``act`` call per policy.
 
 Trajectories: experience is kept per agent (keyed by env and agent name; a restarted Unity agent has a new
 name, so a new trajectory). Rewards returned by a step are added to the agent's last action. GAE runs per
-trajectory: no bootstrap after a termination; bootstrap from the critic's value of the final observation
-after a truncation; bootstrap from the value of the current observation when the iteration ends while the
-agent lives (a fragment: the next iteration continues the episode in a new trajectory). An agent that
-disappears without a termination or truncation flag is treated as truncated and bootstrapped from its last
-value. Critic inputs for bootstrapping use the teammates ending at the same step (or all live teammates at a
-fragment cut).
+trajectory (vectorised over all trajectories, :func:`~unimarl.trainers.trajectories.batched_gae`): no
+bootstrap after a termination; bootstrap from the critic's value of the final observation after a
+truncation; bootstrap from the value of the current observation when the iteration ends while the agent lives
+(a fragment: the next iteration continues the episode in a new trajectory). An agent that disappears without
+a termination or truncation flag is treated as truncated and bootstrapped from its last value. Critic inputs
+for bootstrapping use the teammates ending at the same step (or all live teammates at a fragment cut).
 
 Agents whose ``infos["requested_decision"]`` is False (Unity decision period > 1) do not act; their rewards
 go to their last action. Each row of a batch is a real decision of a live agent, so ``loss_mask`` is all
-ones.
+ones. An agent's behaviour, policy and team are looked up once, when it first acts (a Unity agent keeps its
+group for its whole episode).
+
+Late behaviours: a behaviour whose agents first appear after reset gets its policy when they appear, from
+``WorkerPlan.config`` (its mapping and settings; a new policy starts from the deterministic initial weights
+of :func:`late_policy_seed`, the same in every worker and in the learner). The worker reports it in
+``RolloutResult.new_policies`` so the learner creates its copy; weights sent for a policy a worker has not
+met yet wait until the behaviour appears there.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ import logging
 import platform
 import sys
 import time
+import zlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,10 +51,13 @@ from unimarl.trainers.envs import (
     is_unity,
     team_key,
 )
-from unimarl.trainers.errors import EnvSetupError, TrainerError
-from unimarl.trainers.gae import gae
+from unimarl.trainers.errors import ConfigError, EnvSetupError, TrainerError
 from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-from unimarl.trainers.teams import concat_batches, team_arrays
+from unimarl.trainers.teams import concat_critic, team_arrays
+from unimarl.trainers.trajectories import batched_gae
+
+if TYPE_CHECKING:
+    from unimarl.trainers.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +73,16 @@ class PolicySetup:
 
 @dataclass(frozen=True)
 class WorkerPlan:
-    """Which policy acts for which behaviour, and how group rewards are weighted."""
+    """Which policy acts for which behaviour, and how group rewards are weighted.
+
+    ``config``: the run's config, used to map and set up behaviours that appear after reset (None: such a
+    behaviour raises :class:`EnvSetupError`).
+    """
 
     policies: dict[str, PolicySetup]
     behavior_policy: dict[str, str]
     group_reward_weight: dict[str, float] = field(default_factory=dict)
+    config: TrainConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,44 @@ class RolloutResult:
     episode_lengths: dict[str, list[int]]
     timers: dict[str, float]
     node: str
+    new_policies: dict[str, PolicySetup] = field(default_factory=dict)
+    """Policies this worker created for late behaviours during the iteration."""
+    new_behaviors: dict[str, str] = field(default_factory=dict)
+    """Late behaviour -> its policy."""
+
+
+def policy_setup(config: TrainConfig, behavior: str, spec: PolicySpec) -> tuple[str, PolicySetup, float]:
+    """(policy name, its setup, group-reward weight) of ``behavior`` under ``config``."""
+    policy = config.policy_of(behavior)
+    settings = config.behaviors.get(policy) or config.behavior_settings(behavior)
+    setup = PolicySetup(spec, settings.hyperparameters, settings.network_settings)
+    return policy, setup, config.behavior_settings(behavior).group_reward_weight
+
+
+def late_policy_seed(seed: int, policy: str) -> int:
+    """Initial-weight seed of a policy created for a late behaviour (equal in workers and learner)."""
+    return seed + 1_000_003 + zlib.crc32(policy.encode()) % 1_000_000
+
+
+@dataclass
+class _Meta:
+    """An agent's behaviour, policy, view and worker-wide team id (looked up once per agent name)."""
+
+    behavior: str
+    policy: str
+    view: AgentView
+    team: int
+
+
+@dataclass
+class _Open:
+    """An agent's open trajectory and where its last action is stored."""
+
+    traj: int
+    policy: str
+    behavior: str
+    rec: int
+    row: int
 
 
 @dataclass
@@ -94,23 +148,25 @@ class _Record:
     discrete: np.ndarray
     logp: np.ndarray
     values: np.ndarray
+    traj: np.ndarray
+    rewards: np.ndarray
 
 
 @dataclass
-class _Trajectory:
-    policy: str
-    behavior: str
-    entries: list[tuple[int, int]] = field(default_factory=list)  # (record index, row)
-    rewards: list[float] = field(default_factory=list)
+class _Rows:
+    """Agents gathered for one policy's batched call."""
+
+    env: list[int] = field(default_factory=list)
+    agent: list[str] = field(default_factory=list)
+    meta: list[_Meta] = field(default_factory=list)
 
 
-@dataclass
-class _Row:
-    env: int
-    agent: str
-    behavior: str
-    raw_obs: Any
-    team: tuple[str, int]
+def _env_actions(rows: _Rows, continuous: np.ndarray, discrete: np.ndarray) -> list[Any]:
+    """The policy's actions for ``rows`` in each agent's action space (vectorised if one view serves all)."""
+    view = rows.meta[0].view
+    if all(m.view is view for m in rows.meta):
+        return view.env_actions(continuous, discrete)
+    return [m.view.to_env_action(c, d) for m, c, d in zip(rows.meta, continuous, discrete, strict=True)]
 
 
 def _node_name() -> str:
@@ -140,45 +196,97 @@ class RolloutWorker:
         self._has_state = env_state(self._envs[0]) is not None
         self._views: dict[str, AgentView] = {}
         self._plan: WorkerPlan | None = None
+        self._behavior_policy: dict[str, str] = {}
+        self._group_weight: dict[str, float] = {}
+        self._setups: dict[str, PolicySetup] = {}
         self._policies: dict[str, MAPPOPolicy] = {}
-        self._open: list[dict[str, _Trajectory]] = [{} for _ in self._envs]
+        self._waiting_weights: dict[str, dict[str, np.ndarray]] = {}
+        self._new_policies: dict[str, PolicySetup] = {}
+        self._new_behaviors: dict[str, str] = {}
+        self._meta: list[dict[str, _Meta]] = [{} for _ in self._envs]
+        self._teams: dict[tuple[int, tuple[str, int]], int] = {}
+        self._open: list[dict[str, _Open]] = [{} for _ in self._envs]
         self._episode: list[dict[str, list[float]]] = [{} for _ in self._envs]  # agent -> [return, length]
         self._records: dict[str, list[_Record]] = {}
+        self._ends: list[tuple[bool, float]] = []  # per trajectory id: (terminated, next value)
 
     # -- set-up ---------------------------------------------------------------------------------------
     def specs(self) -> dict[str, PolicySpec]:
         """Policy spec of every behaviour with agents after reset."""
         for i, env in enumerate(self._envs):
-            state = env_state(env) if self._has_state else None
             for agent in self._obs[i]:
                 behavior = agent_behavior(env, agent, self._infos[i].get(agent))
                 if behavior not in self._views:
-                    self._views[behavior] = agent_view(
-                        env.observation_space(agent),
-                        env.action_space(agent),
-                        None if state is None else tuple(state.shape),
-                        f"behaviour '{behavior}'",
-                    )
+                    self._views[behavior] = self._view(i, agent, behavior)
         return {b: v.spec for b, v in self._views.items()}
+
+    def _view(self, env_i: int, agent: str, behavior: str) -> AgentView:
+        env = self._envs[env_i]
+        state = env_state(env) if self._has_state else None
+        return agent_view(
+            env.observation_space(agent),
+            env.action_space(agent),
+            None if state is None else tuple(state.shape),
+            f"behaviour '{behavior}'",
+        )
 
     def configure(self, plan: WorkerPlan) -> None:
         """Build the local policy copies (CPU) used for acting."""
         self.specs()
         self._plan = plan
+        self._behavior_policy = dict(plan.behavior_policy)
+        self._group_weight = dict(plan.group_reward_weight)
+        self._setups = dict(plan.policies)
+        seed = self.seed + 7919 * (self.worker_index + 1)  # overwritten by the learner's weights
         self._policies = {
-            name: MAPPOPolicy(
-                p.spec,
-                p.hyperparameters,
-                p.network,
-                device="cpu",
-                seed=self.seed + 7919 * (self.worker_index + 1),
-            )
+            name: MAPPOPolicy(p.spec, p.hyperparameters, p.network, device="cpu", seed=seed)
             for name, p in plan.policies.items()
         }
+
+    def _add_behavior(self, env_i: int, agent: str, behavior: str) -> None:
+        """A behaviour met after reset: its view, and its policy unless an existing one serves it."""
+        view = self._view(env_i, agent, behavior)
+        config = self._plan.config if self._plan is not None else None
+        if config is None:
+            raise EnvSetupError(
+                f"behaviour '{behavior}' (agent '{agent}') appeared after training started and this worker "
+                "has no config to set it up; pass WorkerPlan(config=...)"
+            )
+        policy, setup, weight = policy_setup(config, behavior, view.spec)
+        known = self._setups.get(policy)
+        if known is not None and known.spec != setup.spec:
+            raise ConfigError(
+                f"late behaviour '{behavior}' maps to policy '{policy}' whose spec differs "
+                f"({known.spec} vs {setup.spec}); map it to a policy of its own in policy_mapping"
+            )
+        if known is None:
+            seed = late_policy_seed(self.seed, policy)
+            self._policies[policy] = MAPPOPolicy(
+                setup.spec, setup.hyperparameters, setup.network, device="cpu", seed=seed
+            )
+            if policy in self._waiting_weights:
+                self._policies[policy].set_weights(self._waiting_weights.pop(policy))
+            self._setups[policy] = self._new_policies[policy] = setup
+            self._records[policy] = []
+            logger.info("behaviour '%s' appeared after reset: acting with new policy '%s'", behavior, policy)
+        self._views[behavior] = view
+        self._behavior_policy[behavior] = self._new_behaviors[behavior] = policy
+        self._group_weight[behavior] = weight
 
     def node(self) -> str:
         """Where this worker runs: the Ray node id inside a Ray actor, else the host name."""
         return _node_name()
+
+    def push_policy(self, behavior: str, version: int, model: bytes) -> int:
+        """Queue an ONNX model on every Unity/sim env's policy channel; returns how many games get it."""
+        channels = [c for env in self._envs if (c := getattr(env, "policy_channel", None)) is not None]
+        for channel in channels:
+            channel.push(behavior, version, model)
+        return len(channels)
+
+    def policy_status(self) -> list[dict[str, Any]]:
+        """Per Unity/sim env, behaviour -> ``PolicyStatus`` (what the game acknowledged running)."""
+        return [c.status() for env in self._envs if (c := getattr(env, "policy_channel", None)) is not None]
 
     def close(self) -> None:
         for env in self._envs:
@@ -193,9 +301,13 @@ class RolloutWorker:
             raise TrainerError("RolloutWorker.collect called before configure(plan)")
         start = time.perf_counter()
         for name, w in weights.items():
-            self._policies[name].set_weights(w)
+            if name in self._policies:
+                self._policies[name].set_weights(w)
+            else:
+                self._waiting_weights[name] = w
         self._records = {name: [] for name in self._policies}
-        finished: list[tuple[_Trajectory, bool, float]] = []
+        self._ends = []
+        self._new_policies, self._new_behaviors = {}, {}
         returns: dict[str, list[float]] = defaultdict(list)
         lengths: dict[str, list[int]] = defaultdict(list)
         timers = {"act_s": 0.0, "env_s": 0.0}
@@ -208,9 +320,9 @@ class RolloutWorker:
             steps = self._step_all(actions)
             timers["env_s"] += time.perf_counter() - t1
             timers["act_s"] += t1 - t0
-            self._process_steps(steps, finished, returns, lengths)
-        finished.extend(self._cut_fragments())
-        batches = self._assemble(finished)
+            self._process_steps(steps, returns, lengths)
+        self._cut_fragments()
+        batches = self._assemble()
         timers["collect_s"] = time.perf_counter() - start
         return RolloutResult(
             batches,
@@ -220,6 +332,8 @@ class RolloutWorker:
             dict(lengths),
             timers,
             _node_name(),
+            dict(self._new_policies),
+            dict(self._new_behaviors),
         )
 
     def _step_all(self, actions: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -228,191 +342,188 @@ class RolloutWorker:
             return [env.step(actions[i]) for i, env in enumerate(self._envs)]
         return list(self._threads.map(lambda i: self._envs[i].step(actions[i]), range(len(self._envs))))
 
-    def _rows(self, env_i: int, agents: list[str]) -> list[_Row]:
-        env, unity, obs, infos = self._envs[env_i], self._unity[env_i], self._obs[env_i], self._infos[env_i]
-        rows = []
-        for agent in agents:
-            info = infos.get(agent)
-            behavior = agent_behavior(env, agent, info)
-            if behavior not in self._views:
-                raise EnvSetupError(
-                    f"behaviour '{behavior}' (agent '{agent}') appeared after training started; "
-                    "every behaviour must have agents right after reset"
-                )
-            rows.append(_Row(env_i, agent, behavior, obs[agent], team_key(behavior, info, unity)))
-        return rows
+    def _meta_of(self, env_i: int, agent: str) -> _Meta:
+        meta = self._meta[env_i].get(agent)
+        if meta is None:
+            info = self._infos[env_i].get(agent)
+            behavior = agent_behavior(self._envs[env_i], agent, info)
+            if behavior not in self._behavior_policy:
+                self._add_behavior(env_i, agent, behavior)
+            key = (env_i, team_key(behavior, info, self._unity[env_i]))
+            team = self._teams.setdefault(key, len(self._teams))
+            meta = _Meta(behavior, self._behavior_policy[behavior], self._views[behavior], team)
+            self._meta[env_i][agent] = meta
+        return meta
+
+    def _gather(self, pairs: list[tuple[int, str]]) -> dict[str, _Rows]:
+        grouped: dict[str, _Rows] = defaultdict(_Rows)
+        for env_i, agent in pairs:
+            meta = self._meta_of(env_i, agent)
+            rows = grouped[meta.policy]
+            rows.env.append(env_i)
+            rows.agent.append(agent)
+            rows.meta.append(meta)
+        return grouped
 
     def _inputs(
-        self, rows: list[_Row], states: list[np.ndarray | None]
+        self, rows: _Rows, states: np.ndarray | None
     ) -> tuple[tuple[np.ndarray, ...], np.ndarray | None, CriticInput]:
-        """Stack rows of one policy into batched obs, mask and critic input."""
-        view = self._views[rows[0].behavior]
-        split = [view.obs_arrays(r.raw_obs) for r in rows]
-        obs = tuple(
-            np.stack([np.asarray(s[0][k], np.float32) for s in split]) for k in range(len(split[0][0]))
-        )
-        mask = None
-        if view.spec.mask_size:
-            mask = np.stack(
-                [m if m is not None else np.ones(view.spec.mask_size, np.float32) for _, m in split]
-            )
-        if self._has_state:
-            return obs, mask, CriticInput(state=np.stack([states[r.env] for r in rows]))
-        flat = np.concatenate([o.reshape(len(rows), -1) for o in obs], axis=1)
-        group_ids: dict[tuple[int, tuple[str, int]], int] = {}
-        groups = np.array([group_ids.setdefault((r.env, r.team), len(group_ids)) for r in rows])
-        team_obs, team_mask = team_arrays(flat, groups)
+        """Stack the current observations of ``rows`` (one policy) into obs, mask and critic input."""
+        view = rows.meta[0].view
+        if all(m.view is view for m in rows.meta):
+            obs, mask = view.stack([self._obs[e][a] for e, a in zip(rows.env, rows.agent, strict=True)])
+        else:  # several behaviours share the policy (same spec, possibly different obs wrappers)
+            raws = zip(rows.env, rows.agent, rows.meta, strict=True)
+            parts = [m.view.stack([self._obs[e][a]]) for e, a, m in raws]
+            obs = tuple(np.concatenate(s) for s in zip(*(p[0] for p in parts), strict=True))
+            masks = [p[1] for p in parts]
+            mask = None if masks[0] is None else np.concatenate(masks)  # type: ignore[arg-type]
+        if states is not None:
+            return obs, mask, CriticInput(state=states[np.asarray(rows.env)])
+        n = len(rows.env)
+        flat = obs[0].reshape(n, -1) if len(obs) == 1 else np.concatenate([o.reshape(n, -1) for o in obs], 1)
+        team_obs, team_mask = team_arrays(flat, np.array([m.team for m in rows.meta]))
         return obs, mask, CriticInput(team_obs=team_obs, team_mask=team_mask)
 
-    def _by_policy(self, rows: list[_Row]) -> dict[str, list[_Row]]:
-        assert self._plan is not None
-        grouped: dict[str, list[_Row]] = defaultdict(list)
-        for row in rows:
-            grouped[self._plan.behavior_policy[row.behavior]].append(row)
-        return grouped
+    def _states(self) -> np.ndarray | None:
+        if not self._has_state:
+            return None
+        return np.stack([env_state(env) for env in self._envs])  # type: ignore[misc]
 
     def _act(self) -> tuple[list[dict[str, Any]], int]:
         """One batched forward per policy over every acting agent of every env."""
-        rows: list[_Row] = []
+        pairs: list[tuple[int, str]] = []
         for i, env in enumerate(self._envs):
             infos = self._infos[i]
-            acting = [a for a in env.agents if infos.get(a, {}).get("requested_decision", True)]
-            rows.extend(self._rows(i, acting))
-        states = [env_state(env) if self._has_state else None for env in self._envs]
+            pairs.extend((i, a) for a in env.agents if infos.get(a, {}).get("requested_decision", True))
+        states = self._states()
         actions: list[dict[str, Any]] = [{} for _ in self._envs]
-        for name, p_rows in self._by_policy(rows).items():
-            obs, mask, critic = self._inputs(p_rows, states)
+        for name, rows in self._gather(pairs).items():
+            obs, mask, critic = self._inputs(rows, states)
             out = self._policies[name].act(obs, mask, critic)
             records = self._records[name]
+            rec = len(records)
+            n = len(rows.env)
+            trajs = np.empty(n, np.int64)
+            env_actions = _env_actions(rows, out.continuous_actions, out.discrete_actions)
+            for j, (env_i, agent, meta) in enumerate(zip(rows.env, rows.agent, rows.meta, strict=True)):
+                actions[env_i][agent] = env_actions[j]
+                slot = self._open[env_i].get(agent)
+                if slot is None:
+                    slot = self._open[env_i][agent] = _Open(len(self._ends), name, meta.behavior, rec, j)
+                    self._ends.append((False, 0.0))
+                else:
+                    slot.rec, slot.row = rec, j
+                trajs[j] = slot.traj
+                self._episode[env_i].setdefault(agent, [0.0, 0])[1] += 1
             records.append(
-                _Record(obs, mask, critic, out.continuous_actions, out.discrete_actions, out.logp, out.values)
-            )
-            rec = len(records) - 1
-            for j, row in enumerate(p_rows):
-                view = self._views[row.behavior]
-                actions[row.env][row.agent] = view.to_env_action(
-                    out.continuous_actions[j], out.discrete_actions[j]
+                _Record(
+                    obs,
+                    mask,
+                    critic,
+                    out.continuous_actions,
+                    out.discrete_actions,
+                    out.logp,
+                    out.values,
+                    trajs,
+                    np.zeros(n, np.float32),
                 )
-                traj = self._open[row.env].get(row.agent)
-                if traj is None:
-                    traj = self._open[row.env][row.agent] = _Trajectory(name, row.behavior)
-                traj.entries.append((rec, j))
-                traj.rewards.append(0.0)
-                self._episode[row.env].setdefault(row.agent, [0.0, 0])[1] += 1
-        return actions, len(rows)
+            )
+        return actions, len(pairs)
 
     def _process_steps(
-        self,
-        steps: list[tuple[Any, ...]],
-        finished: list[tuple[_Trajectory, bool, float]],
-        returns: dict[str, list[float]],
-        lengths: dict[str, list[int]],
+        self, steps: list[tuple[Any, ...]], returns: dict[str, list[float]], lengths: dict[str, list[int]]
     ) -> None:
         """Credit rewards, close ended trajectories (bootstrapping truncations) and reset finished envs."""
-        assert self._plan is not None
-        weights = self._plan.group_reward_weight
-        bootstrap: list[tuple[_Row, _Trajectory]] = []
-        states: list[np.ndarray | None] = []
+        weights = self._group_weight
+        bootstrap: list[tuple[int, str, _Open]] = []
+        ended: list[tuple[int, str]] = []
         for i, (obs, rewards, terminations, truncations, infos) in enumerate(steps):
             self._obs[i], self._infos[i] = obs, infos
-            states.append(env_state(self._envs[i]) if self._has_state else None)
             open_trajs, episode = self._open[i], self._episode[i]
             for agent, reward in rewards.items():
-                traj = open_trajs.get(agent)
-                if traj is None:
+                slot = open_trajs.get(agent)
+                if slot is None:
                     continue
-                info = infos.get(agent) or {}
-                r = float(reward) + weights.get(traj.behavior, 0.0) * float(info.get("group_reward", 0.0))
-                traj.rewards[-1] += r
+                r = float(reward)
+                w = weights.get(slot.behavior, 0.0)
+                if w:
+                    r += w * float((infos.get(agent) or {}).get("group_reward", 0.0))
+                self._records[slot.policy][slot.rec].rewards[slot.row] += r
                 episode[agent][0] += r
             live = set(self._envs[i].agents)
-            for agent in list(open_trajs):
-                terminated, truncated = bool(terminations.get(agent)), bool(truncations.get(agent))
-                if not (terminated or truncated or agent not in live):
-                    continue
-                traj = open_trajs.pop(agent)
+            for agent in [
+                a for a in open_trajs if terminations.get(a) or truncations.get(a) or a not in live
+            ]:
+                slot = open_trajs.pop(agent)
+                ended.append((i, agent))
                 ep_return, ep_length = episode.pop(agent)
-                returns[traj.behavior].append(ep_return)
-                lengths[traj.behavior].append(ep_length)
-                if terminated:
-                    finished.append((traj, True, 0.0))
-                elif truncated and agent in obs:
-                    bootstrap.append((self._rows(i, [agent])[0], traj))
+                returns[slot.behavior].append(ep_return)
+                lengths[slot.behavior].append(int(ep_length))
+                if terminations.get(agent):
+                    self._ends[slot.traj] = (True, 0.0)
+                elif truncations.get(agent) and agent in obs:
+                    bootstrap.append((i, agent, slot))
                 else:
-                    finished.append((traj, False, self._last_value(traj)))
-        finished.extend(self._bootstrapped(bootstrap, states))
+                    last = float(self._records[slot.policy][slot.rec].values[slot.row])
+                    self._ends[slot.traj] = (False, last)
+        if bootstrap:
+            self._bootstrap(bootstrap)
+        for i, agent in ended:
+            self._meta[i].pop(agent, None)
         for i, env in enumerate(self._envs):
             if not env.agents and not self._unity[i]:
                 self._obs[i], self._infos[i] = env.reset()
+                self._meta[i].clear()
 
-    def _last_value(self, traj: _Trajectory) -> float:
-        rec, row = traj.entries[-1]
-        return float(self._records[traj.policy][rec].values[row])
-
-    def _bootstrapped(
-        self, pending: list[tuple[_Row, _Trajectory]], states: list[np.ndarray | None]
-    ) -> list[tuple[_Trajectory, bool, float]]:
+    def _bootstrap(self, pending: list[tuple[int, str, _Open]]) -> None:
         """Close trajectories with the critic's value of each agent's current observation."""
-        out: list[tuple[_Trajectory, bool, float]] = []
-        by_traj = {id(row): traj for row, traj in pending}
-        for name, rows in self._by_policy([row for row, _ in pending]).items():
+        slots = {(env_i, agent): slot for env_i, agent, slot in pending}
+        states = self._states()
+        for name, rows in self._gather([(e, a) for e, a, _ in pending]).items():
             obs, _, critic = self._inputs(rows, states)
             values = self._policies[name].value(obs, critic)
-            out.extend((by_traj[id(row)], False, float(v)) for row, v in zip(rows, values, strict=True))
-        return out
+            for env_i, agent, v in zip(rows.env, rows.agent, values.tolist(), strict=True):
+                self._ends[slots[(env_i, agent)].traj] = (False, v)
 
-    def _cut_fragments(self) -> list[tuple[_Trajectory, bool, float]]:
+    def _cut_fragments(self) -> None:
         """End of the iteration: close every open trajectory as a fragment, bootstrapped."""
-        pending = []
-        for i in range(len(self._envs)):
-            for agent, traj in self._open[i].items():
-                pending.append((self._rows(i, [agent])[0], traj))
-            self._open[i] = {}
-        states = [env_state(env) if self._has_state else None for env in self._envs]
-        return self._bootstrapped(pending, states)
+        pending = [(i, agent, slot) for i in range(len(self._envs)) for agent, slot in self._open[i].items()]
+        self._open = [{} for _ in self._envs]
+        if pending:
+            self._bootstrap(pending)
 
-    def _assemble(self, finished: list[tuple[_Trajectory, bool, float]]) -> dict[str, RolloutBatch]:
-        """GAE per trajectory, then one flat batch per policy."""
-        assert self._plan is not None
+    def _assemble(self) -> dict[str, RolloutBatch]:
+        """GAE per trajectory (vectorised), then one flat batch per policy."""
+        terminated = np.array([t for t, _ in self._ends], bool)
+        next_value = np.array([v for _, v in self._ends], np.float64)
         batches = {}
         for name, records in self._records.items():
             if not records:
                 continue
-            offsets = np.cumsum([0] + [len(r.logp) for r in records])
             values = np.concatenate([r.values for r in records]).astype(np.float32)
-            advantages = np.zeros_like(values)
-            returns = np.zeros_like(values)
-            hp = self._plan.policies[name].hyperparameters
-            for traj, terminated, next_value in finished:
-                if traj.policy != name:
-                    continue
-                idx = np.array([offsets[rec] + row for rec, row in traj.entries])
-                adv, ret = gae(
-                    np.asarray(traj.rewards, np.float32),
-                    values[idx],
-                    next_value,
-                    terminated,
-                    not terminated,
-                    hp.gamma,
-                    hp.lam,
-                )
-                advantages[idx], returns[idx] = adv, ret
-            batches[name] = concat_batches(
-                [
-                    RolloutBatch(
-                        r.obs,
-                        r.critic,
-                        r.continuous,
-                        r.discrete,
-                        r.mask,
-                        r.logp,
-                        r.values,
-                        advantages[offsets[k] : offsets[k + 1]],
-                        returns[offsets[k] : offsets[k + 1]],
-                        np.ones(len(r.logp), np.float32),
-                    )
-                    for k, r in enumerate(records)
-                ]
+            hp = self._setups[name].hyperparameters
+            advantages, returns = batched_gae(
+                np.concatenate([r.rewards for r in records]),
+                values,
+                np.concatenate([r.traj for r in records]),
+                terminated,
+                next_value,
+                hp.gamma,
+                hp.lam,
+            )
+            masks = [r.mask for r in records]
+            batches[name] = RolloutBatch(
+                obs=tuple(np.concatenate(parts) for parts in zip(*(r.obs for r in records), strict=True)),
+                critic=concat_critic([r.critic for r in records]),
+                continuous_actions=np.concatenate([r.continuous for r in records]),
+                discrete_actions=np.concatenate([r.discrete for r in records]),
+                action_mask=None if masks[0] is None else np.concatenate(masks),  # type: ignore[arg-type]
+                logp=np.concatenate([r.logp for r in records]),
+                values=values,
+                advantages=advantages,
+                returns=returns,
+                loss_mask=np.ones(len(values), np.float32),
             )
         self._records = {}
         return batches

@@ -8,40 +8,38 @@ concatenated.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from unimarl.trainers.batch import CriticInput, RolloutBatch
 from unimarl.trainers.errors import TrainerError
 
 
-@lru_cache(maxsize=64)
-def _others(m: int) -> np.ndarray:
-    """[m, m-1] positions: row i lists every member position except i."""
-    full = np.tile(np.arange(m), (m, 1))
-    return full[~np.eye(m, dtype=bool)].reshape(m, m - 1)
-
-
 def team_arrays(flat_obs: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Teammates' observations for each row; rows with equal ``groups`` values are teammates.
 
     ``flat_obs`` float32 [B, D], ``groups`` int [B] -> (team_obs float32 [B, K, D], team_mask bool [B, K]).
+    Teammates keep their row order; one gather for all groups (no loop over groups).
     """
     b, d = flat_obs.shape
     if b == 0:
         return np.zeros((0, 0, d), np.float32), np.zeros((0, 0), bool)
-    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    k = int(counts.max()) - 1
+    groups = np.asarray(groups)
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    first = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    sizes = np.diff(np.r_[first, b])
+    group_of = np.repeat(np.arange(len(first)), sizes)
+    start, size = first[group_of], sizes[group_of]  # per sorted row
+    k = int(sizes.max()) - 1
+    slot = np.arange(k)[None, :]
+    position = np.arange(b)[:, None] - start[:, None]  # own position inside the group
+    member = slot + (slot >= position)  # skip oneself
+    valid = member < size[:, None]
+    source = order[np.where(valid, start[:, None] + member, 0)]
     team_obs = np.zeros((b, k, d), np.float32)
     team_mask = np.zeros((b, k), bool)
-    if k == 0:
-        return team_obs, team_mask
-    for g in np.flatnonzero(counts > 1):
-        members = np.flatnonzero(inverse == g)
-        m = len(members)
-        team_obs[members, : m - 1] = flat_obs[members[_others(m)]]
-        team_mask[members, : m - 1] = True
+    team_obs[order] = np.where(valid[:, :, None], flat_obs[source], 0.0)
+    team_mask[order] = valid
     return team_obs, team_mask
 
 

@@ -6,7 +6,10 @@ the learner (this process, on CUDA when available and ``device`` allows) updates
 and then each policy. Every ``summary_freq`` env steps a metrics line goes to metrics.jsonl, TensorBoard and
 the ``on_summary`` callback; every ``checkpoint_interval`` env steps, and when the run ends (step budget,
 time budget, or SIGINT / :meth:`threading.Event.set` on ``stop``), a checkpoint is written. ``resume``
-restores step counters, policies, optimisers, normalisers and random generators from the latest checkpoint.
+restores step counters, policies, optimisers, normalisers and random generators from the latest checkpoint
+(README, "Training", lists what is and is not restored). The iteration that ends the run always writes a
+metrics line. Policies of behaviours that appear after reset are created when a worker first meets them
+(``_adopt_late_policies``) and are checkpointed and resumed like the others.
 """
 
 from __future__ import annotations
@@ -28,9 +31,17 @@ from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.config import TrainConfig, config_to_dict, validate
 from unimarl.trainers.envs import EnvFactory, make_sim_build
 from unimarl.trainers.errors import ConfigError, ResumeError
+from unimarl.trainers.hotswap import HotSwap
 from unimarl.trainers.mappo import MAPPOPolicy
+from unimarl.trainers.policy_export import export_policies
 from unimarl.trainers.pool import make_pool
-from unimarl.trainers.rollout import PolicySetup, RolloutResult, WorkerPlan
+from unimarl.trainers.rollout import (
+    PolicySetup,
+    RolloutResult,
+    WorkerPlan,
+    late_policy_seed,
+    policy_setup,
+)
 from unimarl.trainers.run_dir import RunDir
 from unimarl.trainers.teams import concat_batches
 
@@ -83,7 +94,28 @@ def _plan(config: TrainConfig, specs: dict[str, PolicySpec]) -> WorkerPlan:
             )
         setups.setdefault(policy, setup)
     weights = {b: config.behavior_settings(b).group_reward_weight for b in specs}
-    return WorkerPlan(setups, behavior_policy, weights)
+    return WorkerPlan(setups, behavior_policy, weights, config)  # config: for behaviours met later
+
+
+def _late_policy(config: TrainConfig, name: str, setup: PolicySetup, device: str) -> MAPPOPolicy:
+    logger.info("policy '%s' created for a behaviour that appeared after reset", name)
+    seed = late_policy_seed(config.run.seed, name)  # the initial weights the workers act with
+    return MAPPOPolicy(setup.spec, setup.hyperparameters, setup.network, device=device, seed=seed)
+
+
+def _adopt_late_policies(
+    results: list[RolloutResult],
+    policies: dict[str, MAPPOPolicy],
+    plan: WorkerPlan,
+    config: TrainConfig,
+    device: str,
+) -> None:
+    """The learner's copy of every policy that workers created for behaviours appearing after reset."""
+    for r in results:
+        plan.behavior_policy.update(r.new_behaviors)
+        for name, setup in r.new_policies.items():
+            if name not in policies:
+                policies[name] = _late_policy(config, name, setup, device)
 
 
 def _schedule(config: TrainConfig, behaviors: list[str]) -> dict[str, int]:
@@ -132,6 +164,15 @@ class _Stop:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _ending(stopper: _Stop, max_seconds: float | None, session_s: float, steps_done: bool) -> str:
+    """Why the run ends after this iteration ("interrupt", "max_seconds", "max_steps"), or "" to go on."""
+    if stopper.event.is_set():
+        return "interrupt"
+    if max_seconds is not None and session_s >= max_seconds:
+        return "max_seconds"
+    return "max_steps" if steps_done else ""
+
+
 def _summarise(results: list[RolloutResult], acc: dict[str, list[float]]) -> None:
     for r in results:
         for behavior, returns in r.episode_returns.items():
@@ -155,10 +196,14 @@ def _checkpoint(run: RunDir, policies: dict[str, MAPPOPolicy], c: _Counters) -> 
         },
         c.env_steps,
     )
+    export_policies(run.path, policies, c.env_steps)  # results/RUN_ID/onnx/ (unimarl.trainers.policy_export)
 
 
-def _resume(run: RunDir, policies: dict[str, MAPPOPolicy]) -> _Counters:
+def _resume(run: RunDir, policies: dict[str, MAPPOPolicy], config: TrainConfig, device: str) -> _Counters:
     state = run.load_latest()
+    for name in set(state["policies"]) - set(policies):  # policies of behaviours that appeared late
+        spec = MAPPOPolicy.spec_from_state(state["policies"][name])
+        policies[name] = _late_policy(config, name, policy_setup(config, name, spec)[1], device)
     if set(state["policies"]) != set(policies):
         raise ResumeError(
             f"checkpoint holds policies {sorted(state['policies'])}, this config makes {sorted(policies)}; "
@@ -229,6 +274,10 @@ def train(
 ) -> TrainResult:
     """Run training as configured; see the module docstring."""
     validate(config)
+    if any(b.trainer_type in ("mfq", "mfac") for b in config.behaviors.values()):
+        from unimarl.trainers.mf_train import train_mean_field  # imports this module: import here
+
+        return train_mean_field(config, on_summary, stop)
     run = RunDir(config.run.results_dir, config.run.run_id, config.run.resume)
     run.write_config(config_to_dict(config))
     device = resolve_device(config.run.device)
@@ -251,7 +300,8 @@ def train(
             name: MAPPOPolicy(s.spec, s.hyperparameters, s.network, device=device, seed=config.run.seed + i)
             for i, (name, s) in enumerate(sorted(plan.policies.items()))
         }
-        c = _resume(run, policies) if config.run.resume else _Counters()
+        c = _resume(run, policies, config, device) if config.run.resume else _Counters()
+        hotswap = HotSwap(pool, run.path, plan.behavior_policy, config.hotswap.every)
         logger.info(
             "training %s on %s (%s workers x %s envs, device %s): %s",
             sorted(policies),
@@ -270,6 +320,7 @@ def train(
         stopped_by = "max_steps"
         while c.env_steps < sched["max_steps"]:
             results = pool.collect({n: p.get_weights() for n, p in policies.items()}, sched["time_horizon"])
+            _adopt_late_policies(results, policies, plan, config, device)
             t_learn = time.perf_counter()
             for name, policy in policies.items():
                 batches = [r.batches[name] for r in results if name in r.batches]
@@ -284,10 +335,13 @@ def train(
             c.env_steps += sum(r.env_steps for r in results)
             c.agent_steps += sum(r.agent_steps for r in results)
             c.iterations += 1
+            hotswap.after_iteration(c.iterations, policies, c.env_steps)
             session_s = time.perf_counter() - start
             c.wall_s = base_wall + session_s
-            if c.env_steps >= next_summary or c.env_steps >= sched["max_steps"]:
+            ending = _ending(stopper, config.run.max_seconds, session_s, c.env_steps >= sched["max_steps"])
+            if c.env_steps >= next_summary or ending:  # the last iteration always gets its metrics line
                 line = _metrics_line(c, acc, since, sched, config.run.max_seconds, session_s)
+                line.update(hotswap.metrics())
                 run.append_metrics(line)
                 _tensorboard(run, line, plan.behavior_policy)
                 if on_summary is not None:
@@ -298,11 +352,8 @@ def train(
             if c.env_steps >= next_ckpt:
                 _checkpoint(run, policies, c)
                 next_ckpt = (c.env_steps // sched["checkpoint_interval"] + 1) * sched["checkpoint_interval"]
-            if stopper.event.is_set():
-                stopped_by = "interrupt"
-                break
-            if config.run.max_seconds is not None and session_s >= config.run.max_seconds:
-                stopped_by = "max_seconds"
+            if ending:
+                stopped_by = ending
                 break
         if run.latest_checkpoint() != run.checkpoints / f"checkpoint-{c.env_steps}.pt":
             _checkpoint(run, policies, c)

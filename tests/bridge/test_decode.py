@@ -290,3 +290,54 @@ def test_bad_options_rejected() -> None:
 def test_side_channel_bytes_pass_through() -> None:
     out = UnityRLOutputProto(side_channel=b"\x01\x02")
     assert decode(out).side_channel == b"\x01\x02"
+
+
+def _steps_equal(a, b) -> None:
+    for part in ("decision", "terminal"):
+        x, y = getattr(a, part), getattr(b, part)
+        for key in ("agent_id", "reward", "group_id", "group_reward", "interrupted"):
+            np.testing.assert_array_equal(getattr(x, key), getattr(y, key), err_msg=f"{part}.{key}")
+            assert getattr(x, key).dtype == getattr(y, key).dtype
+        for u, v in zip(x.obs, y.obs, strict=True):
+            np.testing.assert_array_equal(u, v)
+        if y.action_mask is None:
+            assert x.action_mask is None, part
+        else:
+            for u, v in zip(x.action_mask, y.action_mask, strict=True):
+                np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("case", ["uniform", "defaults", "mixed"])
+def test_column_path_equals_per_agent_path(case: str) -> None:
+    """Columns parsed in C agree with reading each agent, also when proto3 omits defaults for some agents."""
+    rng = np.random.default_rng(1)
+    agents = []
+    for i in range(6):
+        agent = AgentInfoProto(id=i if case != "uniform" else i + 1, reward=float(rng.random()))
+        agent.observations.extend([float_obs(rng.random(3), name="ray"), float_obs(rng.random((2, 2)))])
+        if case == "uniform":
+            agent.action_mask.extend([False, True, False, False, True])
+            agent.group_id, agent.group_reward = 2, 0.5
+        if case == "mixed":
+            agent.done = i in (1, 4)
+            agent.max_step_reached = i == 4
+            agent.group_id = i % 2
+            if i % 3:
+                agent.action_mask.extend([bool(i % 2), True, False, False, False])
+        agents.append(agent)
+    out = output(agents)
+    result = decode(out, [brain(branches=(3, 2))])
+    spec = result.new_specs[B]
+    expected_ids = {"uniform": [1, 2, 3, 4, 5, 6], "defaults": [0, 1, 2, 3, 4, 5], "mixed": [0, 2, 3, 5]}
+    assert result.steps[B].decision.agent_id.tolist() == expected_ids[case]
+    per_agent = decode_module._Decoder("HWC", "raise").behavior(spec, out.agentInfos[B].value)
+    _steps_equal(result.steps[B], per_agent)
+
+
+def test_column_path_names_an_agent_with_a_missing_observation() -> None:
+    agents = [AgentInfoProto(id=i) for i in range(3)]
+    for agent in agents[:2]:
+        agent.observations.extend([float_obs([1.0, 2.0]), float_obs([3.0])])
+    agents[2].observations.extend([float_obs([1.0, 2.0])])
+    with pytest.raises(ObservationError, match="agent 2: 1 observations, expected 2"):
+        decode(output(agents), [brain(continuous=1)])

@@ -206,3 +206,18 @@ def test_no_global_state_and_not_open() -> None:
     env._connection.behavior_specs = {"X": BehaviorSpec("X", (ObservationSpec((2,), (1,)),), ActionSpec(1))}
     with pytest.raises(NoGlobalStateError, match=r"provides no global state .*\['X'\]"):
         _ = env.state_space
+
+
+def test_actions_in_any_array_form_and_a_misfit_named(make_env) -> None:
+    env = make_env([out(batch([1, 2, 3])) for _ in range(4)])
+    env.reset()
+    names = [f"{B}?agent_id={i}" for i in (1, 2, 3)]
+    env.step({names[0]: 2, names[1]: np.int64(1), names[2]: np.array([0])})
+    sent = ScriptedConnection.instances[0].actions[-1][B]
+    assert sent.discrete.tolist() == [[2], [1], [0]] and sent.continuous.shape == (3, 0)
+    with pytest.raises(
+        ActionError, match=r"action \[1, 2\] for agent 'Nav\?team=0\?agent_id=3' does not fit"
+    ):
+        env.step({names[0]: 0, names[1]: 0, names[2]: [1, 2]})
+    with pytest.raises(ActionError, match=r"action 'x' for agent 'Nav\?team=0\?agent_id=2' does not fit"):
+        env.step({names[0]: 0, names[1]: "x", names[2]: 0})

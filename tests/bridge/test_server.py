@@ -135,3 +135,19 @@ def test_close_from_another_thread_ends_a_waiting_receive(server: ExchangeServer
     with pytest.raises(BridgeError, match="closed while waiting"):
         server.receive(timeout=10)
     closer.join(5)
+
+
+def test_a_queued_call_is_returned_before_check_runs(server: ExchangeServer) -> None:
+    future = _client_call(server.port, b"last words")
+    deadline = time.monotonic() + 10
+    while server._incoming.qsize() < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    def check() -> None:
+        raise RuntimeError("the game exited after sending")
+
+    assert server.receive(timeout=10, check=check) == b"last words"  # nothing the game sent is lost
+    server.reply(b"ok")
+    assert future.result(timeout=10) == b"ok"
+    with pytest.raises(RuntimeError, match="exited after sending"):
+        server.receive(timeout=10, check=check, poll_interval=0.05)

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from unimarl.protos._generated.policy_channel_pb2 import PolicyChunkProto
-from unimarl.trainers.policy_channel import (
+from unimarl.protos.policy_wire import (
     PolicyAssembler,
     PolicyRejectedError,
     RejectReason,

@@ -51,6 +51,8 @@ class TinyNav(ParallelEnv):
         self._pos = np.zeros((n_agents, 2), np.float32)
         self._landmarks = np.zeros((n_agents, 2), np.float32)
         self._t = 0
+        others = [[j for j in range(n_agents) if j != i] for i in range(n_agents)]
+        self._others = (np.arange(n_agents)[:, None], np.array(others, np.int64).reshape(n_agents, -1))
 
     def observation_space(self, agent: str) -> spaces.Space:
         return self._obs_spaces[agent]
@@ -64,18 +66,18 @@ class TinyNav(ParallelEnv):
         return np.concatenate([self._pos.ravel(), self._landmarks.ravel()]).astype(np.float32)
 
     def _observe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for i, agent in enumerate(self.agents):
-            others = np.delete(self._pos, i, axis=0) - self._pos[i]
-            vec = np.concatenate([self._pos[i], (self._landmarks - self._pos[i]).ravel(), others.ravel()])
-            vec = np.concatenate([np.zeros(2, np.float32), vec]).astype(np.float32)
-            if self.masks:
-                nxt = self._pos[i] + _MOVES
-                mask = np.all(np.abs(nxt) <= 1.0, axis=1).astype(np.int8)
-                out[agent] = {"observation": vec, "action_mask": mask}
-            else:
-                out[agent] = vec
-        return out
+        """[0 velocity, own position, landmarks and others relative to the agent] for all agents."""
+        n, pos = self.n, self._pos
+        rel_land = (self._landmarks[None, :, :] - pos[:, None, :]).reshape(n, -1)
+        rel_others = (pos[None, :, :] - pos[:, None, :])[self._others].reshape(n, -1)
+        vecs = np.concatenate([np.zeros((n, 2), np.float32), pos, rel_land, rel_others], axis=1)
+        vecs = vecs.astype(np.float32)
+        if not self.masks:
+            return dict(zip(self.agents, vecs, strict=True))
+        masks = np.all(np.abs(pos[:, None, :] + _MOVES[None]) <= 1.0, axis=2).astype(np.int8)
+        return {
+            agent: {"observation": vecs[i], "action_mask": masks[i]} for i, agent in enumerate(self.agents)
+        }
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         if seed is not None:
@@ -87,10 +89,12 @@ class TinyNav(ParallelEnv):
         return self._observe(), {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        for i, agent in enumerate(self.agents):
-            act = actions[agent]
-            move = np.clip(np.asarray(act, np.float32), -1, 1) * 0.1 if self.continuous else _MOVES[int(act)]
-            self._pos[i] = np.clip(self._pos[i] + move, -1, 1)
+        acts = [actions[agent] for agent in self.agents]
+        if self.continuous:
+            moves = np.clip(np.asarray(acts, np.float32).reshape(self.n, 2), -1, 1) * 0.1
+        else:
+            moves = _MOVES[np.asarray(acts, np.int64)]
+        self._pos = np.clip(self._pos + moves, -1, 1).astype(np.float32)
         dist = np.linalg.norm(self._landmarks[:, None, :] - self._pos[None, :, :], axis=2)
         reward = -float(dist.min(axis=1).sum())
         self._t += 1

@@ -244,3 +244,24 @@ def test_global_state_critic_trains() -> None:
     )
     assert np.isfinite(metrics["Losses/Value Loss"])
     assert policy.critic.state_norm is not None and policy.critic.state_norm.stats.count.item() > 30
+
+
+def test_decentralised_critic_ignores_teammates_and_centralised_one_does_not() -> None:
+    obs = random_obs(BANDIT, 4)
+    team = np.random.default_rng(1).normal(size=(4, 2, 2)).astype(np.float32)
+    critic_a = CriticInput(team_obs=team, team_mask=np.ones((4, 2), bool))
+    critic_b = CriticInput(team_obs=team + 3.0, team_mask=np.ones((4, 2), bool))
+    values = {}
+    for centralized in (True, False):
+        policy = MAPPOPolicy(BANDIT, MAPPOHyperparameters(), NetworkSettings(centralized_critic=centralized))
+        values[centralized] = (policy.value(obs, critic_a), policy.value(obs, critic_b))
+    assert not np.allclose(*values[True])
+    np.testing.assert_array_equal(*values[False])
+
+
+def test_state_dict_records_the_spec_for_rebuilding() -> None:
+    policy = MAPPOPolicy(HYBRID, MAPPOHyperparameters(), NetworkSettings())
+    state = policy.state_dict()
+    assert MAPPOPolicy.spec_from_state(state) == HYBRID
+    with pytest.raises(TrainerError, match="holds no spec"):
+        MAPPOPolicy.spec_from_state({k: v for k, v in state.items() if k != "spec"})

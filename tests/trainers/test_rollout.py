@@ -13,8 +13,9 @@ from pettingzoo import ParallelEnv
 from unimarl.trainers.batch import CriticInput
 from unimarl.trainers.config import EnvSettings
 from unimarl.trainers.envs import EnvFactory
+from unimarl.trainers.errors import EnvSetupError
 from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-from unimarl.trainers.pool import RayPool, SerialPool, init_ray
+from unimarl.trainers.pool import RayPool, SerialPool, cpus_per_worker, init_ray
 from unimarl.trainers.rollout import PolicySetup, RolloutWorker, WorkerPlan
 from unimarl.trainers.teams import concat_batches, team_arrays
 
@@ -170,6 +171,9 @@ def test_masks_are_respected_and_serial_and_ray_backends_give_same_shapes() -> N
     import ray
 
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1")
+    # more workers than Ray CPUs (e.g. Ray started earlier with fewer): each asks for a share, so all fit
+    total = int(ray.cluster_resources()["CPU"])
+    assert (cpus_per_worker(total), cpus_per_worker(2 * total)) == (1.0, 0.5)
     pool = RayPool(factory, num_workers=2, num_envs=2, seed=1, timeout_s=120)
     try:
         pool.configure(plan)
@@ -180,3 +184,109 @@ def test_masks_are_respected_and_serial_and_ray_backends_give_same_shapes() -> N
         _shapes(r.batches["agent"]) for r in s_results
     ]
     assert [r.env_steps for r in r_results] == [60, 60]
+
+
+class LateTeamEnv(ParallelEnv):
+    """Two 'red' agents from reset; two 'blue' agents (other spaces) join at step 3; 8-step episodes."""
+
+    metadata = {"name": "late_team_v0"}  # noqa: RUF012
+
+    def __init__(self) -> None:
+        self.possible_agents = ["red_0", "red_1", "blue_0", "blue_1"]
+        self.agents: list[str] = []
+        self._t = 0
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return spaces.Box(-10, 10, (2,) if agent.startswith("red") else (3,), np.float32)
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return spaces.Discrete(2 if agent.startswith("red") else 3)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {a: np.full(2 if a.startswith("red") else 3, self._t, np.float32) for a in self.agents}
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        self._t = 0
+        self.agents = ["red_0", "red_1"]
+        return self._obs(), {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        assert set(actions) == set(self.agents)
+        self._t += 1
+        if self._t == 3:
+            self.agents = list(self.possible_agents)
+        done = self._t >= 8
+        obs = self._obs()
+        rewards = {a: 1.0 for a in obs}
+        flags = {a: done for a in obs}
+        if done:
+            self.agents = []
+        return obs, rewards, {a: False for a in obs}, flags, {a: {} for a in obs}
+
+
+def make_late() -> LateTeamEnv:
+    return LateTeamEnv()
+
+
+def test_behaviour_appearing_after_reset_gets_its_own_policy() -> None:
+    from unimarl.trainers.config import config_from_dict
+    from unimarl.trainers.rollout import late_policy_seed
+
+    config = config_from_dict({"env": {"pettingzoo": f"{__file__}:make_late"}})
+    worker = RolloutWorker(EnvFactory(config.env), 2, seed=5)
+    specs = worker.specs()
+    assert set(specs) == {"red"}
+    hp, net = MAPPOHyperparameters(gamma=1.0, lam=1.0), NetworkSettings()
+    worker.configure(WorkerPlan({"red": PolicySetup(specs["red"], hp, net)}, {"red": "red"}, {}, config))
+    red = MAPPOPolicy(specs["red"], hp, net)
+    first = worker.collect({"red": red.get_weights()}, horizon=8)
+    assert first.new_behaviors == {"blue": "blue"} and set(first.new_policies) == {"blue"}
+    blue_spec = first.new_policies["blue"].spec
+    assert blue_spec.obs_shapes == ((3,),) and blue_spec.action_spec.discrete_branches == (3,)
+    blue = first.batches["blue"]
+    assert len(blue) == 2 * 2 * 5 and blue.critic.team_obs is not None  # 2 envs x 2 agents x steps 3..7
+    assert blue.critic.team_obs.shape[1:] == (1, 3)
+    # the learner rebuilds the policy from the same seed: the workers acted with these very weights
+    learner = MAPPOPolicy(blue_spec, hp, net, seed=late_policy_seed(5, "blue"))
+    value = learner.value(blue.obs, blue.critic)
+    np.testing.assert_allclose(value, blue.values, atol=1e-5)
+    assert first.episode_returns["blue"] == [5.0] * 4 and first.episode_returns["red"] == [8.0] * 4
+    second = worker.collect({"red": red.get_weights(), "blue": learner.get_weights()}, horizon=8)
+    assert second.new_policies == {} and set(second.batches) == {"red", "blue"}
+    worker.close()
+
+
+def test_late_behaviour_without_config_names_the_fix() -> None:
+    worker = RolloutWorker(EnvFactory(EnvSettings(pettingzoo=f"{__file__}:make_late")), 1)
+    specs = worker.specs()
+    worker.configure(
+        WorkerPlan(
+            {"red": PolicySetup(specs["red"], MAPPOHyperparameters(), NetworkSettings())}, {"red": "red"}
+        )
+    )
+    weights = {"red": MAPPOPolicy(specs["red"], MAPPOHyperparameters(), NetworkSettings()).get_weights()}
+    with pytest.raises(EnvSetupError, match=r"behaviour 'blue'.*WorkerPlan\(config=\.\.\.\)"):
+        worker.collect(weights, horizon=5)
+    worker.close()
+
+
+def test_batched_gae_matches_per_trajectory_gae() -> None:
+    from unimarl.trainers.gae import gae
+    from unimarl.trainers.trajectories import batched_gae
+
+    rng = np.random.default_rng(0)
+    lengths = [1, 4, 7, 2, 5]
+    traj = np.concatenate([np.full(n, k) for k, n in enumerate(lengths)])
+    traj = traj[rng.permutation(len(traj))]  # trajectories interleave; each one's rows are its time order
+    rewards = rng.normal(size=len(traj)).astype(np.float32)
+    values = rng.normal(size=len(traj)).astype(np.float32)
+    terminated = np.array([True, False, True, False, False])
+    next_value = rng.normal(size=len(lengths))
+    adv, ret = batched_gae(rewards, values, traj, terminated, next_value, 0.97, 0.9)
+    for k in range(len(lengths)):
+        rows = np.flatnonzero(traj == k)
+        want_adv, want_ret = gae(
+            rewards[rows], values[rows], next_value[k], bool(terminated[k]), False, 0.97, 0.9
+        )
+        np.testing.assert_allclose(adv[rows], want_adv, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ret[rows], want_ret, rtol=1e-5, atol=1e-5)

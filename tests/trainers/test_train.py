@@ -98,6 +98,44 @@ def test_resume_continues_step_counts_exactly(tmp_path: Path) -> None:
     )  # 10 iterations x 2 epochs x 1 minibatch: optimiser state carried over
 
 
+def test_behaviour_appearing_after_reset_is_trained_checkpointed_and_resumed(tmp_path: Path) -> None:
+    late_env = str(Path(__file__).with_name("test_rollout.py"))
+    data: dict[str, Any] = {
+        "env": {"pettingzoo": f"{late_env}:make_late", "num_envs": 2},
+        "run": {"run_id": "late", "results_dir": str(tmp_path / "results"), "device": "cpu"},
+        "behaviors": {
+            "default": {
+                "hyperparameters": {"epochs": 1},
+                "time_horizon": 8,
+                "summary_freq": 32,
+                "checkpoint_interval": 1000,
+                "max_steps": 32,
+            }
+        },
+    }
+    first = train(config_from_dict(data))
+    assert first.env_steps == 32
+    state = torch.load(first.run_dir / "checkpoints" / "checkpoint-32.pt", weights_only=True)
+    assert set(state["policies"]) == {"red", "blue"}
+    assert _metrics(first.run_dir)[-1]["return/blue"] == pytest.approx(5.0)
+    data["run"] = {**data["run"], "resume": True, "max_steps": 64}
+    second = train(config_from_dict(data))
+    assert second.env_steps == 64
+    state = torch.load(first.run_dir / "checkpoints" / "checkpoint-64.pt", weights_only=True)
+    assert (
+        float(state["policies"]["blue"]["actor_optim"]["state"][0]["step"]) == 4
+    )  # 2 + 2 iterations: restored
+
+
+def test_time_budget_ends_the_run_with_a_final_metrics_line(tmp_path: Path) -> None:
+    config = _config(_write_config(tmp_path, max_steps=10_000_000, summary_freq=1_000_000))
+    config.run.max_seconds = 0.01
+    result = train(config)
+    assert (result.stopped_by, result.env_steps) == ("max_seconds", 100)  # one iteration: 4 envs x 25
+    assert [m["env_steps"] for m in _metrics(result.run_dir)] == [100]
+    assert result.last_metrics["env_steps"] == 100
+
+
 def _config(path: Path) -> Any:
     return config_from_dict(yaml.safe_load(path.read_text()))
 

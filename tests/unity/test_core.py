@@ -19,7 +19,7 @@ from unimarl.protos._generated.policy_channel_pb2 import PolicyChunkProto
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.networks import Actor
 from unimarl.trainers.onnx_export import SUPPORTED_OPERATORS, contract_obs_shape, export_actor
-from unimarl.trainers.policy_channel import (
+from unimarl.protos.policy_wire import (
     PolicyAssembler,
     PolicyRejectedError,
     RejectReason,

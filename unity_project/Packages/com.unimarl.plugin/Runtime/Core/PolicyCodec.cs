@@ -2,7 +2,7 @@
 //
 // Wire messages: protos/unimarl/policy_channel.proto (PolicyChunkProto, PolicyAckProto); one side-channel payload
 // is one serialized message. The assembler applies the same rules, in the same order, with the same rejection
-// reasons as the Python codec (trainers/policy_channel.py):
+// reasons as the Python codec (protos/policy_wire.py):
 //  1. unparseable payload, empty behaviour name, hash not 32 bytes, chunk_count < 1, chunk_index outside
 //     [0, chunk_count), total_size < 0: Corrupt;
 //  2. a non-first chunk of a transfer rejected before (same behaviour, version, hash) is ignored;
@@ -86,7 +86,7 @@ namespace Unimarl.Core
 
     public static class PolicyChannelIds
     {
-        /// <summary>Side-channel id of the policy channel (same GUID as trainers/policy_channel.py).</summary>
+        /// <summary>Side-channel id of the policy channel (same GUID as protos/policy_wire.py).</summary>
         public static readonly Guid ChannelId = new Guid("7f3c2a91-5b6e-4d08-9c1a-2e4b6d8f0a13");
         public const int DefaultMaxModelSize = 64 * 1024 * 1024;
     }

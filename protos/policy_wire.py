@@ -1,5 +1,8 @@
 """Codec of the policy side channel (hot-swap): chunking, reassembly and acknowledgements, on bytes.
 
+Pure wire code shared by the trainer (:mod:`unimarl.bridge.policy_channel`) and the stand-in games
+(:mod:`unimarl.sim.policy_runner`); it depends on protobuf only.
+
 Messages are defined in ``protos/unimarl/policy_channel.proto``; one side-channel payload is one serialized
 message. The trainer splits a model with :func:`encode_policy` into :class:`PolicyChunkProto` payloads (chunk
 0 first); the game feeds each payload to a :class:`PolicyAssembler`, which returns the complete model after
@@ -40,7 +43,6 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from unimarl.protos._generated.policy_channel_pb2 import PolicyAckProto, PolicyChunkProto
-from unimarl.trainers.errors import TrainerError
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +68,12 @@ class RejectReason(enum.IntEnum):
     LOAD_FAILED = 7
 
 
-class PolicyRejectedError(TrainerError):
-    """A policy chunk was rejected: ``reason`` says why; ``behavior``/``version`` name the transfer."""
+class PolicyRejectedError(ValueError):
+    """A policy chunk was rejected: ``reason`` says why; ``behavior``/``version`` name the transfer.
+
+    A ``ValueError`` (the wire layer has no error root of its own, as :class:`WireFormatError`); the bridge
+    reports it to callers as :class:`~unimarl.bridge.errors.PolicyChannelError`.
+    """
 
     def __init__(
         self, reason: RejectReason, message: str, behavior: str = "", version: int = 0, sha256: bytes = b""

@@ -1,0 +1,118 @@
+"""Mean-field training end to end on a small battle: run folder, checkpoints, resume, transitions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from unimarl.trainers.config import EnvSettings, config_from_dict
+from unimarl.trainers.envs import EnvFactory, make_sim_build
+from unimarl.trainers.errors import ConfigError
+from unimarl.trainers.mf_config import MeanFieldHyperparameters
+from unimarl.trainers.mf_worker import MFPlan, MFPolicySetup, MFRolloutWorker
+from unimarl.trainers.train import train
+
+SIM_ARGS = ["--team-size", "6", "--grid", "12", "--view", "5"]
+SMALL = {"encoder": "mlp", "visual_hidden": 32, "head_hidden": [32], "batch_size": 32, "learning_starts": 32}
+
+
+def _config(tmp_path: Path, trainer: str = "mfq", **hp: Any) -> dict[str, Any]:
+    return {
+        "env": {"sim": "battle", "num_envs": 1, "args": SIM_ARGS},
+        "run": {"run_id": "b", "results_dir": str(tmp_path), "device": "cpu", "max_steps": 96},
+        "behaviors": {
+            "Battle?team=0": {
+                "trainer_type": trainer,
+                "hyperparameters": {**SMALL, "push_every": 8, **hp},
+                "self_play": {"opponent": "Battle?team=1"},
+                "summary_freq": 48,
+                "checkpoint_interval": 64,
+            }
+        },
+        "environment_parameters": {"max_steps": 20},
+    }
+
+
+@pytest.mark.parametrize("trainer", ["mfq", "mfac"])
+def test_run_folder_checkpoint_and_resume(tmp_path: Path, trainer: str) -> None:
+    data = _config(tmp_path, trainer)
+    result = train(config_from_dict(data))
+    run = result.run_dir
+    assert result.env_steps >= 96
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("battle/kills/Battle?team=0" in line for line in lines)
+    assert any(k.startswith("Losses/") for k in lines[-1])
+    assert (run / "config.yaml").exists() and (run / "tensorboard").is_dir()
+    ckpt = sorted((run / "checkpoints").glob("*.pt"))[-1]
+    state = torch.load(ckpt, weights_only=True)
+    assert set(state["policies"]) == {"Battle?team=0"}
+    assert set(state["self_play"]) == {"Battle?team=0"}
+    assert state["setups"]["Battle?team=0"]["trainer_type"] == trainer
+    data["run"].update(resume=True, max_steps=160)
+    resumed = train(config_from_dict(data))
+    assert resumed.env_steps >= 160 and resumed.iterations > result.iterations
+
+
+def test_mean_field_sections_are_checked_strictly(tmp_path: Path) -> None:
+    data = _config(tmp_path)
+    data["behaviors"]["Battle?team=0"]["hyperparameters"]["epochs"] = 3  # a MAPPO key
+    with pytest.raises(ConfigError, match="unknown key 'epochs'"):
+        config_from_dict(data)
+    data = _config(tmp_path, neighbourhood="radius")
+    with pytest.raises(ConfigError, match="radius must be >= 0"):
+        config_from_dict(data)
+    data = _config(tmp_path)
+    data["behaviors"]["Battle?team=0"]["self_play"]["sample"] = "best"
+    with pytest.raises(ConfigError, match="use latest, uniform or win_rate"):
+        config_from_dict(data)
+
+
+def test_unknown_self_play_opponent_is_rejected(tmp_path: Path) -> None:
+    data = _config(tmp_path)
+    data["behaviors"]["Battle?team=0"]["self_play"]["opponent"] = "Battle?team=7"
+    with pytest.raises(ConfigError, match="not a behaviour of the game"):
+        train(config_from_dict(data))
+
+
+def test_worker_transitions_chain_and_end(tmp_path: Path) -> None:
+    """An agent's next transition starts where its previous one led; ended agents give terminal rows."""
+    settings = EnvSettings(sim="battle", args=SIM_ARGS)
+    build = make_sim_build(settings, tmp_path)
+    factory = EnvFactory(
+        settings, environment_parameters={"max_steps": 6}, run_dir=str(tmp_path), build_path=str(build)
+    )
+    worker = MFRolloutWorker(factory, 1)
+    try:
+        specs = worker.specs()
+        hp = MeanFieldHyperparameters(**SMALL)  # type: ignore[arg-type]
+        setup = MFPolicySetup(specs["Battle?team=0"], "mfq", hp)
+        plan = MFPlan(
+            {"p": setup}, {"Battle?team=0": "p", "Battle?team=1": "baseline:random"}, frozenset({"p"})
+        )
+        worker.configure(plan)
+        chunk = worker.collect({}, 0.0, 14)
+    finally:
+        worker.close()
+    ts = chunk.transitions["p"]
+    assert len(chunk.outcomes) == 2  # battles of 6 steps
+    last_next: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+    chained = ended = 0
+    for t in ts:
+        assert t.mean_action is not None and t.next_mean_action is not None
+        np.testing.assert_allclose(t.mean_action.sum(axis=1)[t.mean_action.sum(axis=1) > 0], 1.0, rtol=1e-5)
+        for k, key in enumerate(t.agent_keys or []):
+            if key in last_next:
+                np.testing.assert_array_equal(t.obs[0][k], last_next[key][0])
+                np.testing.assert_array_equal(t.mean_action[k], last_next[key][1])
+                chained += 1
+            if t.terminated[k] or (t.truncated is not None and t.truncated[k]):
+                ended += 1
+                last_next.pop(key, None)
+            else:
+                last_next[key] = (t.next_obs[0][k], t.next_mean_action[k])
+    assert chained > 0 and ended >= 6  # every agent of team 0 ends at least once per battle

@@ -1,0 +1,96 @@
+"""The ``unimarl export`` and ``unimarl play`` sub-commands (parsers and handlers; see ``trainers/cli.py``).
+
+``unimarl export RUN_DIR`` rewrites ``RUN_DIR/onnx/*.onnx`` from the run's latest checkpoint and prints one
+row per policy. ``unimarl play MODEL.onnx|RUN_DIR --env sim:NAME|BUILD [--episodes N]`` pushes the models into
+a game running in inference mode and prints the episode returns per behaviour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+EXIT_ERROR = 2
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``export`` and ``play`` to the ``unimarl`` sub-command parsers."""
+    p = sub.add_parser(
+        "export",
+        help="write the ONNX models of a run from its latest checkpoint",
+        description="Write RUN_DIR/onnx/<policy>.onnx (ML-Agents' contract) from the latest checkpoint.",
+    )
+    p.add_argument("run_dir", help="a run folder, e.g. results/RUN_ID")
+    p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    p = sub.add_parser(
+        "play",
+        help="run a game with ONNX policies pushed into it and report episode returns",
+        description="Push MODEL.onnx (or every policy of RUN_DIR) into the game, let its agents act from it, "
+        "and report the returns of the episodes that follow.",
+    )
+    p.add_argument("model", help="a .onnx file or a run folder")
+    p.add_argument("--env", required=True, help="a Unity player build path, or sim:NAME for a stand-in game")
+    p.add_argument("--episodes", type=int, default=10, help="agent episodes to play (default 10)")
+    p.add_argument("--behavior", help="push only to this behaviour (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="game seed")
+    p.add_argument("--max-steps", type=int, default=100_000, help="give up after this many steps")
+    p.add_argument("--env-arg", action="append", default=[], help="extra game argument (repeatable)")
+    p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from unimarl.trainers.errors import TrainerError
+    from unimarl.trainers.policy_export import export_checkpoint
+
+    _logging(args.log_level)
+    try:
+        exported = export_checkpoint(args.run_dir)
+    except TrainerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{'policy':<28} {'env steps':>10} {'bytes':>9} {'seconds':>8}  sha256        file")
+    for row in exported:
+        print(
+            f"{row.policy:<28} {row.env_steps:>10,} {row.size_bytes:>9,} {row.export_seconds:>8.2f}  "
+            f"{row.sha256[:12]}  {row.path}"
+        )
+    return 0
+
+
+def run_play(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from unimarl.bridge.errors import BridgeError
+    from unimarl.trainers.errors import TrainerError
+    from unimarl.trainers.play import play
+
+    _logging(args.log_level)
+    if args.episodes < 1:
+        print(f"error: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        result = play(
+            args.model,
+            args.env,
+            episodes=args.episodes,
+            env_args=args.env_arg,
+            behavior=args.behavior,
+            seed=args.seed,
+            max_steps=args.max_steps,
+        )
+    except (TrainerError, BridgeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{'behaviour':<28} {'episodes':>8} {'mean return':>12} {'std':>8}  model")
+    for behavior, path in sorted(result.models.items()):
+        returns = np.asarray(result.returns.get(behavior, []), np.float64)
+        mean = f"{returns.mean():12.3f}" if len(returns) else f"{'-':>12}"
+        std = f"{returns.std():8.3f}" if len(returns) else f"{'-':>8}"
+        print(f"{behavior:<28} {len(returns):>8} {mean} {std}  {path}")
+    return 0

@@ -1,0 +1,196 @@
+"""Evaluation of mean-field policies: N battles between two sides, with confidence intervals.
+
+A side is a policy from a checkpoint of a mean-field run (``path/to/checkpoint-N.pt`` or a run folder, whose
+latest checkpoint is used; ``path#POLICY`` picks one policy of several) or a baseline (``random``,
+``scripted``). Side A drives the game's first behaviour in sorted order (battle: ``Battle?team=0``), side B
+the second. Policies act by sampling at the end-of-training temperature (``greedy`` takes the argmax).
+
+Reported per side: win rate (a battle is won with more kills than the other side - the reference rule - and
+a draw counts one half) with a Wilson score interval; mean kills and mean agent return with bootstrap
+percentile intervals. Battles are counted as environments finish them (several environments play at once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unimarl.trainers.envs import EnvFactory
+from unimarl.trainers.errors import TrainerError
+from unimarl.trainers.mf_config import MeanFieldHyperparameters
+from unimarl.trainers.mf_worker import MFPlan, MFPolicySetup, MFRolloutWorker, Outcome
+
+logger = logging.getLogger(__name__)
+
+
+class EvaluationError(TrainerError):
+    """A side cannot be loaded or the evaluation cannot run (bad checkpoint, unknown policy, no battles)."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """One contestant: a baseline name, or a checkpointed policy."""
+
+    label: str
+    baseline: str | None = None
+    trainer_type: str = ""
+    hyperparameters: MeanFieldHyperparameters | None = None
+    weights: dict[str, np.ndarray] | None = None
+
+
+def load_side(text: str) -> Side:
+    """``random`` / ``scripted`` / ``CHECKPOINT_OR_RUN_DIR[#POLICY]``."""
+    if text in ("random", "scripted"):
+        return Side(text, baseline=f"baseline:{text}")
+    path_text, _, policy = text.partition("#")
+    path = Path(path_text)
+    if path.is_dir():
+        found = sorted(path.glob("**/checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+        if not found:
+            raise EvaluationError(f"no checkpoint-*.pt under {path}; pass a checkpoint file or a run folder")
+        path = found[-1]
+    if not path.exists():
+        raise EvaluationError(f"side '{text}': {path} does not exist; pass random, scripted or a checkpoint")
+    state = torch.load(path, weights_only=True)
+    setups = state.get("setups")
+    if not setups:
+        raise EvaluationError(f"{path} is not a checkpoint of a mean-field (mfq/mfac) run")
+    name = policy or sorted(setups)[0]
+    if name not in setups:
+        raise EvaluationError(f"{path} holds policies {sorted(setups)}, not '{name}'; use {path}#NAME")
+    hp = MeanFieldHyperparameters(**setups[name]["hyperparameters"])
+    pstate = state["policies"][name]
+    net = pstate.get("q_online", pstate.get("actor"))
+    weights = {k: v.numpy() for k, v in net.items()}
+    label = f"{path.parent.parent.name}/{path.name}#{name}"  # run folder / checkpoint
+    return Side(label, None, str(setups[name]["trainer_type"]), hp, weights)
+
+
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (Wilson 1927)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean."""
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values, size=(resamples, len(values)), replace=True).mean(axis=1)
+    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+
+
+def summarise(outcomes: list[Outcome], behaviors: tuple[str, str], labels: tuple[str, str]) -> dict[str, Any]:
+    """The report (plain data, JSON-ready) from finished battles."""
+    n = len(outcomes)
+    if labels[0] == labels[1]:
+        labels = (f"{labels[0]} (A)", f"{labels[1]} (B)")
+    report: dict[str, Any] = {"battles": n, "sides": {}}
+    for me, other, label in (
+        (behaviors[0], behaviors[1], labels[0]),
+        (behaviors[1], behaviors[0], labels[1]),
+    ):
+        kills = np.array([o.kills[me] for o in outcomes], np.float64)
+        theirs = np.array([o.kills[other] for o in outcomes], np.float64)
+        rets = np.array([o.returns.get(me, 0.0) for o in outcomes], np.float64)
+        wins, draws = int((kills > theirs).sum()), int((kills == theirs).sum())
+        score = wins + 0.5 * draws
+        report["sides"][label] = {
+            "behavior": me,
+            "wins": wins,
+            "draws": draws,
+            "losses": n - wins - draws,
+            "win_rate": score / max(n, 1),
+            "win_rate_ci": wilson(score, n),
+            "kills_mean": float(kills.mean()) if n else float("nan"),
+            "kills_ci": bootstrap_ci(kills),
+            "return_mean": float(rets.mean()) if n else float("nan"),
+            "return_ci": bootstrap_ci(rets, seed=1),
+        }
+    return report
+
+
+def evaluate(
+    factory: EnvFactory,
+    side_a: Side,
+    side_b: Side,
+    *,
+    battles: int = 50,
+    num_envs: int = 1,
+    seed: int = 0,
+    greedy: bool = False,
+    timeout_s: float = 3600.0,
+) -> dict[str, Any]:
+    """Play until ``battles`` battles have finished; returns :func:`summarise`'s report (+ throughput)."""
+    worker = MFRolloutWorker(factory, num_envs, seed=seed)
+    try:
+        specs = worker.specs()
+        if len(specs) != 2:
+            raise EvaluationError(
+                f"evaluation needs a two-team game, this one has behaviours {sorted(specs)}"
+            )
+        behaviors = tuple(sorted(specs))
+        policies: dict[str, MFPolicySetup] = {}
+        actor: dict[str, str] = {}
+        weights: dict[str, dict[str, np.ndarray]] = {}
+        for key, side, behavior in (("a", side_a, behaviors[0]), ("b", side_b, behaviors[1])):
+            if side.baseline:
+                actor[behavior] = side.baseline
+                continue
+            assert side.hyperparameters is not None and side.weights is not None
+            policies[key] = MFPolicySetup(specs[behavior], side.trainer_type, side.hyperparameters)
+            actor[behavior] = key
+            weights[key] = side.weights
+        worker.configure(MFPlan(policies, actor, frozenset(), deterministic=greedy))
+        outcomes: list[Outcome] = []
+        start = time.perf_counter()
+        agent_steps = env_steps = 0
+        while len(outcomes) < battles:
+            if time.perf_counter() - start > timeout_s:
+                raise EvaluationError(
+                    f"only {len(outcomes)} of {battles} battles finished in {timeout_s:.0f} s"
+                )
+            chunk = worker.collect(weights, 1.0, 16)
+            outcomes.extend(chunk.outcomes)
+            agent_steps += chunk.agent_steps
+            env_steps += chunk.env_steps
+        labels = (side_a.label, side_b.label)
+        report = summarise(outcomes[:battles], behaviors, labels)  # type: ignore[arg-type]
+        report["labels"] = list(report["sides"])
+        wall = time.perf_counter() - start
+        report.update(agent_steps_per_s=agent_steps / wall, env_steps=env_steps, wall_s=wall, greedy=greedy)
+        return report
+    finally:
+        worker.close()
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table of the report."""
+    lines = [f"{report['battles']} battles", f"{'side':<40} {'win rate (95% CI)':<24} {'kills':<22} return"]
+    for label, s in report["sides"].items():
+        lo, hi = s["win_rate_ci"]
+        klo, khi = s["kills_ci"]
+        rlo, rhi = s["return_ci"]
+        lines.append(
+            f"{label[:40]:<40} {s['win_rate']:.2f} [{lo:.2f}, {hi:.2f}]{'':<7} "
+            f"{s['kills_mean']:6.2f} [{klo:.2f}, {khi:.2f}]  {s['return_mean']:.3f} [{rlo:.3f}, {rhi:.3f}]"
+        )
+    return "\n".join(lines)
+
+
+def side_asdict(side: Side) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(side).items() if k != "weights"}

@@ -1,0 +1,169 @@
+"""Config sections of the mean-field trainers (``trainer_type: mfq`` / ``mfac``) and learner construction.
+
+For a behaviour with ``trainer_type: mfq`` or ``mfac`` the YAML ``hyperparameters:`` section is read into
+:class:`MeanFieldHyperparameters` (strict keys, like every section) instead of MAPPO's; ``self_play:``
+(:class:`SelfPlaySettings`) makes that behaviour learn against a frozen opponent that drives another
+behaviour. Defaults are the reference (MAgent battle) settings of Yang et al. 2018.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from unimarl.trainers.batch import PolicySpec
+from unimarl.trainers.errors import ConfigError
+from unimarl.trainers.mfac import MFACConfig, MFACLearner
+from unimarl.trainers.mfq import MFQConfig, MFQLearner, NetworkConfig
+
+MEAN_FIELD_TRAINERS = ("mfq", "mfac")
+MFLearner: TypeAlias = MFQLearner | MFACLearner
+
+
+@dataclass
+class MeanFieldHyperparameters:
+    """MF-Q / MF-AC settings (YAML ``hyperparameters:`` of an mfq / mfac behaviour)."""
+
+    use_mean_action: bool = True
+    """False gives the independent baselines: IQL (mfq) or plain actor-critic (mfac)."""
+    neighbourhood: str = "team"
+    """Whose previous actions form the mean action: team, group (Unity group id) or radius."""
+    radius: float | None = None
+    """Radius for ``neighbourhood: radius``, in the units of the position sensor."""
+    position_sensor: int = -1
+    """Index of the observation holding the agent's position (radius neighbourhood); battle: the last."""
+    learning_rate: float = 1e-4
+    """Adam step size."""
+    gamma: float = 0.95
+    """Discount."""
+    batch_size: int = 64
+    """Transitions per gradient step (mfq) or minibatch (mfac)."""
+    buffer_capacity: int = 80_000
+    """mfq: replay capacity in agent transitions; mfac: transitions held between two updates."""
+    update_every: int = 5
+    """mfq: agent-step batches (one per worker step) added per round of gradient steps."""
+    gradient_steps: int = 1
+    """mfq: gradient steps per round."""
+    learning_starts: int = 64
+    """mfq: transitions stored before the first gradient step."""
+    tau: float = 0.005
+    """Soft target-network update rate."""
+    double_q: bool = True
+    """mfq: the online network picks the target policy, the target network evaluates it."""
+    temperature: list[list[float]] = field(default_factory=lambda: [[0.0, 1.0], [0.8, 0.2], [1.0, 0.1]])
+    """mfq: Boltzmann temperature as [progress, value] points over the run."""
+    value_coef: float = 0.1
+    """mfac: weight of the critic loss."""
+    entropy_coef: float = 0.08
+    """mfac: weight of the entropy bonus."""
+    encoder: str = "conv"
+    """conv (a conv stack per visual sensor) or mlp (every sensor flattened)."""
+    conv_channels: list[int] = field(default_factory=lambda: [32, 32])
+    """Channels of the 3x3 convolutions."""
+    visual_hidden: int = 256
+    """Dense units after the convolutions."""
+    head_hidden: list[int] = field(default_factory=lambda: [128, 64])
+    """Dense layers of the Q / actor head."""
+    push_every: int = 16
+    """Worker steps per batch of transitions streamed to the learner."""
+    sync_every: int = 1
+    """Learner updates between two weight refreshes sent to the workers."""
+
+    def network(self) -> NetworkConfig:
+        return NetworkConfig(
+            encoder=self.encoder,
+            conv_channels=tuple(self.conv_channels),
+            visual_hidden=self.visual_hidden,
+            head_hidden=tuple(self.head_hidden),
+        )
+
+
+@dataclass
+class SelfPlaySettings:
+    """Self-play: this behaviour learns; ``opponent`` is driven by frozen snapshots of it."""
+
+    opponent: str = ""
+    """The behaviour the frozen snapshot plays (e.g. ``Battle?team=1``)."""
+    update: str = "mix"
+    """After a won round: mix (opponent = mix * learner + (1 - mix) * opponent, the reference) or copy."""
+    mix: float = 0.99
+    """Weight of the learner in the ``mix`` update."""
+    pool_size: int = 10
+    """Past snapshots kept in the policy pool."""
+    sample: str = "latest"
+    """How the opponent is drawn from the pool after each refresh: latest, uniform or win_rate."""
+
+
+def check_settings(name: str, hp: MeanFieldHyperparameters, sp: SelfPlaySettings | None) -> None:
+    """Cross-field checks of one mean-field behaviour, raised as ConfigError naming the key."""
+    if hp.neighbourhood not in ("team", "group", "radius"):
+        raise ConfigError(
+            f"behaviors.{name}.hyperparameters.neighbourhood '{hp.neighbourhood}': use team, group or radius"
+        )
+    if hp.neighbourhood == "radius" and (hp.radius is None or hp.radius < 0):
+        raise ConfigError(f"behaviors.{name}.hyperparameters.radius must be >= 0 with neighbourhood radius")
+    if hp.push_every < 1 or hp.sync_every < 1:
+        raise ConfigError(f"behaviors.{name}.hyperparameters push_every and sync_every must be >= 1")
+    if sp is not None:
+        if not sp.opponent:
+            raise ConfigError(f"behaviors.{name}.self_play.opponent: name the behaviour the snapshot plays")
+        if sp.update not in ("mix", "copy") or not 0 < sp.mix <= 1 or sp.pool_size < 1:
+            raise ConfigError(
+                f"behaviors.{name}.self_play: update '{sp.update}' must be mix or copy, mix {sp.mix} in "
+                f"(0, 1], pool_size {sp.pool_size} >= 1"
+            )
+        if sp.sample not in ("latest", "uniform", "win_rate"):
+            raise ConfigError(
+                f"behaviors.{name}.self_play.sample '{sp.sample}': use latest, uniform or win_rate"
+            )
+
+
+def learner_config(trainer_type: str, hp: MeanFieldHyperparameters) -> MFQConfig | MFACConfig:
+    """The learner's own config from the YAML section."""
+    common = dict(
+        use_mean_action=hp.use_mean_action,
+        network=hp.network(),
+        learning_rate=hp.learning_rate,
+        gamma=hp.gamma,
+        batch_size=hp.batch_size,
+        tau=hp.tau,
+    )
+    if trainer_type == "mfq":
+        return MFQConfig(
+            **common,  # type: ignore[arg-type]
+            buffer_capacity=hp.buffer_capacity,
+            update_every=hp.update_every,
+            gradient_steps=hp.gradient_steps,
+            learning_starts=hp.learning_starts,
+            double_q=hp.double_q,
+            temperature=tuple((float(p), float(v)) for p, v in hp.temperature),
+        )
+    if trainer_type == "mfac":
+        return MFACConfig(
+            **common,  # type: ignore[arg-type]
+            rollout_capacity=hp.buffer_capacity,
+            value_coef=hp.value_coef,
+            entropy_coef=hp.entropy_coef,
+        )
+    raise ConfigError(f"trainer_type '{trainer_type}' is not a mean-field trainer; use mfq or mfac")
+
+
+def make_learner(
+    trainer_type: str,
+    spec: PolicySpec,
+    hp: MeanFieldHyperparameters,
+    *,
+    device: str = "cpu",
+    seed: int | None = None,
+    acting_only: bool = False,
+) -> MFLearner:
+    """An MF-Q or MF-AC learner; ``acting_only`` (rollout workers) keeps only a token replay buffer."""
+    cfg = learner_config(trainer_type, hp)
+    if isinstance(cfg, MFQConfig):
+        if acting_only:
+            cfg = dataclasses.replace(cfg, buffer_capacity=1)
+        return MFQLearner(spec, cfg, device=device, seed=seed)
+    if acting_only:
+        cfg = dataclasses.replace(cfg, rollout_capacity=1)
+    return MFACLearner(spec, cfg, device=device, seed=seed)

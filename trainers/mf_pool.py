@@ -1,0 +1,181 @@
+"""Asynchronous pools of :class:`~unimarl.trainers.mf_worker.MFRolloutWorker` s for the off-policy learners.
+
+The learner never waits for a full synchronous round. :meth:`poll` returns the chunks of transitions that
+have arrived; every worker is then immediately sent its next ``collect`` with the newest weights
+(:meth:`set_weights` replaces them for the following requests).
+
+- :class:`SerialMFPool`: workers in this process; ``poll`` runs one ``collect`` on the next worker in turn
+  (round robin), so tests and single-core runs take the same code path.
+- :class:`RayMFPool`: one Ray actor per worker, each always busy with one ``collect``; ``poll`` gathers the
+  finished ones with ``ray.wait(timeout=0)`` and blocks (up to ``timeout``) only when none has finished and
+  the learner has nothing else to do. Weights go into the object store once per refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from unimarl.trainers.batch import PolicySpec
+from unimarl.trainers.envs import EnvFactory
+from unimarl.trainers.errors import TrainerError
+from unimarl.trainers.mf_worker import MFChunk, MFPlan, MFRolloutWorker
+from unimarl.trainers.pool import init_ray
+
+logger = logging.getLogger(__name__)
+
+Weights = dict[str, dict[str, np.ndarray]]
+
+
+class SerialMFPool:
+    """Workers in this process, polled round robin."""
+
+    def __init__(self, factory: EnvFactory, num_workers: int, num_envs: int, seed: int = 0) -> None:
+        self._workers: list[MFRolloutWorker] = []
+        try:
+            for i in range(num_workers):
+                self._workers.append(MFRolloutWorker(factory, num_envs, worker_index=i, seed=seed))
+        except BaseException:
+            self.close()
+            raise
+        self._next = 0
+        self._weights: Weights = {}
+        self._progress = 0.0
+        self._steps = 1
+
+    def specs(self) -> dict[str, PolicySpec]:
+        return self._workers[0].specs()
+
+    def configure(self, plan: MFPlan) -> None:
+        for worker in self._workers:
+            worker.configure(plan)
+
+    def start(self, weights: Weights, progress: float, steps: int) -> None:
+        self._weights, self._progress, self._steps = weights, progress, steps
+
+    def set_weights(self, weights: Weights, progress: float) -> None:
+        self._weights, self._progress = weights, progress
+
+    def poll(self, timeout: float) -> list[MFChunk]:
+        worker = self._workers[self._next]
+        self._next = (self._next + 1) % len(self._workers)
+        return [worker.collect(self._weights, self._progress, self._steps)]
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.close()
+        self._workers = []
+
+
+class RayMFPool:
+    """One Ray actor per worker, each kept busy; see the module docstring."""
+
+    def __init__(
+        self,
+        factory: EnvFactory,
+        num_workers: int,
+        num_envs: int,
+        seed: int = 0,
+        timeout_s: float = 600.0,
+    ) -> None:
+        import ray
+
+        self._timeout = timeout_s
+        actor_cls = ray.remote(MFRolloutWorker).options(num_cpus=1, scheduling_strategy="SPREAD")
+        self._actors = [
+            actor_cls.remote(factory, num_envs, worker_index=i, seed=seed) for i in range(num_workers)
+        ]
+        self._inflight: dict[Any, int] = {}
+        self._weights_ref: Any = None
+        self._progress = 0.0
+        self._steps = 1
+        self._last_arrival = time.monotonic()
+
+    def _get(self, refs: list[Any], what: str) -> Any:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+        try:
+            return ray.get(refs, timeout=self._timeout)
+        except GetTimeoutError as e:
+            raise TrainerError(
+                f"mean-field rollout workers did not finish '{what}' within {self._timeout:.0f} s; the games "
+                "may hang: see the player logs under the run folder's logs/"
+            ) from e
+        except RayTaskError as e:
+            cause = e.as_instanceof_cause()
+            if isinstance(cause, Exception):
+                raise cause from e
+            raise
+        except RayActorError as e:
+            raise TrainerError(f"a mean-field rollout worker died during '{what}': {e}") from e
+
+    def specs(self) -> dict[str, PolicySpec]:
+        return self._get([self._actors[0].specs.remote()], "specs")[0]
+
+    def configure(self, plan: MFPlan) -> None:
+        self._get([a.configure.remote(plan) for a in self._actors], "configure")
+
+    def _submit(self, index: int) -> None:
+        ref = self._actors[index].collect.remote(self._weights_ref, self._progress, self._steps)
+        self._inflight[ref] = index
+
+    def start(self, weights: Weights, progress: float, steps: int) -> None:
+        self._steps = steps
+        self.set_weights(weights, progress)
+        for i in range(len(self._actors)):
+            self._submit(i)
+
+    def set_weights(self, weights: Weights, progress: float) -> None:
+        import ray
+
+        self._weights_ref, self._progress = ray.put(weights), progress
+
+    def poll(self, timeout: float) -> list[MFChunk]:
+        """Chunks that have arrived (waiting up to ``timeout`` s for the first when none has)."""
+        import ray
+
+        refs = list(self._inflight)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if not ready:
+            ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if not ready:
+            if time.monotonic() - self._last_arrival > self._timeout:
+                raise TrainerError(
+                    f"no rollout worker delivered transitions for {self._timeout:.0f} s; the games may hang: "
+                    "see the player logs under the run folder's logs/"
+                )
+            return []
+        self._last_arrival = time.monotonic()
+        chunks = self._get(ready, "collect")
+        for ref in ready:
+            self._submit(self._inflight.pop(ref))
+        return list(chunks)
+
+    def close(self) -> None:
+        import ray
+
+        if self._actors:
+            try:
+                self._get([a.close.remote() for a in self._actors], "close")
+            except TrainerError as e:
+                logger.warning("closing mean-field rollout workers failed: %s", e)
+            for actor in self._actors:
+                ray.kill(actor)
+        self._actors = []
+        self._inflight = {}
+
+
+def make_mf_pool(
+    factory: EnvFactory, *, backend: str, num_workers: int, num_envs: int, seed: int, address: str | None
+) -> SerialMFPool | RayMFPool:
+    """The pool for ``backend`` ("auto": serial for one worker, Ray otherwise)."""
+    use_ray = backend == "ray" or (backend == "auto" and (num_workers > 1 or address is not None))
+    if not use_ray:
+        return SerialMFPool(factory, num_workers, num_envs, seed)
+    init_ray(address, num_cpus=max(num_workers + 1, os.cpu_count() or 1))
+    return RayMFPool(factory, num_workers, num_envs, seed)

@@ -1,0 +1,300 @@
+"""``train_mean_field(config)``: MF-Q / MF-AC (and IQL / AC) with asynchronous collection and self-play.
+
+Reached through :func:`unimarl.trainers.train.train` when the behaviours' ``trainer_type`` is ``mfq`` or
+``mfac``; writes the same run folder as MAPPO (config.yaml, metrics.jsonl, TensorBoard, checkpoints loadable
+with ``torch.load(weights_only=True)``, resume).
+
+Loop: the pool's workers stream chunks of ``push_every`` worker steps (:mod:`unimarl.trainers.mf_pool`).
+Whatever has arrived is added to the learners (one ``add`` per worker step) and each learner runs the updates
+due (MF-Q: ``gradient_steps`` per ``update_every`` adds; MF-AC: one pass over the chunk, so its data are at
+most one weight refresh old). Every ``sync_every`` learner updates the workers get new weights and the
+training progress (MF-Q's temperature). Self-play (:mod:`unimarl.trainers.selfplay`): each finished battle
+is recorded for the learning behaviour against its opponent; a win refreshes the frozen opponent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from unimarl.trainers.batch import PolicySpec
+from unimarl.trainers.config import TrainConfig, config_to_dict, validate
+from unimarl.trainers.errors import ConfigError, ResumeError
+from unimarl.trainers.mf_config import MEAN_FIELD_TRAINERS, MFLearner, make_learner
+from unimarl.trainers.mf_pool import make_mf_pool
+from unimarl.trainers.mf_worker import MFChunk, MFPlan, MFPolicySetup, Outcome
+from unimarl.trainers.run_dir import RunDir
+from unimarl.trainers.selfplay import SnapshotPool
+from unimarl.trainers.train import (
+    TrainResult,
+    _Counters,
+    _env_factory,
+    _metrics_line,
+    _schedule,
+    _Stop,
+    _tensorboard,
+    resolve_device,
+)
+
+logger = logging.getLogger(__name__)
+
+OPPONENT_PREFIX = "opponent:"
+
+
+@dataclasses.dataclass
+class MFSetup:
+    """Policies, their acting plan and the self-play pairings of one run."""
+
+    plan: MFPlan
+    behavior_policy: dict[str, str]
+    self_play: dict[str, tuple[str, str]]
+    """Learner policy -> (its behaviour, the opponent behaviour) for self-play policies."""
+
+
+def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetup:
+    """Map behaviours to learning policies and self-play opponents; checks that the mapping is consistent."""
+    policies: dict[str, MFPolicySetup] = {}
+    actor: dict[str, str] = {}
+    self_play: dict[str, tuple[str, str]] = {}
+    opponents = {}
+    for behavior in specs:
+        sp = config.behavior_settings(behavior).self_play
+        if sp is not None:
+            if sp.opponent not in specs:
+                raise ConfigError(
+                    f"self_play.opponent '{sp.opponent}' of '{behavior}' is not a behaviour of the game; "
+                    f"known: {sorted(specs)}"
+                )
+            opponents[sp.opponent] = behavior
+    for behavior, spec in sorted(specs.items()):
+        if behavior in opponents:
+            continue
+        settings = config.behavior_settings(behavior)
+        if settings.trainer_type not in MEAN_FIELD_TRAINERS:
+            raise ConfigError(
+                f"behaviour '{behavior}' uses trainer_type '{settings.trainer_type}', others mfq/mfac; one "
+                "run trains one family: give every behaviour mfq or mfac (or make it a self-play opponent)"
+            )
+        name = config.policy_of(behavior)
+        setup = MFPolicySetup(spec, settings.trainer_type, settings.mean_field)
+        if name in policies and policies[name] != setup:
+            raise ConfigError(
+                f"policy_mapping maps behaviours with different specs or settings to policy '{name}'; "
+                "map them to separate policies"
+            )
+        policies[name] = setup
+        actor[behavior] = name
+    for opponent, learner_behavior in opponents.items():
+        name = actor[learner_behavior]
+        if specs[opponent] != specs[learner_behavior]:
+            raise ConfigError(f"self-play needs equal specs for '{learner_behavior}' and '{opponent}'")
+        policies[OPPONENT_PREFIX + name] = policies[name]
+        actor[opponent] = OPPONENT_PREFIX + name
+        self_play[name] = (learner_behavior, opponent)
+    learning = frozenset(n for n in policies if not n.startswith(OPPONENT_PREFIX))
+    behavior_policy = {b: a for b, a in actor.items()}
+    return MFSetup(MFPlan(policies, actor, learning), behavior_policy, self_play)
+
+
+def _weights(learners: dict[str, MFLearner], pools: dict[str, SnapshotPool]) -> dict[str, Any]:
+    out: dict[str, Any] = {n: lr.get_weights() for n, lr in learners.items()}
+    out.update({OPPONENT_PREFIX + n: p.current() for n, p in pools.items()})
+    return out
+
+
+def _account_outcome(
+    o: Outcome,
+    setup: MFSetup,
+    pools: dict[str, SnapshotPool],
+    learners: dict[str, MFLearner],
+    acc: dict[str, list[float]],
+) -> bool:
+    """Battle metrics; self-play refreshes. True when an opponent changed."""
+    changed = False
+    for b, kills in o.kills.items():
+        acc[f"battle/kills/{b}"].append(kills)
+        others = [k for ob, k in o.kills.items() if ob != b]
+        if others:
+            acc[f"battle/win/{b}"].append(
+                1.0 if kills > max(others) else 0.5 if kills == max(others) else 0.0
+            )
+    for name, (mine, theirs) in setup.self_play.items():
+        if mine in o.kills and theirs in o.kills:
+            won = o.kills[mine] > o.kills[theirs]
+            changed |= pools[name].record(won, learners[name].get_weights())
+            acc[f"selfplay/refreshes/{name}"].append(float(pools[name].refreshes))
+    return changed
+
+
+def _ingest(chunk: MFChunk, learners: dict[str, MFLearner], acc: dict[str, list[float]]) -> None:
+    for name, batches in chunk.transitions.items():
+        for t in batches:
+            learners[name].add(t)
+    for name, learner in learners.items():
+        for key, value in learner.update().items():
+            acc[f"Losses/{key}/{name}"].append(value)
+    for behavior, returns in chunk.episode_returns.items():
+        acc[f"return/{behavior}"].extend(returns)
+    for name, seconds in chunk.timers.items():
+        acc[f"timers/{name}"].append(seconds)
+    if chunk.dropped:
+        acc["counters/dropped_transitions"].append(float(chunk.dropped))
+
+
+def _checkpoint(
+    run: RunDir, learners: dict[str, MFLearner], pools: dict[str, SnapshotPool], setup: MFSetup, c: _Counters
+) -> None:
+    run.save_checkpoint(
+        {
+            "counters": dataclasses.asdict(c),
+            "policies": {n: lr.state_dict() for n, lr in learners.items()},
+            "setups": {
+                n: {"trainer_type": s.trainer_type, "hyperparameters": dataclasses.asdict(s.hyperparameters)}
+                for n, s in setup.plan.policies.items()
+                if n in learners
+            },
+            "self_play": {n: p.state_dict() for n, p in pools.items()},
+            "torch_rng": torch.get_rng_state(),
+        },
+        c.env_steps,
+    )
+
+
+def _resume(run: RunDir, learners: dict[str, MFLearner], pools: dict[str, SnapshotPool]) -> _Counters:
+    state = run.load_latest()
+    if set(state["policies"]) != set(learners) or set(state.get("self_play", {})) != set(pools):
+        raise ResumeError(
+            f"checkpoint holds policies {sorted(state['policies'])}, this config makes {sorted(learners)}; "
+            "resume with the config of the original run"
+        )
+    for name, learner in learners.items():
+        learner.load_state_dict(state["policies"][name])
+    for name, pool in pools.items():
+        pool.load_state_dict(state["self_play"][name])
+    torch.set_rng_state(state["torch_rng"])
+    return _Counters(**state["counters"])
+
+
+def train_mean_field(
+    config: TrainConfig,
+    on_summary: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+) -> TrainResult:
+    """Run mean-field training as configured; see the module docstring."""
+    validate(config)
+    run = RunDir(config.run.results_dir, config.run.run_id, config.run.resume)
+    run.write_config(config_to_dict(config))
+    device = resolve_device(config.run.device)
+    stopper = _Stop(stop)
+    pool = None
+    try:
+        pool = make_mf_pool(
+            _env_factory(config, run),
+            backend=config.run.backend,
+            num_workers=config.run.num_workers,
+            num_envs=config.env.num_envs,
+            seed=config.run.seed,
+            address=config.run.address,
+        )
+        specs = pool.specs()
+        setup = plan_mean_field(config, specs)
+        pool.configure(setup.plan)
+        sched = _schedule(
+            config, [b for b, a in setup.plan.behavior_actor.items() if a in setup.plan.learning]
+        )
+        learners = {
+            n: make_learner(
+                s.trainer_type, s.spec, s.hyperparameters, device=device, seed=config.run.seed + i
+            )
+            for i, (n, s) in enumerate(sorted(setup.plan.policies.items()))
+            if n in setup.plan.learning
+        }
+        pools = {
+            n: SnapshotPool(config.behavior_settings(b).self_play, learners[n].get_weights(), config.run.seed)  # type: ignore[arg-type]
+            for n, (b, _) in setup.self_play.items()
+        }
+        c = _resume(run, learners, pools) if config.run.resume else _Counters()
+        hps = [s.hyperparameters for n, s in setup.plan.policies.items() if n in learners]
+        push_every = min(hp.push_every for hp in hps)
+        sync_every = min(hp.sync_every for hp in hps)
+        logger.info(
+            "training %s (%s) on %s, %d workers x %d envs, device %s: %s",
+            sorted(learners),
+            {n: s.trainer_type for n, s in setup.plan.policies.items() if n in learners},
+            config.env.kind,
+            config.run.num_workers,
+            config.env.num_envs,
+            device,
+            sched,
+        )
+
+        def progress() -> float:
+            return min(c.env_steps / sched["max_steps"], 1.0)
+
+        for learner in learners.values():
+            if hasattr(learner, "set_progress"):
+                learner.set_progress(progress())
+        pool.start(_weights(learners, pools), progress(), push_every)
+        start, base_wall = time.perf_counter(), c.wall_s
+        since = (c.env_steps, c.agent_steps, c.wall_s)
+        next_summary = (c.env_steps // sched["summary_freq"] + 1) * sched["summary_freq"]
+        next_ckpt = (c.env_steps // sched["checkpoint_interval"] + 1) * sched["checkpoint_interval"]
+        acc: dict[str, list[float]] = defaultdict(list)
+        line: dict[str, Any] = {}
+        stopped_by = "max_steps"
+        updates_since_sync = 0
+        while c.env_steps < sched["max_steps"]:
+            chunks = pool.poll(timeout=1.0)
+            t_learn = time.perf_counter()
+            changed = False
+            for chunk in chunks:
+                _ingest(chunk, learners, acc)
+                for o in chunk.outcomes:
+                    changed |= _account_outcome(o, setup, pools, learners, acc)
+                c.env_steps += chunk.env_steps
+                c.agent_steps += chunk.agent_steps
+                c.iterations += 1
+                updates_since_sync += 1
+            for learner in learners.values():
+                if hasattr(learner, "set_progress"):
+                    learner.set_progress(progress())
+            if chunks and (changed or updates_since_sync >= sync_every):
+                pool.set_weights(_weights(learners, pools), progress())
+                updates_since_sync = 0
+            acc["timers/learn_s"].append(time.perf_counter() - t_learn)
+            session_s = time.perf_counter() - start
+            c.wall_s = base_wall + session_s
+            if c.env_steps >= next_summary or c.env_steps >= sched["max_steps"]:
+                line = _metrics_line(c, acc, since, sched, config.run.max_seconds, session_s)
+                run.append_metrics(line)
+                _tensorboard(run, line, setup.behavior_policy)
+                if on_summary is not None:
+                    on_summary(line)
+                acc.clear()
+                since = (c.env_steps, c.agent_steps, c.wall_s)
+                next_summary = (c.env_steps // sched["summary_freq"] + 1) * sched["summary_freq"]
+            if c.env_steps >= next_ckpt:
+                _checkpoint(run, learners, pools, setup, c)
+                next_ckpt = (c.env_steps // sched["checkpoint_interval"] + 1) * sched["checkpoint_interval"]
+            if stopper.event.is_set():
+                stopped_by = "interrupt"
+                break
+            if config.run.max_seconds is not None and session_s >= config.run.max_seconds:
+                stopped_by = "max_seconds"
+                break
+        if run.latest_checkpoint() != run.checkpoints / f"checkpoint-{c.env_steps}.pt":
+            _checkpoint(run, learners, pools, setup, c)
+        logger.info("run ended (%s) at %d env steps; results in %s", stopped_by, c.env_steps, run.path)
+        return TrainResult(run.path, c.env_steps, c.agent_steps, c.iterations, stopped_by, c.wall_s, line)
+    finally:
+        stopper.restore()
+        if pool is not None:
+            pool.close()
+        run.close()
