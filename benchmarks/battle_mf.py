@@ -1,11 +1,13 @@
-"""MF-Q against IQL on the battle sim game, trained with the same budget; baseline: IQL.
+"""MF-Q against IQL (and MF-AC against AC) on the battle sim game, trained with the same budget.
 
-Both learners train on team 0 by self-play (team 1 driven by a frozen snapshot refreshed after each won
-battle) for the same number of env steps, with the same settings except the mean-action input. Then
-``--battles`` battles are played MF-Q (team 0) against IQL (team 1). Printed: the budget, training throughput
-in agent steps/s (and its ratio to IQL's), and the win rate of MF-Q over IQL with a Wilson interval.
+Baseline: the independent learner (IQL for MF-Q, plain actor-critic for MF-AC), the same code and settings
+with the mean-action input removed. Each learner trains by self-play for the same number of env steps, on
+both sides of the game (``self_play.sides: both``: learner and frozen snapshot trade teams after every
+battle). Then ``--battles`` battles are played per orientation: the mean-field learner on team 0 against its
+baseline on team 1, and sides swapped. Printed: the budget, training throughput in agent steps/s (ratio to
+the baseline's), and the mean-field learner's win rate per orientation and combined, with a Wilson interval.
 
-    .venv/bin/python benchmarks/battle_mf.py --train-steps 2000 --battles 50
+    .venv/bin/python benchmarks/battle_mf.py --train-steps 6000 --battles 50 --pairs mfq,mfac
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from unimarl.trainers.config import config_from_dict
+from unimarl.trainers.config import EnvSettings, config_from_dict
 from unimarl.trainers.envs import EnvFactory, make_sim_build
-from unimarl.trainers.evaluate import evaluate, format_report, load_side
+from unimarl.trainers.evaluate import evaluate_both_sides, load_side
 from unimarl.trainers.train import train
 
+PAIRS = {"mfq": (("MF-Q", True), ("IQL", False)), "mfac": (("MF-AC", True), ("AC", False))}
 
-def battle_config(args: argparse.Namespace, mean: bool, run_id: str, results: str) -> dict:
+
+def battle_config(args: argparse.Namespace, trainer: str, mean: bool, run_id: str, results: str) -> dict:
+    hp: dict[str, Any] = {"use_mean_action": mean, "learning_rate": args.lr}
+    if trainer == "mfq":
+        hp["gradient_steps"] = args.gradient_steps
     return {
         "env": {"sim": "battle", "num_envs": args.num_envs, "args": sim_args(args)},
         "run": {
@@ -36,13 +44,9 @@ def battle_config(args: argparse.Namespace, mean: bool, run_id: str, results: st
         },
         "behaviors": {
             "Battle?team=0": {
-                "trainer_type": "mfq",
-                "hyperparameters": {
-                    "use_mean_action": mean,
-                    "gradient_steps": args.gradient_steps,
-                    "learning_rate": args.lr,
-                },
-                "self_play": {"opponent": "Battle?team=1"},
+                "trainer_type": trainer,
+                "hyperparameters": hp,
+                "self_play": {"opponent": "Battle?team=1", "sides": args.sides},
                 "summary_freq": 500,
                 "checkpoint_interval": 10**9,
             }
@@ -55,15 +59,30 @@ def sim_args(args: argparse.Namespace) -> list[str]:
     return ["--team-size", str(args.team_size), "--grid", str(args.grid), "--view", str(args.view)]
 
 
+def train_one(args: argparse.Namespace, trainer: str, name: str, mean: bool, results: str) -> dict[str, Any]:
+    cfg = config_from_dict(battle_config(args, trainer, mean, name.lower().replace("-", ""), results))
+    t0 = time.perf_counter()
+    r = train(cfg)
+    return {
+        "env_steps": r.env_steps,
+        "agent_steps": r.agent_steps,
+        "wall_s": time.perf_counter() - t0,
+        "agent_steps_per_s": r.agent_steps / max(r.wall_s, 1e-9),
+        "run_dir": str(r.run_dir),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-steps", type=int, default=2000, help="env steps of training per learner")
-    p.add_argument("--battles", type=int, default=50)
+    p.add_argument("--battles", type=int, default=50, help="battles per orientation")
+    p.add_argument("--pairs", default="mfq", help="comma-separated: mfq (MF-Q vs IQL), mfac (MF-AC vs AC)")
+    p.add_argument("--sides", default="both", choices=("both", "own"), help="self_play.sides while training")
     p.add_argument("--team-size", type=int, default=64)
     p.add_argument("--grid", type=int, default=24)
     p.add_argument("--view", type=int, default=13)
     p.add_argument("--battle-steps", type=int, default=100, help="steps before a battle is interrupted")
-    p.add_argument("--num-envs", type=int, default=1)
+    p.add_argument("--num-envs", type=int, default=2)
     p.add_argument("--gradient-steps", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--backend", default="serial", choices=("serial", "ray"))
@@ -72,53 +91,44 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results = tempfile.mkdtemp(prefix="battle_mf_")
-    runs = {}
-    for name, mean in (("IQL", False), ("MF-Q", True)):
-        cfg = config_from_dict(battle_config(args, mean, name.lower().replace("-", ""), results))
-        t0 = time.perf_counter()
-        r = train(cfg)
-        runs[name] = {
-            "env_steps": r.env_steps,
-            "agent_steps": r.agent_steps,
-            "wall_s": time.perf_counter() - t0,
-            "agent_steps_per_s": r.agent_steps / max(r.wall_s, 1e-9),
-            "run_dir": str(r.run_dir),
-        }
-    settings = battle_config(args, True, "eval", results)
-    from unimarl.trainers.config import EnvSettings
-
     env = EnvSettings(sim="battle", args=sim_args(args))
     build = make_sim_build(env, Path(results) / "eval")
     factory = EnvFactory(
         env,
-        environment_parameters=settings["environment_parameters"],
+        environment_parameters={"max_steps": args.battle_steps},
         run_dir=str(Path(results) / "eval"),
         build_path=str(build),
     )
-    side_a, side_b = load_side(runs["MF-Q"]["run_dir"]), load_side(runs["IQL"]["run_dir"])
-    report = evaluate(factory, side_a, side_b, battles=args.battles, num_envs=max(args.num_envs, 2))
-    mfq = report["sides"][report["labels"][0]]  # side A
     print(
-        f"budget: {args.train_steps} env steps of training per learner "
-        f"({args.team_size} vs {args.team_size}, grid {args.grid}, view {args.view}, "
-        f"battles of <= {args.battle_steps} steps, {args.backend} backend)"
+        f"budget: {args.train_steps} env steps of self-play training per learner (sides: {args.sides}; "
+        f"{args.team_size} vs {args.team_size}, grid {args.grid}, view {args.view}, battles of <= "
+        f"{args.battle_steps} steps, {args.num_envs} envs, {args.backend} backend); "
+        f"{args.battles} battles per orientation"
     )
-    for name, run in runs.items():
-        ratio = run["agent_steps_per_s"] / runs["IQL"]["agent_steps_per_s"]
-        print(
-            f"train {name:5s}: {run['agent_steps']:,} agent steps in {run['wall_s']:.0f} s -> "
-            f"{run['agent_steps_per_s']:.0f} agent steps/s ({ratio:.2f}x baseline IQL)"
+    out: dict[str, Any] = {"args": vars(args)}
+    for trainer in args.pairs.split(","):
+        (mf, _), (base, _) = PAIRS[trainer]
+        runs = {name: train_one(args, trainer, name, mean, results) for name, mean in PAIRS[trainer]}
+        for name, run in runs.items():
+            ratio = run["agent_steps_per_s"] / runs[base]["agent_steps_per_s"]
+            print(
+                f"train {name:5s}: {run['agent_steps']:,} agent steps in {run['wall_s']:.0f} s -> "
+                f"{run['agent_steps_per_s']:.0f} agent steps/s ({ratio:.2f}x baseline {base})"
+            )
+        side_mf, side_base = load_side(runs[mf]["run_dir"]), load_side(runs[base]["run_dir"])
+        both = evaluate_both_sides(
+            factory, side_mf, side_base, battles=args.battles, num_envs=max(args.num_envs, 2), seed=args.seed
         )
-    lo, hi = mfq["win_rate_ci"]
-    print(
-        f"MF-Q (team 0) vs baseline IQL (team 1) over {report['battles']} battles: "
-        f"win rate {mfq['win_rate']:.2f} "
-        f"[{lo:.2f}, {hi:.2f}] ({mfq['wins']} W / {mfq['draws']} D / {mfq['losses']} L); "
-        f"eval {report['agent_steps_per_s']:.0f} agent steps/s"
-    )
-    print(format_report(report))
+        lo, hi = both["win_rate_ci"]
+        as0, as1 = both["per_orientation"]
+        print(
+            f"{mf} vs baseline {base}: win rate {both['win_rate']:.2f} [{lo:.2f}, {hi:.2f}] over "
+            f"{both['battles']} battles ({both['wins']} W / {both['draws']} D / {both['losses']} L); "
+            f"as team 0 {as0:.2f}, as team 1 {as1:.2f}; eval {both['agent_steps_per_s']:.0f} agent steps/s"
+        )
+        out[trainer] = {"train": runs, "eval": both}
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "train": runs, "eval": report}, indent=1))
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -11,15 +11,11 @@ Semantics:
   in both (episode ended and the next one started in the same message).
 - Action masks (decision agents only) arrive flattened over branches with True = *disabled*; they are split
   per branch. Agents that sent no mask get all actions enabled; ``None`` when no agent sent one.
-- Speed: a behaviour's agent infos are read as *columns* without per-agent Python: the serialized list is
-  split into records and their concatenation parsed (in C) by a view message whose fields are all
-  ``repeated``, so each field arrives as one column of n values. A column with fewer than n values (proto3
-  omits default values, e.g. ``id`` 0 or ``done`` false for some agents only) is read per agent; anything
-  else that does not fit (observation counts) takes the per-agent path, which names the faulty agent.
-- Float observations are decoded without per-element Python loops: when all agents' ``ObservationProto``
-  bytes agree except for the float payload (same shape, same everything else) the payloads are viewed as
-  one float32 matrix. Otherwise a per-agent path validates and fills the batch, naming the agent whose
-  observation is wrong.
+- Speed: a behaviour's agent infos are read as columns, and float observations as one matrix, without
+  per-agent Python (:mod:`unimarl.bridge.decode_columns`). A column with fewer than n values (proto3 omits
+  default values, e.g. ``id`` 0 or ``done`` false for some agents only) is read per agent; anything else that
+  does not fit (observation counts, observations that differ in more than their floats) takes the per-agent
+  path, which validates and names the faulty agent.
 - PNG observations are decoded by :mod:`unimarl.bridge.png` to HWC and moved to CHW for 3.x games.
 - Variable-length observations (``VARIABLE_SIZE`` flag) are zero-padded to the declared shape.
 - NaN/inf in observations or rewards: ``nan_policy`` "raise" (ObservationError), "warn" (log once per
@@ -36,8 +32,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from unimarl.bridge.decode_columns import float_fast_path, float_rows, split_columns
 from unimarl.bridge.errors import ObservationError, ProtocolError
 from unimarl.bridge.png import decode_png_observation
 from unimarl.bridge.spec import (
@@ -63,37 +59,6 @@ _FIELDS = operator.attrgetter(
     "id", "reward", "group_id", "group_reward", "max_step_reached", "done", "observations", "action_mask"
 )
 _DONE = 5
-
-
-def _column_views() -> Any:
-    """View messages: ``Records`` (a list's records as bytes), ``Columns`` (AgentInfoProto, all repeated)."""
-    field = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(
-        name="unimarl_bridge_columns.proto", package="unimarl_columns", syntax="proto3"
-    )
-    records = file.message_type.add(name="Records")
-    records.field.add(name="value", number=1, type=field.TYPE_BYTES, label=field.LABEL_REPEATED)
-    columns = file.message_type.add(name="Columns")  # field numbers and types as in AgentInfoProto
-    for name, number, kind in (
-        ("reward", 7, field.TYPE_FLOAT),
-        ("done", 8, field.TYPE_BOOL),
-        ("max_step_reached", 9, field.TYPE_BOOL),
-        ("id", 10, field.TYPE_INT32),
-        ("action_mask", 11, field.TYPE_BOOL),
-        ("observations", 13, field.TYPE_BYTES),
-        ("group_id", 14, field.TYPE_INT32),
-        ("group_reward", 15, field.TYPE_FLOAT),
-    ):
-        columns.field.add(name=name, number=number, type=kind, label=field.LABEL_REPEATED)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return tuple(
-        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"unimarl_columns.{name}"))
-        for name in ("Records", "Columns")
-    )
-
-
-_RECORDS, _COLUMNS = _column_views()
 
 
 def visual_layout_for(package_version: str) -> str:
@@ -208,8 +173,7 @@ class _Decoder:
         self, spec: BehaviorSpec, infos: Sequence[AgentInfoProto], records: Any
     ) -> BehaviorSteps | None:
         """The behaviour's steps read as columns (see the module docstring); None: take the per-agent path."""
-        bodies = _RECORDS.FromString(records.SerializeToString()).value
-        columns = _COLUMNS.FromString(b"".join(bodies))
+        bodies, columns = split_columns(records)
         n, n_obs = len(bodies), len(spec.observation_specs)
         observations = list(columns.observations)
         if n != len(infos) or len(observations) != n * n_obs:
@@ -277,7 +241,7 @@ class _Decoder:
         first = ObservationProto.FromString(chunks[0])
         batch = None
         if first.compression_type != _PNG and not obs_spec.is_variable_length:
-            batch = _float_rows(chunks, first, obs_spec.shape)
+            batch = float_rows(chunks, first, obs_spec.shape)
         if batch is None:
             batch = np.empty((len(chunks), *obs_spec.shape), np.float32)
             for row, (chunk, aid) in enumerate(zip(chunks, agent_id.tolist(), strict=True)):
@@ -324,7 +288,7 @@ class _Decoder:
         protos = list(map(operator.itemgetter(k), observations))
         batch = None
         if protos[0].compression_type != _PNG and not obs_spec.is_variable_length:
-            batch = _float_fast_path(protos, obs_spec.shape)
+            batch = float_fast_path(protos, obs_spec.shape)
         if batch is None:
             batch = np.empty((len(protos), *obs_spec.shape), np.float32)
             for row, (proto, aid) in enumerate(zip(protos, agent_id.tolist(), strict=True)):
@@ -390,41 +354,6 @@ class _Decoder:
                 what,
             )
         return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def _float_fast_path(protos: list[ObservationProto], shape: tuple[int, ...]) -> np.ndarray | None:
-    """One float32 batch from identically-structured float observations, or None if they are not."""
-    return _float_rows([p.SerializeToString() for p in protos], protos[0], shape)
-
-
-def _float_rows(chunks: list[bytes], first: ObservationProto, shape: tuple[int, ...]) -> np.ndarray | None:
-    """:func:`_float_fast_path` on serialized observations; ``first`` is ``chunks[0]`` parsed."""
-    size = math.prod(shape)
-    if tuple(first.shape) != shape or len(first.float_data.data) != size:
-        return None
-    width = len(chunks[0])
-    joined = b"".join(chunks)
-    if len(set(map(len, chunks))) != 1:
-        return None
-    # Field order on the wire: shape (1), compression_type (2), float_data (4) = {data (1)}, then the rest.
-    head = ObservationProto(shape=first.shape, compression_type=first.compression_type).ByteSize()
-    n_bytes = 4 * size
-    inner = 1 + _varint_len(n_bytes) + n_bytes
-    start = head + 1 + _varint_len(inner) + 1 + _varint_len(n_bytes)
-    end = start + n_bytes
-    rows = np.frombuffer(joined, np.uint8).reshape(len(chunks), width)
-    if len(chunks) > 1 and not (
-        (rows[1:, :start] == rows[0, :start]).all() and (rows[1:, end:] == rows[0, end:]).all()
-    ):
-        return None
-    batch = rows[:, start:end].copy().view("<f4").astype(np.float32, copy=False)
-    if not np.array_equal(batch[0], np.asarray(first.float_data.data, np.float32), equal_nan=True):
-        return None  # the wire layout was not the one assumed: take the general path
-    return batch.reshape(len(chunks), *shape)
-
-
-def _varint_len(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
 
 
 def _masks(

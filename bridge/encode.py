@@ -27,6 +27,7 @@ import numpy as np
 from unimarl.bridge.errors import ActionError
 from unimarl.bridge.spec import ActionSpec, ActionTuple, BehaviorSpec
 from unimarl.protos import AgentActionProto, UnityRLInputProto
+from unimarl.protos.wire import Segment, le_float_bytes, rows, varint, width
 
 # Wire tags (field number << 3 | wire type 2 = length-delimited) of the fields written here.
 _TAG_LIST_VALUE = 0x0A  # ListAgentActionProto.value = 1
@@ -77,14 +78,7 @@ def validate_actions(
     """Check one behaviour's actions; returns (float32 [n, continuous], int32 [n, branches])."""
     continuous = np.asarray(action.continuous)
     discrete = np.asarray(action.discrete)
-    fix = "pass one row per decision agent of the last output, in its order"
-    if spec.continuous_size == 0 and continuous.size == 0:
-        continuous = np.zeros((n, 0), np.float32)
-    if continuous.shape != (n, spec.continuous_size):
-        raise ActionError(
-            f"behaviour {name!r}: continuous actions of shape {continuous.shape}, expected "
-            f"({n}, {spec.continuous_size}); {fix}"
-        )
+    continuous = _shaped(name, "continuous", continuous, n, spec.continuous_size, np.float32)
     if continuous.dtype.kind not in "fiu":
         raise ActionError(f"behaviour {name!r}: continuous actions of dtype {continuous.dtype}; pass float32")
     continuous = continuous.astype(np.float32, copy=False)
@@ -94,13 +88,7 @@ def validate_actions(
             f"behaviour {name!r}: continuous actions hold NaN or inf in row(s) {rows}; "
             "the policy must output finite values (check for diverged weights)"
         )
-    if spec.discrete_size == 0 and discrete.size == 0:
-        discrete = np.zeros((n, 0), np.int32)
-    if discrete.shape != (n, spec.discrete_size):
-        raise ActionError(
-            f"behaviour {name!r}: discrete actions of shape {discrete.shape}, "
-            f"expected ({n}, {spec.discrete_size}); {fix}"
-        )
+    discrete = _shaped(name, "discrete", discrete, n, spec.discrete_size, np.int32)
     if discrete.dtype.kind not in "iu":
         raise ActionError(
             f"behaviour {name!r}: discrete actions of dtype {discrete.dtype}, expected integers; "
@@ -117,16 +105,16 @@ def validate_actions(
     return continuous, discrete.astype(np.int32, copy=False)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
+def _shaped(name: str, kind: str, values: np.ndarray, n: int, size: int, dtype: type) -> np.ndarray:
+    """``values`` checked to be ``[n, size]``; with no actions of this kind, any empty array passes."""
+    if size == 0 and values.size == 0:
+        return np.zeros((n, 0), dtype)
+    if values.shape != (n, size):
+        raise ActionError(
+            f"behaviour {name!r}: {kind} actions of shape {values.shape}, expected ({n}, {size}); "
+            "pass one row per decision agent of the last output, in its order"
+        )
+    return values
 
 
 def _list_bytes(continuous: np.ndarray, discrete: np.ndarray) -> bytes:
@@ -134,29 +122,13 @@ def _list_bytes(continuous: np.ndarray, discrete: np.ndarray) -> bytes:
     n, n_cont = continuous.shape
     n_disc = discrete.shape[1]
     # Segments of one agent's message, in field order: constant bytes or a [n, k] uint8 block.
-    segments: list[bytes | np.ndarray] = []
+    segments: list[Segment] = []
     if n_cont + n_disc:
         vector = np.concatenate([continuous, discrete.astype(np.float32)], axis=1)
-        segments += [bytes([_TAG_VECTOR]) + _varint(4 * (n_cont + n_disc)), _as_bytes(vector)]
+        segments += [bytes([_TAG_VECTOR]) + varint(4 * (n_cont + n_disc)), le_float_bytes(vector)]
     if n_cont:
-        segments += [bytes([_TAG_CONTINUOUS]) + _varint(4 * n_cont), _as_bytes(continuous)]
+        segments += [bytes([_TAG_CONTINUOUS]) + varint(4 * n_cont), le_float_bytes(continuous)]
     if n_disc:
-        segments += [bytes([_TAG_DISCRETE]) + _varint(n_disc), discrete.astype(np.uint8)]
-    message_len = sum(len(s) if isinstance(s, bytes) else s.shape[1] for s in segments)
-    segments.insert(0, bytes([_TAG_LIST_VALUE]) + _varint(message_len))
-    width = sum(len(s) if isinstance(s, bytes) else s.shape[1] for s in segments)
-    rows = np.empty((n, width), np.uint8)
-    pos = 0
-    for segment in segments:
-        if isinstance(segment, bytes):
-            rows[:, pos : pos + len(segment)] = np.frombuffer(segment, np.uint8)
-            pos += len(segment)
-        else:
-            rows[:, pos : pos + segment.shape[1]] = segment
-            pos += segment.shape[1]
-    return rows.tobytes()
-
-
-def _as_bytes(values: np.ndarray) -> np.ndarray:
-    """float32 [n, k] -> little-endian bytes as uint8 [n, 4k]."""
-    return np.ascontiguousarray(values, dtype="<f4").view(np.uint8)
+        segments += [bytes([_TAG_DISCRETE]) + varint(n_disc), discrete.astype(np.uint8)]
+    segments.insert(0, bytes([_TAG_LIST_VALUE]) + varint(sum(width(s) for s in segments)))
+    return rows(n, segments)

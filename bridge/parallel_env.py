@@ -51,28 +51,30 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from unimarl.bridge.connection import UnityConnection
+from unimarl.bridge.env_spaces import GLOBAL_STATE, HybridActionSpace, action_space_for, observation_space_for
 from unimarl.bridge.errors import ActionError, BridgeError
 from unimarl.bridge.side_channels import SideChannel
 from unimarl.bridge.spec import ActionSpec, ActionTuple, AgentBatch, BehaviorSpec, GameOutput
 
+__all__ = [
+    "GLOBAL_STATE",
+    "HybridActionSpace",
+    "NoGlobalStateError",
+    "UnityParallelEnv",
+    "action_space_for",
+    "agent_name",
+    "observation_space_for",
+    "parse_agent_name",
+]
+
 logger = logging.getLogger(__name__)
 
-GLOBAL_STATE = "global_state"
 _AGENT_SEP = "?agent_id="
 _EPISODE_SEP = "&episode="
 
 
 class NoGlobalStateError(BridgeError):
     """``state()`` / ``state_space`` on a game that has no observation named ``global_state``."""
-
-
-class HybridActionSpace(spaces.Dict):
-    """``Dict(continuous=Box, discrete=Discrete|MultiDiscrete)``; ``sample`` also takes the plain mask."""
-
-    def sample(self, mask: Any = None, probability: Any = None) -> dict[str, Any]:
-        if mask is not None and not isinstance(mask, Mapping):
-            mask = {"continuous": None, "discrete": mask}
-        return super().sample(mask=mask, probability=probability)
 
 
 def agent_name(behavior: str, unity_id: int, episode: int) -> str:
@@ -93,38 +95,6 @@ def parse_agent_name(name: str) -> tuple[str, int, int]:
         raise ValueError(
             f"{name!r} is not an agent name of this env; expected 'Behavior?team=0?agent_id=3[&episode=2]'"
         ) from e
-
-
-def observation_space_for(spec: BehaviorSpec) -> spaces.Space:
-    """The per-agent observation space of a behaviour (global state removed, masks added)."""
-    boxes = [
-        spaces.Box(-np.inf, np.inf, o.shape, np.float32)
-        for o in spec.observation_specs
-        if o.name != GLOBAL_STATE
-    ]
-    obs: spaces.Space = boxes[0] if len(boxes) == 1 else spaces.Tuple(boxes)
-    branches = spec.action_spec.discrete_branches
-    if not branches:
-        return obs
-    masks = [spaces.Box(0, 1, (b,), np.int8) for b in branches]
-    mask: spaces.Space = masks[0] if len(masks) == 1 else spaces.Tuple(masks)
-    return spaces.Dict({"observation": obs, "action_mask": mask})
-
-
-def action_space_for(action_spec: ActionSpec) -> spaces.Space:
-    """``Box(-1, 1)``, ``Discrete``, ``MultiDiscrete``, or :class:`HybridActionSpace` for both kinds."""
-    branches = action_spec.discrete_branches
-    discrete: spaces.Space | None = None
-    if len(branches) == 1:
-        discrete = spaces.Discrete(branches[0])
-    elif branches:
-        discrete = spaces.MultiDiscrete(list(branches))
-    if action_spec.continuous_size == 0:
-        if discrete is None:
-            return spaces.Box(-1.0, 1.0, (0,), np.float32)
-        return discrete
-    box = spaces.Box(-1.0, 1.0, (action_spec.continuous_size,), np.float32)
-    return box if discrete is None else HybridActionSpace({"continuous": box, "discrete": discrete})
 
 
 class UnityParallelEnv(ParallelEnv):

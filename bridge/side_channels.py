@@ -29,10 +29,15 @@ from unimarl.protos.sidechannel import (
     ENGINE_CONFIGURATION,
     ENVIRONMENT_PARAMETERS,
     STATS,
+    EngineSetting,
     IncomingMessage,
     OutgoingMessage,
+    ParameterKind,
+    SamplerType,
     WireFormatError,
+    engine_setting_message,
     frame,
+    read_stat,
     unframe,
 )
 
@@ -95,8 +100,6 @@ class EngineConfigurationChannel(SideChannel):
     4 capture frame rate) followed by its value(s).
     """
 
-    _RESOLUTION, _QUALITY, _TIME_SCALE, _TARGET_FRAME_RATE, _CAPTURE_FRAME_RATE = range(5)
-
     def __init__(self) -> None:
         super().__init__(ENGINE_CONFIGURATION)
 
@@ -115,24 +118,16 @@ class EngineConfigurationChannel(SideChannel):
                 f"width={width!r} and height={height!r}: the screen resolution needs both, or neither"
             )
         if width is not None and height is not None:
-            self._send(self._RESOLUTION, ints=(width, height))
-        if quality_level is not None:
-            self._send(self._QUALITY, ints=(quality_level,))
-        if time_scale is not None:
-            self._send(self._TIME_SCALE, floats=(time_scale,))
-        if target_frame_rate is not None:
-            self._send(self._TARGET_FRAME_RATE, ints=(target_frame_rate,))
-        if capture_frame_rate is not None:
-            self._send(self._CAPTURE_FRAME_RATE, ints=(capture_frame_rate,))
-
-    def _send(self, kind: int, ints: Sequence[int] = (), floats: Sequence[float] = ()) -> None:
-        msg = OutgoingMessage()
-        msg.write_int32(kind)
-        for value in ints:
-            msg.write_int32(int(value))
-        for fvalue in floats:
-            msg.write_float32(float(fvalue))
-        self.queue_message_to_send(msg)
+            self.queue_message_to_send(engine_setting_message(EngineSetting.SCREEN_RESOLUTION, width, height))
+        single: tuple[tuple[EngineSetting, float | None], ...] = (
+            (EngineSetting.QUALITY_LEVEL, quality_level),
+            (EngineSetting.TIME_SCALE, time_scale),
+            (EngineSetting.TARGET_FRAME_RATE, target_frame_rate),
+            (EngineSetting.CAPTURE_FRAME_RATE, capture_frame_rate),
+        )
+        for setting, value in single:
+            if value is not None:
+                self.queue_message_to_send(engine_setting_message(setting, value))
 
     def on_message_received(self, msg: IncomingMessage) -> None:
         logger.warning("EngineConfigurationChannel got a message from the game; it only sends, ignoring it")
@@ -145,21 +140,18 @@ class EnvironmentParametersChannel(SideChannel):
     uniform min/max, gaussian mean/std, or a float list of multi-range intervals).
     """
 
-    _FLOAT, _SAMPLER = 0, 1
-    _UNIFORM, _GAUSSIAN, _MULTIRANGE_UNIFORM = 0, 1, 2
-
     def __init__(self) -> None:
         super().__init__(ENVIRONMENT_PARAMETERS)
 
     def set_float_parameter(self, key: str, value: float) -> None:
-        msg = self._start(key, self._FLOAT)
+        msg = self._start(key, ParameterKind.FLOAT)
         msg.write_float32(value)
         self.queue_message_to_send(msg)
 
     def set_uniform_sampler_parameters(self, key: str, min_value: float, max_value: float, seed: int) -> None:
         if min_value > max_value:
             raise SideChannelError(f"uniform sampler {key!r}: min_value={min_value} > max_value={max_value}")
-        msg = self._start_sampler(key, seed, self._UNIFORM)
+        msg = self._start_sampler(key, seed, SamplerType.UNIFORM)
         msg.write_float32(min_value)
         msg.write_float32(max_value)
         self.queue_message_to_send(msg)
@@ -167,7 +159,7 @@ class EnvironmentParametersChannel(SideChannel):
     def set_gaussian_sampler_parameters(self, key: str, mean: float, st_dev: float, seed: int) -> None:
         if st_dev < 0:
             raise SideChannelError(f"gaussian sampler {key!r}: st_dev={st_dev} must be >= 0")
-        msg = self._start_sampler(key, seed, self._GAUSSIAN)
+        msg = self._start_sampler(key, seed, SamplerType.GAUSSIAN)
         msg.write_float32(mean)
         msg.write_float32(st_dev)
         self.queue_message_to_send(msg)
@@ -183,7 +175,7 @@ class EnvironmentParametersChannel(SideChannel):
             flat += [low, high]
         if not flat:
             raise SideChannelError(f"multi-range sampler {key!r}: give at least one (min, max) interval")
-        msg = self._start_sampler(key, seed, self._MULTIRANGE_UNIFORM)
+        msg = self._start_sampler(key, seed, SamplerType.MULTIRANGE_UNIFORM)
         msg.write_float32_list(flat)
         self.queue_message_to_send(msg)
 
@@ -196,7 +188,7 @@ class EnvironmentParametersChannel(SideChannel):
         return msg
 
     def _start_sampler(self, key: str, seed: int, sampler: int) -> OutgoingMessage:
-        msg = self._start(key, self._SAMPLER)
+        msg = self._start(key, ParameterKind.SAMPLER)
         msg.write_int32(seed)
         msg.write_int32(sampler)
         return msg
@@ -222,9 +214,7 @@ class StatsSideChannel(SideChannel):
         self._stats: dict[str, list[tuple[float, StatsAggregationMethod]]] = {}
 
     def on_message_received(self, msg: IncomingMessage) -> None:
-        key = msg.read_string()
-        value = msg.read_float32()
-        raw_method = msg.read_int32()
+        key, value, raw_method = read_stat(msg)
         try:
             method = StatsAggregationMethod(raw_method)
         except ValueError as e:

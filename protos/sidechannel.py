@@ -5,10 +5,15 @@ The ``side_channel`` bytes of a message are a sequence of frames ``[16-byte chan
 [payload]``. The GUID bytes are in .NET ``Guid.ToByteArray()`` order, which is Python's ``UUID.bytes_le``.
 Payloads are built from little-endian primitives: bool (1 byte), int32, float32, string (int32 byte length +
 ASCII), float list (int32 count + float32s), or raw bytes.
+
+The message layouts that both ends of a built-in channel must agree on are written once here: engine
+settings (:func:`engine_setting_message` / :func:`read_engine_setting`), the kinds of environment parameters
+and samplers, and stats (:func:`stat_message` / :func:`read_stat`).
 """
 
 from __future__ import annotations
 
+import enum
 import struct
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,6 +29,35 @@ _HEADER = struct.Struct("<16si")
 
 class WireFormatError(ValueError):
     """Side-channel bytes that cannot be parsed (truncated frame, string not ASCII, read past the end)."""
+
+
+class UnknownEngineSettingError(WireFormatError):
+    """An EngineConfiguration message of a type this package does not know (a newer game or trainer)."""
+
+
+class EngineSetting(enum.IntEnum):
+    """First int32 of an EngineConfiguration message; its value follows (:func:`engine_setting_message`)."""
+
+    SCREEN_RESOLUTION = 0
+    QUALITY_LEVEL = 1
+    TIME_SCALE = 2
+    TARGET_FRAME_RATE = 3
+    CAPTURE_FRAME_RATE = 4
+
+
+class ParameterKind(enum.IntEnum):
+    """Int32 after the key of an EnvironmentParameters message: a float value, or a seeded sampler."""
+
+    FLOAT = 0
+    SAMPLER = 1
+
+
+class SamplerType(enum.IntEnum):
+    """Int32 after a sampler's seed: uniform min/max, gaussian mean/std, or a float list of intervals."""
+
+    UNIFORM = 0
+    GAUSSIAN = 1
+    MULTIRANGE_UNIFORM = 2
 
 
 def frame(messages: Iterable[tuple[uuid.UUID, bytes]]) -> bytes:
@@ -131,3 +165,52 @@ class IncomingMessage:
     @property
     def at_end(self) -> bool:
         return self._offset >= len(self._data)
+
+
+EngineValue = int | float | tuple[int, int]
+
+
+def engine_setting_message(setting: EngineSetting, *values: float) -> OutgoingMessage:
+    """One EngineConfiguration message: the setting, then its values (resolution: width and height).
+
+    The time scale is a float32, every other value an int32.
+    """
+    msg = OutgoingMessage()
+    msg.write_int32(setting)
+    for value in values:
+        if setting == EngineSetting.TIME_SCALE:
+            msg.write_float32(float(value))
+        else:
+            msg.write_int32(int(value))
+    return msg
+
+
+def read_engine_setting(msg: IncomingMessage) -> tuple[EngineSetting, EngineValue]:
+    """Parse :func:`engine_setting_message`; an unknown type raises :class:`UnknownEngineSettingError`."""
+    kind = msg.read_int32()
+    try:
+        setting = EngineSetting(kind)
+    except ValueError as e:
+        raise UnknownEngineSettingError(f"unknown engine configuration type {kind}") from e
+    value: EngineValue
+    if setting == EngineSetting.SCREEN_RESOLUTION:
+        value = (msg.read_int32(), msg.read_int32())
+    elif setting == EngineSetting.TIME_SCALE:
+        value = msg.read_float32()
+    else:
+        value = msg.read_int32()
+    return setting, value
+
+
+def stat_message(key: str, value: float, aggregation: int) -> OutgoingMessage:
+    """One Stats message (game -> trainer): string key, float32 value, int32 aggregation method."""
+    msg = OutgoingMessage()
+    msg.write_string(key)
+    msg.write_float32(value)
+    msg.write_int32(aggregation)
+    return msg
+
+
+def read_stat(msg: IncomingMessage) -> tuple[str, float, int]:
+    """Parse :func:`stat_message`: ``(key, value, aggregation)``."""
+    return msg.read_string(), msg.read_float32(), msg.read_int32()

@@ -25,22 +25,29 @@ from unimarl.sim.visual import Visual
 GAMES: dict[str, type[Game]] = {cls.name: cls for cls in (CoopNav, Battle, Visual, Bench)}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``NAME [flags]`` (the game name, then a player command line); returns the exit code."""
+def main(argv: Sequence[str] | None = None, prog: str = "unimarl sim") -> int:
+    """Run ``NAME [flags]`` (the game name, then a player command line); returns the exit code.
+
+    ``prog`` is how the command was called, for the usage text (``python -m unimarl.sim`` passes its own).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-h", "--help"):
-        sys.stdout.write(_usage())
+        sys.stdout.write(_usage(prog))
         return 0
     if not args or args[0] not in GAMES:
         given = repr(args[0]) if args else "nothing"
-        sys.stderr.write(f"unknown game {given}\n{_usage()}")
+        sys.stderr.write(f"unknown game {given}\n{_usage(prog)}")
         return EXIT_USAGE
-    return run_client(GAMES[args[0]], args[1:])
+    return run_client(GAMES[args[0]], args[1:], prog=f"{prog} {args[0]}")
 
 
-def _usage() -> str:
+def _usage(prog: str) -> str:
     lines = [
-        "usage: unimarl sim NAME --mlagents-port PORT [flags]   (NAME --help lists a game's flags)",
+        f"usage: {prog} NAME --mlagents-port PORT [flags]",
+        "",
+        "Run a headless stand-in game that dials the trainer like a Unity player build.",
+        f"'{prog} NAME --help' lists the game's flags; 'unimarl train --env sim:NAME' starts one for you.",
+        "",
         "games:",
     ]
     for name, cls in sorted(GAMES.items()):

@@ -4,4 +4,4 @@ import sys
 
 from unimarl.sim import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m unimarl.sim"))

@@ -22,23 +22,18 @@ from unimarl.protos.sidechannel import (
     STATS,
     TRAINING_ANALYTICS,
     IncomingMessage,
-    OutgoingMessage,
+    ParameterKind,
+    SamplerType,
+    UnknownEngineSettingError,
     WireFormatError,
     frame,
+    read_engine_setting,
+    stat_message,
     unframe,
 )
 from unimarl.sim.game import EnvParams
 
 logger = logging.getLogger(__name__)
-
-_ENGINE_FIELDS = {
-    0: "screen_resolution",
-    1: "quality_level",
-    2: "time_scale",
-    3: "target_frame_rate",
-    4: "capture_frame_rate",
-}
-_SAMPLER_UNIFORM, _SAMPLER_GAUSSIAN, _SAMPLER_MULTIRANGE = 0, 1, 2
 
 
 class SideChannels:
@@ -77,30 +72,24 @@ class SideChannels:
             )
 
     def _engine(self, msg: IncomingMessage) -> None:
-        kind = msg.read_int32()
-        name = _ENGINE_FIELDS.get(kind)
-        if name is None:
-            logger.warning("unknown engine configuration type %d ignored", kind)
+        try:
+            setting, value = read_engine_setting(msg)
+        except UnknownEngineSettingError as e:
+            logger.warning("%s ignored", e)
             return
-        value: Any
-        if kind == 0:
-            value = (msg.read_int32(), msg.read_int32())
-        elif kind == 2:
-            value = msg.read_float32()
-        else:
-            value = msg.read_int32()
+        name = setting.name.lower()
         self.engine[name] = value
         logger.info("engine configuration: %s = %s", name, value)
 
     def _environment_parameter(self, msg: IncomingMessage) -> None:
         key = msg.read_string()
         kind = msg.read_int32()
-        if kind == 0:
+        if kind == ParameterKind.FLOAT:
             self.params.floats[key] = msg.read_float32()
             self.params.samplers.pop(key, None)
             logger.info("environment parameter %s = %s", key, self.params.floats[key])
             return
-        if kind != 1:
+        if kind != ParameterKind.SAMPLER:
             logger.warning("environment parameter %r has unknown type %d; ignored", key, kind)
             return
         seed = msg.read_int32()
@@ -115,13 +104,13 @@ class SideChannels:
 
 def _make_sampler(seed: int, sampler_type: int, msg: IncomingMessage) -> Callable[[], float] | None:
     rng = np.random.default_rng(seed & 0xFFFFFFFF)
-    if sampler_type == _SAMPLER_UNIFORM:
+    if sampler_type == SamplerType.UNIFORM:
         low, high = msg.read_float32(), msg.read_float32()
         return lambda: rng.uniform(low, high)
-    if sampler_type == _SAMPLER_GAUSSIAN:
+    if sampler_type == SamplerType.GAUSSIAN:
         mean, std = msg.read_float32(), msg.read_float32()
         return lambda: rng.normal(mean, std)
-    if sampler_type == _SAMPLER_MULTIRANGE:
+    if sampler_type == SamplerType.MULTIRANGE_UNIFORM:
         bounds = np.asarray(msg.read_float32_list(), np.float64).reshape(-1, 2)
         widths = bounds[:, 1] - bounds[:, 0]
         total = widths.sum()
@@ -137,11 +126,4 @@ def _make_sampler(seed: int, sampler_type: int, msg: IncomingMessage) -> Callabl
 
 def stats_bytes(stats: Iterable[tuple[str, float, int]]) -> bytes:
     """Side-channel bytes carrying Stats messages (key, value, aggregation)."""
-    frames = []
-    for key, value, aggregation in stats:
-        msg = OutgoingMessage()
-        msg.write_string(key)
-        msg.write_float32(value)
-        msg.write_int32(aggregation)
-        frames.append((STATS, msg.buffer))
-    return frame(frames)
+    return frame((STATS, stat_message(key, value, aggregation).buffer) for key, value, aggregation in stats)

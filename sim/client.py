@@ -31,6 +31,8 @@ acknowledged; ``--behavior-type inference`` makes the agents of a behaviour with
 it (Unity's *Inference Only*), ``default`` keeps the trainer's actions (a connected *Default* agent).
 
 Exit codes: 0 quit, 1 trainer unreachable / no answer in time, 2 usage, 3 ``--misbehave die``.
+
+The command line itself is parsed by :mod:`unimarl.sim.player_args`.
 """
 
 from __future__ import annotations
@@ -40,8 +42,7 @@ import json
 import logging
 import sys
 import threading
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import fields
 from typing import IO, Any
 
 import grpc
@@ -58,12 +59,13 @@ from unimarl.protos.policy_wire import POLICY_CHANNEL_ID
 from unimarl.sim import encode
 from unimarl.sim.channels import SideChannels, stats_bytes
 from unimarl.sim.game import AgentBatch, BehaviorDef, Game
-from unimarl.sim.policy_runner import BEHAVIOR_TYPES, PolicyRunner
+from unimarl.sim.player_args import build_parser, configure_logging
+from unimarl.sim.policy_runner import PolicyRunner
+
+__all__ = ["Client", "SimExit", "build_parser", "parse_actions", "run_client"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PACKAGE_VERSION = "2.2.1-exp.1"
-MISBEHAVE_MODES = ("die", "hang", "malformed", "bad-version", "bad-shape", "nan")
 EXIT_QUIT, EXIT_ERROR, EXIT_USAGE, EXIT_DIE = 0, 1, 2, 3
 STATUS_OK, STATUS_CLOSE = 200, 400
 MALFORMED_BYTES = b"\xff\xff\xff\xff this is not a UnityMessageProto"
@@ -76,64 +78,6 @@ class SimExit(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
-
-
-@dataclass(frozen=True)
-class Misbehave:
-    """A fault to inject: ``mode`` once ``after`` STEP commands were applied."""
-
-    mode: str
-    after: int = 0
-
-    @staticmethod
-    def parse(text: str) -> Misbehave:
-        mode, _, count = text.partition(":")
-        if mode not in MISBEHAVE_MODES:
-            raise argparse.ArgumentTypeError(
-                f"unknown misbehave mode {mode!r}; choose from {MISBEHAVE_MODES}"
-            )
-        try:
-            return Misbehave(mode, int(count) if count else 0)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"misbehave step count {count!r} is not an integer") from e
-
-
-def build_parser(game_cls: type[Game]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m unimarl.sim {game_cls.name}",
-        allow_abbrev=False,
-        description=f"Headless stand-in game {game_cls.name!r}; connects to a trainer like a Unity build.",
-    )
-    add = parser.add_argument
-    add("--mlagents-port", type=int, default=None, help="trainer port on localhost (required)")
-    add("-logFile", "-logfile", dest="log_file", default=None, help="game log file ('-': stderr)")
-    add("-batchmode", action="store_true", help="accepted for Unity compatibility")
-    add("-nographics", action="store_true", help="accepted for Unity compatibility")
-    add("--package-version", default=DEFAULT_PACKAGE_VERSION, help="C# package version to announce")
-    add("--timeout", type=float, default=60.0, help="seconds to wait for each answer (0: forever)")
-    add("--record", type=Path, default=None, help="append one JSON line per exchange to this file")
-    add("--misbehave", type=Misbehave.parse, default=None, help=f"MODE[:N], MODE in {MISBEHAVE_MODES}")
-    add(
-        "--behavior-type",
-        choices=BEHAVIOR_TYPES,
-        default="default",
-        help="inference: act from pushed policies",
-    )
-    game_cls.add_arguments(parser)
-    return parser
-
-
-def configure_logging(log_file: str | None) -> None:
-    """Send the process's log to ``log_file`` (``-`` or none: stderr), like Unity's ``-logFile``."""
-    handler: logging.Handler
-    if log_file and log_file != "-":
-        handler = logging.FileHandler(log_file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
 
 
 def _check_action_count(behavior: BehaviorDef, received: int, n: int) -> None:
@@ -239,7 +183,7 @@ class Client:
             self._started = True
             self.game.reset(self.channels.params)
             return
-        reads_actions = getattr(self.game, "reads_actions", True)
+        reads_actions = self.game.reads_actions
         for behavior in self.game.behaviors:
             ids = self.deciding.get(behavior.name)
             if ids is None or not len(ids):
@@ -384,9 +328,9 @@ def _package_major(version: str) -> int:
         return 2
 
 
-def run_client(game_cls: type[Game], argv: list[str]) -> int:
+def run_client(game_cls: type[Game], argv: list[str], prog: str | None = None) -> int:
     """Parse a player command line for ``game_cls`` and run it; returns the process exit code."""
-    parser = build_parser(game_cls)
+    parser = build_parser(game_cls, prog)
     args, unknown = parser.parse_known_args(argv)
     configure_logging(args.log_file)
     if unknown:

@@ -31,28 +31,11 @@ from unimarl.protos import (
     CompressionTypeProto,
     ObservationProto,
 )
+from unimarl.protos.wire import Segment, field_bytes, le_float_bytes, rows, varint, width
 from unimarl.sim.game import AgentBatch, BehaviorDef, ObsDef
 
 DIM_NONE, DIM_TRANSLATIONAL = 1, 2
 STATUS_OK = 200
-
-
-def varint(value: int) -> bytes:
-    """Minimal protobuf varint of a non-negative integer."""
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def field_bytes(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def _padded_varints(values: np.ndarray) -> np.ndarray:
@@ -93,14 +76,10 @@ def _obs_header(obs: ObsDef, chw: bool) -> ObservationProto:
     )
 
 
-def _width(segment: bytes | np.ndarray) -> int:
-    return len(segment) if isinstance(segment, bytes) else segment.shape[1]
-
-
 def encode_batch_fast(behavior: BehaviorDef, batch: AgentBatch, chw: bool) -> bytes:
     """``ListAgentInfoProto`` bytes for a float-only behaviour, vectorised over agents."""
     n = len(batch)
-    segments: list[bytes | np.ndarray] = [b"\x3d", batch.rewards.astype("<f4").view(np.uint8).reshape(n, 4)]
+    segments: list[Segment] = [b"\x3d", le_float_bytes(batch.rewards.reshape(n, 1))]
     segments += [b"\x40", batch.done.astype(np.uint8).reshape(n, 1)]
     segments += [b"\x48", batch.max_step.astype(np.uint8).reshape(n, 1)]
     segments += [b"\x50", _padded_varints(batch.ids)]
@@ -114,15 +93,9 @@ def encode_batch_fast(behavior: BehaviorDef, batch: AgentBatch, chw: bool) -> by
         segments += [b"\x6a" + varint(len(head) + floats.shape[1]) + head, floats]
     if batch.group_id is not None and batch.group_reward is not None:
         segments += [b"\x70", _padded_varints(batch.group_id)]
-        segments += [b"\x7d", batch.group_reward.astype("<f4").view(np.uint8).reshape(n, 4)]
-    segments.insert(0, b"\x0a" + varint(sum(_width(s) for s in segments)))
-    out = np.empty((n, sum(_width(s) for s in segments)), np.uint8)
-    col = 0
-    for seg in segments:
-        width = _width(seg)
-        out[:, col : col + width] = np.frombuffer(seg, np.uint8) if isinstance(seg, bytes) else seg
-        col += width
-    return out.tobytes()
+        segments += [b"\x7d", le_float_bytes(batch.group_reward.reshape(n, 1))]
+    segments.insert(0, b"\x0a" + varint(sum(width(s) for s in segments)))
+    return rows(n, segments)
 
 
 def encode_batch_proto(

@@ -115,6 +115,9 @@ class Game(ABC):
 
     #: Registry name (``python -m unimarl.sim NAME``).
     name: str = ""
+    #: False for a game whose agents ignore their actions: the client then checks how many arrived and
+    #: skips parsing them (:meth:`set_actions` is never called).
+    reads_actions: bool = True
 
     def __init__(self, args: argparse.Namespace, seed: int, num_areas: int) -> None:
         self.args = args

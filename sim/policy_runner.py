@@ -12,9 +12,13 @@ default`` (the default) the game keeps applying the trainer's actions (a connect
 *Default* does the same), with ``--behavior-type inference`` (*Inference Only*) the agents of every behaviour
 that has received a model act from it with its deterministic outputs, whatever the trainer sends.
 
-Observations are fed as the trainer sees them: flattened sensors in wire layout (rank-3 sensors CHW for
-package versions >= 3, HWC before), masks as ``action_masks`` with 1 = allowed. Continuous actions are the
-model's ``deterministic_continuous_actions`` (ML-Agents' ``clip(mean, -3, 3) / 3``).
+Observations are fed in the layout the model declares, whatever the game's own wire layout: ML-Agents'
+contract (and ``unimarl`` exports, whose manifest records ``input_shapes``) takes rank-3 observations NCHW,
+so a model trained on a 3.x (CHW) game runs in a 2.x (HWC) game and the other way round; a model whose
+``obs_i`` is declared ``[batch, H, W, C]`` (exported before the layout was recorded, from a 2.x game) is fed
+HWC. An input that fits neither layout fails the load (acknowledged as load failed, with both shapes). Masks
+are fed as ``action_masks`` with 1 = allowed. Continuous actions are the model's
+``deterministic_continuous_actions`` (ML-Agents' ``clip(mean, -3, 3) / 3``).
 """
 
 from __future__ import annotations
@@ -51,13 +55,15 @@ class LoadedPolicy:
     sha256: bytes
     session: Any  # onnxruntime.InferenceSession
     input_names: tuple[str, ...]
+    channels_first: tuple[bool, ...] = ()
+    """Per observation: the model takes it CHW (the game's arrays are HWC, so they are transposed)."""
 
 
 class PolicyRunner:
     """Receives, acknowledges and runs pushed policies for one game (see the module docstring)."""
 
     def __init__(self, chw: bool, inference: bool = False, max_model_size: int = MAX_MODEL_SIZE) -> None:
-        self.chw = chw
+        self.chw = chw  # the game's wire layout: only logged, models declare the layout they take
         self.inference = inference
         self.assembler = PolicyAssembler(max_model_size)
         self.policies: dict[str, LoadedPolicy] = {}
@@ -81,7 +87,7 @@ class PolicyRunner:
                 raise ValueError(
                     f"this game has no behaviour {received.behavior!r} (it has {sorted(behaviors)})"
                 )
-            loaded = _load(received, behavior, self.chw)
+            loaded = _load(received, behavior)
         except Exception as e:  # onnxruntime raises its own types; any failure means the model cannot run
             logger.warning("policy %s v%d failed to load: %s", received.behavior, received.version, e)
             self._acks.append(
@@ -91,7 +97,16 @@ class PolicyRunner:
             )
             return
         self.policies[received.behavior] = loaded
-        logger.info("running policy %s v%d", received.behavior, received.version)
+        assert behavior is not None
+        pairs = zip(behavior.observations, loaded.channels_first, strict=True)
+        visual = sorted({"CHW" if first else "HWC" for o, first in pairs if len(o.shape) == 3})
+        logger.info(
+            "running policy %s v%d (images fed %s; the game's wire layout is %s)",
+            received.behavior,
+            received.version,
+            "/".join(visual) or "-",
+            "CHW" if self.chw else "HWC",
+        )
         self._acks.append(
             encode_ack(received.behavior, received.version, received.sha256, RejectReason.ACCEPTED)
         )
@@ -110,7 +125,7 @@ class PolicyRunner:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Deterministic actions (float32 ``[n, c]``, int32 ``[n, branches]``) of the received model."""
         policy = self.policies[behavior.name]
-        feed = _feed(behavior, obs, mask, self.chw)
+        feed = _feed(behavior, obs, mask, policy.channels_first)
         n = len(obs[0])
         names = ["deterministic_continuous_actions", "deterministic_discrete_actions"]
         wanted = [names[0]] * bool(behavior.num_continuous) + [names[1]] * bool(behavior.discrete_branches)
@@ -120,12 +135,14 @@ class PolicyRunner:
         return continuous, discrete
 
 
-def _feed(behavior: BehaviorDef, obs: list[np.ndarray], mask: np.ndarray | None, chw: bool) -> dict:
-    """The model's inputs for a batch of agents (observations as the game sends them on the wire)."""
+def _feed(
+    behavior: BehaviorDef, obs: list[np.ndarray], mask: np.ndarray | None, channels_first: tuple[bool, ...]
+) -> dict:
+    """The model's inputs for a batch of agents (game arrays, rank-3 ones HWC, in the model's layout)."""
     feed: dict[str, np.ndarray] = {}
     for i, data in enumerate(obs):
         array = np.asarray(data, np.float32)
-        feed[f"obs_{i}"] = array.transpose(0, 3, 1, 2) if array.ndim == 4 and chw else array
+        feed[f"obs_{i}"] = array.transpose(0, 3, 1, 2) if array.ndim == 4 and channels_first[i] else array
     if behavior.discrete_branches:
         n, width = len(obs[0]), sum(behavior.discrete_branches)
         allowed = np.ones((n, width), np.float32) if mask is None else (~mask).astype(np.float32)
@@ -133,7 +150,26 @@ def _feed(behavior: BehaviorDef, obs: list[np.ndarray], mask: np.ndarray | None,
     return feed
 
 
-def _load(received: ReceivedPolicy, behavior: BehaviorDef, chw: bool) -> LoadedPolicy:
+def _channels_first(session: Any, behavior: BehaviorDef) -> tuple[bool, ...]:
+    """Per observation, whether the model declares it CHW (preferred when both fit) or HWC."""
+    declared = {i.name: tuple(i.shape[1:]) for i in session.get_inputs()}
+    layouts = []
+    for i, obs in enumerate(behavior.observations):
+        shape = tuple(obs.shape)
+        if len(shape) != 3:
+            layouts.append(False)
+            continue
+        chw = (shape[2], shape[0], shape[1])
+        if declared.get(f"obs_{i}") not in (chw, shape):
+            raise ValueError(
+                f"model input obs_{i} has shape {list(declared.get(f'obs_{i}', ()))} (without batch); "
+                f"the game's {obs.name} is {list(chw)} as CHW (ML-Agents' layout) or {list(shape)} as HWC"
+            )
+        layouts.append(declared[f"obs_{i}"] == chw)
+    return tuple(layouts)
+
+
+def _load(received: ReceivedPolicy, behavior: BehaviorDef) -> LoadedPolicy:
     """Open the model and run it once on zeros: a model that cannot act for ``behavior`` fails here."""
     import onnxruntime as ort  # only games that receive a policy pay for the import
 
@@ -147,8 +183,9 @@ def _load(received: ReceivedPolicy, behavior: BehaviorDef, chw: bool) -> LoadedP
     if sorted(names) != sorted(expected):
         raise ValueError(f"model inputs {list(names)} do not match behaviour inputs {expected}")
     zeros = [np.zeros((1, *o.shape), np.float32) for o in behavior.observations]
-    loaded = LoadedPolicy(received.version, received.sha256, session, names)
-    runner = PolicyRunner(chw)
+    layouts = _channels_first(session, behavior)
+    loaded = LoadedPolicy(received.version, received.sha256, session, names, layouts)
+    runner = PolicyRunner(chw=True)
     runner.policies[behavior.name] = loaded
     continuous, discrete = runner.act(behavior, zeros, None)
     if continuous.shape != (1, behavior.num_continuous) or discrete.shape != (

@@ -9,40 +9,60 @@ printed here; library code only logs.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from unimarl.trainers import cli_eval, cli_policies
-
-EXIT_ERROR = 2
+from unimarl.trainers.cli_common import (
+    ENV_HELP,
+    EXIT_ERROR,
+    add_log_level,
+    expected_errors,
+    report_error,
+    setup_logging,
+)
 
 
 def _train_parser(sub: Any) -> None:
     p = sub.add_parser(
         "train",
-        help="train MAPPO on a Unity game, a sim game or a PettingZoo env",
-        description="Train MAPPO as configured in CONFIG.yaml; flags override the file.",
+        help="train policies on a Unity build, the Unity Editor, a sim game or a PettingZoo env",
+        description="Train the behaviours configured in CONFIG.yaml (trainer_type mappo, mfq or mfac); the "
+        "flags override the file. Results go to RESULTS_DIR/RUN_ID.",
     )
-    p.add_argument("config", help="YAML training config (see configs/)")
-    p.add_argument("--env", help="a Unity player build path, or sim:NAME for a stand-in game")
-    p.add_argument("--num-envs", type=int, help="environments per rollout worker")
-    p.add_argument("--num-workers", type=int, help="rollout workers (more than 1 uses Ray)")
-    p.add_argument("--run-id", help="run folder name under results/")
-    p.add_argument("--results-dir", help="folder holding run folders (default results)")
+    p.add_argument("config", help="YAML training config (examples in configs/)")
+    p.add_argument("--env", help=ENV_HELP + " (replaces the config's env)")
+    p.add_argument("--num-envs", type=int, help="environments per rollout worker (env.num_envs)")
+    p.add_argument("--num-workers", type=int, help="rollout workers (run.num_workers); more than 1 uses Ray")
+    p.add_argument("--run-id", help="run folder name under RESULTS_DIR (run.run_id, default run)")
+    p.add_argument("--results-dir", help="folder holding run folders (run.results_dir, default results)")
     p.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="learner device")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        help="learner device (run.device, default auto: cuda when available)",
+    )
     p.add_argument("--address", help="Ray cluster address (e.g. auto); default: local Ray on loopback")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--max-steps", type=int, help="stop after this many env steps (with a checkpoint)")
-    p.add_argument("--max-seconds", type=float, help="stop after this many seconds (with a checkpoint)")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.add_argument("--seed", type=int, help="seed of policies, samplers and games (run.seed, default 0)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        help="stop after this many env steps, with a checkpoint (overrides max_steps)",
+    )
+    p.add_argument(
+        "--max-seconds", type=float, help="stop after this many seconds, with a checkpoint (run.max_seconds)"
+    )
+    add_log_level(p, "INFO")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unimarl", description="Multi-agent RL for Unity ML-Agents games.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,export,play,sim}")
+    parser = argparse.ArgumentParser(
+        prog="unimarl",
+        description="Multi-agent RL for Unity ML-Agents games.",
+        epilog="Run 'unimarl COMMAND --help' for a command's flags.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{train,export,play,eval,sim}")
     _train_parser(sub)
     cli_policies.add_parsers(sub)
     cli_eval.add_parser(sub)
@@ -92,14 +112,10 @@ class _Progress:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from unimarl.bridge.errors import BridgeError
     from unimarl.trainers.config import load_config
-    from unimarl.trainers.errors import TrainerError
     from unimarl.trainers.train import train
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level)
     try:
         config = load_config(args.config)
         _apply_flags(config, args)
@@ -107,9 +123,8 @@ def _train(args: argparse.Namespace) -> int:
             print(f"Press Play in the Unity Editor (listening on port {config.env.editor_port})", flush=True)
         progress = _Progress()
         result = train(config, on_summary=progress)
-    except (TrainerError, BridgeError) as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    except expected_errors() as e:
+        return report_error(e, prefix="\n")
     except KeyboardInterrupt:
         print("\naborted without a final checkpoint", file=sys.stderr)
         return 130

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_ERROR = 2
+from unimarl.trainers.cli_common import expected_errors, report_error, setup_logging
 
 
 def add_parser(sub: Any) -> None:
@@ -36,13 +34,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from unimarl.bridge.errors import BridgeError
     from unimarl.trainers.config import TrainConfig, apply_env_flag, load_config
     from unimarl.trainers.envs import EnvFactory, make_sim_build
-    from unimarl.trainers.errors import TrainerError
     from unimarl.trainers.evaluate import evaluate, format_report, load_side
 
-    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("WARNING")
     try:
         config = load_config(args.config) if args.config else TrainConfig()
         if args.env or not args.config:
@@ -63,9 +59,8 @@ def run_eval(args: argparse.Namespace) -> int:
             seed=args.seed,
             greedy=args.greedy,
         )
-    except (TrainerError, BridgeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    except expected_errors() as e:
+        return report_error(e)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -8,11 +8,9 @@ a game running in inference mode and prints the episode returns per behaviour.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from typing import Any
 
-EXIT_ERROR = 2
+from unimarl.trainers.cli_common import ENV_HELP, add_log_level, expected_errors, report_error, setup_logging
 
 
 def add_parsers(sub: Any) -> None:
@@ -23,7 +21,7 @@ def add_parsers(sub: Any) -> None:
         description="Write RUN_DIR/onnx/<policy>.onnx (ML-Agents' contract) from the latest checkpoint.",
     )
     p.add_argument("run_dir", help="a run folder, e.g. results/RUN_ID")
-    p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    add_log_level(p, "WARNING")
     p = sub.add_parser(
         "play",
         help="run a game with ONNX policies pushed into it and report episode returns",
@@ -31,29 +29,23 @@ def add_parsers(sub: Any) -> None:
         "and report the returns of the episodes that follow.",
     )
     p.add_argument("model", help="a .onnx file or a run folder")
-    p.add_argument("--env", required=True, help="a Unity player build path, or sim:NAME for a stand-in game")
+    p.add_argument("--env", required=True, help=ENV_HELP)
     p.add_argument("--episodes", type=int, default=10, help="agent episodes to play (default 10)")
     p.add_argument("--behavior", help="push only to this behaviour (default: all)")
     p.add_argument("--seed", type=int, default=0, help="game seed")
     p.add_argument("--max-steps", type=int, default=100_000, help="give up after this many steps")
     p.add_argument("--env-arg", action="append", default=[], help="extra game argument (repeatable)")
-    p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    add_log_level(p, "WARNING")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from unimarl.trainers.errors import TrainerError
     from unimarl.trainers.policy_export import export_checkpoint
 
-    _logging(args.log_level)
+    setup_logging(args.log_level)
     try:
         exported = export_checkpoint(args.run_dir)
-    except TrainerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    except expected_errors() as e:
+        return report_error(e)
     print(f"{'policy':<28} {'env steps':>10} {'bytes':>9} {'seconds':>8}  sha256        file")
     for row in exported:
         print(
@@ -66,14 +58,11 @@ def run_export(args: argparse.Namespace) -> int:
 def run_play(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from unimarl.bridge.errors import BridgeError
-    from unimarl.trainers.errors import TrainerError
     from unimarl.trainers.play import play
 
-    _logging(args.log_level)
+    setup_logging(args.log_level)
     if args.episodes < 1:
-        print(f"error: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error(f"--episodes must be >= 1, got {args.episodes}")
     try:
         result = play(
             args.model,
@@ -84,9 +73,8 @@ def run_play(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_steps=args.max_steps,
         )
-    except (TrainerError, BridgeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    except expected_errors() as e:
+        return report_error(e)
     print(f"{'behaviour':<28} {'episodes':>8} {'mean return':>12} {'std':>8}  model")
     for behavior, path in sorted(result.models.items()):
         returns = np.asarray(result.returns.get(behavior, []), np.float64)

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from unimarl.trainers.errors import ConfigError
-from unimarl.trainers.mappo import MAPPOHyperparameters, NetworkSettings
+from unimarl.trainers.mappo_settings import MAPPOHyperparameters, NetworkSettings
 from unimarl.trainers.mf_config import (
     MEAN_FIELD_TRAINERS,
     MeanFieldHyperparameters,

@@ -8,6 +8,8 @@ the second. Policies act by sampling at the end-of-training temperature (``greed
 Reported per side: win rate (a battle is won with more kills than the other side - the reference rule - and
 a draw counts one half) with a Wilson score interval; mean kills and mean agent return with bootstrap
 percentile intervals. Battles are counted as environments finish them (several environments play at once).
+:func:`evaluate_both_sides` plays both orientations (A on either team) and reports A's combined result, which
+removes any advantage of one team's side from the comparison.
 """
 
 from __future__ import annotations
@@ -94,6 +96,18 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> tu
     return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
+def record(wins: int, draws: int, battles: int) -> dict[str, Any]:
+    """Wins, draws, losses and the win rate (a draw counts one half) with its Wilson interval."""
+    score = wins + 0.5 * draws
+    return {
+        "wins": wins,
+        "draws": draws,
+        "losses": battles - wins - draws,
+        "win_rate": score / max(battles, 1),
+        "win_rate_ci": wilson(score, battles),
+    }
+
+
 def summarise(outcomes: list[Outcome], behaviors: tuple[str, str], labels: tuple[str, str]) -> dict[str, Any]:
     """The report (plain data, JSON-ready) from finished battles."""
     n = len(outcomes)
@@ -107,15 +121,9 @@ def summarise(outcomes: list[Outcome], behaviors: tuple[str, str], labels: tuple
         kills = np.array([o.kills[me] for o in outcomes], np.float64)
         theirs = np.array([o.kills[other] for o in outcomes], np.float64)
         rets = np.array([o.returns.get(me, 0.0) for o in outcomes], np.float64)
-        wins, draws = int((kills > theirs).sum()), int((kills == theirs).sum())
-        score = wins + 0.5 * draws
         report["sides"][label] = {
             "behavior": me,
-            "wins": wins,
-            "draws": draws,
-            "losses": n - wins - draws,
-            "win_rate": score / max(n, 1),
-            "win_rate_ci": wilson(score, n),
+            **record(int((kills > theirs).sum()), int((kills == theirs).sum()), n),
             "kills_mean": float(kills.mean()) if n else float("nan"),
             "kills_ci": bootstrap_ci(kills),
             "return_mean": float(rets.mean()) if n else float("nan"),
@@ -176,6 +184,27 @@ def evaluate(
         return report
     finally:
         worker.close()
+
+
+def evaluate_both_sides(factory: EnvFactory, side_a: Side, side_b: Side, **kwargs: Any) -> dict[str, Any]:
+    """:func:`evaluate` twice, A on the first behaviour then on the second; A's combined result.
+
+    ``kwargs`` go to :func:`evaluate` (``battles`` is per orientation). Returned: both reports under
+    ``orientations`` and, over all battles, A's wins, draws, losses, win rate with its Wilson interval and the
+    mean evaluation throughput.
+    """
+    first = evaluate(factory, side_a, side_b, **kwargs)
+    second = evaluate(factory, side_b, side_a, **kwargs)
+    mine = [first["sides"][first["labels"][0]], second["sides"][second["labels"][1]]]
+    n = first["battles"] + second["battles"]
+    return {
+        "side": side_a.label,
+        "battles": n,
+        **record(sum(s["wins"] for s in mine), sum(s["draws"] for s in mine), n),
+        "per_orientation": [s["win_rate"] for s in mine],
+        "agent_steps_per_s": (first["agent_steps_per_s"] + second["agent_steps_per_s"]) / 2,
+        "orientations": [first, second],
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:

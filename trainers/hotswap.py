@@ -8,6 +8,9 @@ Unity/sim game of every rollout worker. The games acknowledge with the next step
 per behaviour, ``counters/hotswap_pushed/<behaviour>`` (newest pushed version),
 ``counters/hotswap_running/<behaviour>`` (the oldest version any game runs: -1 while some game runs none of
 them) and ``counters/hotswap_rejected/<behaviour>`` (games whose last acknowledgement was a rejection).
+A policy whose export failed (logged and recorded in the manifest by ``export_policies``) is not pushed: its
+games keep what they run; ``counters/export_failures/<policy>`` counts such failures (checkpoint exports
+included) once there is one.
 
 A game that receives a model keeps the trainer's actions unless its agents are of type *Inference Only*
 (sim games: ``--behavior-type inference``), so pushing into the rollout games does not change what the
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from unimarl.trainers.mappo import MAPPOPolicy
-from unimarl.trainers.policy_export import export_policies
+from unimarl.trainers.policy_export import export_failures, export_policies
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +44,19 @@ class PolicyPusher(Protocol):
 class HotSwap:
     """Pushes policies into a pool's games every ``every`` iterations and on demand (module docstring)."""
 
-    def __init__(self, pool: PolicyPusher, run_path: str | Path, behavior_policy: dict[str, str], every: int):
+    def __init__(
+        self,
+        pool: PolicyPusher,
+        run_path: str | Path,
+        behavior_policy: dict[str, str],
+        every: int,
+        visual_layouts: dict[str, str] | None = None,
+    ):
         self.pool = pool
         self.run_path = Path(run_path)
         self.behavior_policy = dict(behavior_policy)
         self.every = every
+        self.visual_layouts = dict(visual_layouts or {})
         self.version = 0
         self._requested = threading.Event()
 
@@ -72,18 +83,31 @@ class HotSwap:
 
     def push(self, policies: dict[str, MAPPOPolicy], env_steps: int) -> int:
         """Export and push every behaviour's policy now; returns the version pushed."""
-        exported = {e.policy: e for e in export_policies(self.run_path, policies, env_steps)}
+        written = export_policies(self.run_path, policies, env_steps, self.visual_layouts)
+        exported = {e.policy: e for e in written}
         self.version += 1
         for behavior, policy in sorted(self.behavior_policy.items()):
+            if policy not in exported:
+                logger.warning(
+                    "hot-swap: not pushing %s v%d: the export of policy %s failed (see the error above)",
+                    behavior,
+                    self.version,
+                    policy,
+                )
+                continue
             games = self.pool.push_policy(behavior, self.version, exported[policy].path.read_bytes())
             logger.info("hot-swap: %s v%d queued for %d games", behavior, self.version, games)
         return self.version
 
     def metrics(self) -> dict[str, float]:
-        """Pushed / running / rejected counters per behaviour (module docstring); empty before any push."""
+        """Pushed / running / rejected counters per behaviour once something was pushed, and export failure
+        counters per policy once an export failed (module docstring)."""
+        line = {
+            f"counters/export_failures/{p}": float(n) for p, n in export_failures(self.run_path).items() if n
+        }
         if self.version == 0:
-            return {}
-        return summarize(self.pool.policy_status(), self.behavior_policy)
+            return line
+        return {**summarize(self.pool.policy_status(), self.behavior_policy), **line}
 
 
 def summarize(statuses: Iterable[dict[str, Any]], behaviors: Iterable[str]) -> dict[str, float]:

@@ -16,6 +16,9 @@
 
 Randomness is private: network init runs under a forked global RNG seeded with ``seed``, and sampling and
 minibatch shuffling use the policy's own generators (saved in :meth:`state_dict` for exact resume).
+
+The settings (:class:`MAPPOHyperparameters`, :class:`NetworkSettings`) live in
+:mod:`unimarl.trainers.mappo_settings`, which imports no torch; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from torch import Tensor, nn
 
 from unimarl.bridge.spec import ActionSpec
 from unimarl.trainers.batch import ActOutput, CriticInput, PolicySpec, RolloutBatch
-from unimarl.trainers.errors import ConfigError, TrainerError
+from unimarl.trainers.errors import TrainerError
 from unimarl.trainers.losses import entropy_bonus, masked_mean, policy_loss, value_loss
+from unimarl.trainers.mappo_settings import MAPPOHyperparameters, NetworkSettings
 from unimarl.trainers.networks import (
     Actor,
     Critic,
@@ -43,88 +47,19 @@ from unimarl.trainers.networks import (
 )
 from unimarl.trainers.normalizers import PopArt, ValueNorm
 
+__all__ = [
+    "STATE_DICT_FORMAT",
+    "MAPPOHyperparameters",
+    "MAPPOPolicy",
+    "NetworkSettings",
+    "PolicyInputError",
+]
+
 STATE_DICT_FORMAT = 1
 
 
 class PolicyInputError(TrainerError):
     """Arrays passed to a policy disagree with its PolicySpec (number of sensors, shapes, mask width)."""
-
-
-@dataclass
-class MAPPOHyperparameters:
-    """PPO/MAPPO settings; defaults: the "default" column of the MAPPO reference code (onpolicy/config.py)."""
-
-    lr: float = 5e-4
-    """Actor learning rate (Adam)."""
-    critic_lr: float = 5e-4
-    """Critic learning rate (Adam)."""
-    epochs: int = 15
-    """Passes over the batch per update."""
-    num_minibatches: int = 1
-    """Minibatches per pass; each holds about N / num_minibatches agent steps."""
-    clip: float = 0.2
-    """PPO ratio clip epsilon."""
-    value_clip: float | None = 0.2
-    """Clip of the value change around the behaviour-time value (normalised units); None disables it."""
-    gamma: float = 0.99
-    """Discount factor (used by the rollout side's GAE)."""
-    lam: float = 0.95
-    """GAE lambda (used by the rollout side's GAE)."""
-    entropy_coef: float = 0.01
-    """Weight of the entropy bonus in the actor loss."""
-    value_coef: float = 1.0
-    """Weight of the value loss in the critic loss."""
-    max_grad_norm: float | None = 10.0
-    """Gradient-norm clip, applied to actor and critic separately; None disables it."""
-    huber_delta: float | None = 10.0
-    """Huber threshold of the value loss; None uses 0.5 * squared error."""
-    use_value_norm: bool = True
-    """Critic regresses returns normalised by running statistics (ValueNorm)."""
-    use_popart: bool = False
-    """Use PopArt (which also rescales the value head on each statistics update) instead of ValueNorm."""
-    adam_eps: float = 1e-5
-    """Adam epsilon."""
-    normalize_advantages: bool = True
-    """Normalise advantages to mean 0, std 1 over the counted steps of each minibatch."""
-
-    def __post_init__(self) -> None:
-        for name in ("lr", "critic_lr", "clip", "adam_eps"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"hyperparameters.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("epochs", "num_minibatches"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(
-                    f"hyperparameters.{name} must be an integer >= 1, got {getattr(self, name)!r}"
-                )
-        for name in ("gamma", "lam"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"hyperparameters.{name} must lie in [0, 1], got {getattr(self, name)!r}")
-
-
-@dataclass
-class NetworkSettings:
-    """Shape of the actor and critic MLPs (both get the same settings)."""
-
-    hidden_units: int = 64
-    """Width of every hidden layer."""
-    num_layers: int = 2
-    """Number of hidden layers (the reference's fc1 plus layer_N = 1)."""
-    activation: str = "tanh"
-    """Hidden activation: "tanh" or "relu"."""
-    layer_norm: bool = True
-    """LayerNorm after every hidden layer."""
-    normalize_inputs: bool = True
-    """Normalise observations (and global state) with running mean/std; otherwise they pass unchanged."""
-    centralized_critic: bool = True
-    """MAPPO's centralised critic (global state or teammates' observations); False: V(own observation) only,
-    i.e. plain shared-policy PPO (the baseline of benchmarks/mappo_vs_ppo.py)."""
-
-    def __post_init__(self) -> None:
-        if int(self.hidden_units) < 1 or int(self.num_layers) < 1:
-            raise ConfigError(
-                f"network_settings needs hidden_units >= 1 and num_layers >= 1, "
-                f"got {self.hidden_units!r} and {self.num_layers!r}"
-            )
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from typing import TypeAlias
 
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.errors import ConfigError
+from unimarl.trainers.mf_networks import NetworkConfig
 from unimarl.trainers.mfac import MFACConfig, MFACLearner
-from unimarl.trainers.mfq import MFQConfig, MFQLearner, NetworkConfig
+from unimarl.trainers.mfq import MFQConfig, MFQLearner
 
 MEAN_FIELD_TRAINERS = ("mfq", "mfac")
 MFLearner: TypeAlias = MFQLearner | MFACLearner
@@ -93,6 +94,10 @@ class SelfPlaySettings:
     """Past snapshots kept in the policy pool."""
     sample: str = "latest"
     """How the opponent is drawn from the pool after each refresh: latest, uniform or win_rate."""
+    sides: str = "both"
+    """both: learner and opponent trade teams after every battle (each environment alternates; the learner
+    masters both starting sides, given observations relative to the own team); own: the learner always
+    plays its own behaviour."""
 
 
 def check_settings(name: str, hp: MeanFieldHyperparameters, sp: SelfPlaySettings | None) -> None:
@@ -113,6 +118,8 @@ def check_settings(name: str, hp: MeanFieldHyperparameters, sp: SelfPlaySettings
                 f"behaviors.{name}.self_play: update '{sp.update}' must be mix or copy, mix {sp.mix} in "
                 f"(0, 1], pool_size {sp.pool_size} >= 1"
             )
+        if sp.sides not in ("both", "own"):
+            raise ConfigError(f"behaviors.{name}.self_play.sides '{sp.sides}': use both or own")
         if sp.sample not in ("latest", "uniform", "win_rate"):
             raise ConfigError(
                 f"behaviors.{name}.self_play.sample '{sp.sample}': use latest, uniform or win_rate"

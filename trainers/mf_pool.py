@@ -24,24 +24,29 @@ from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.envs import EnvFactory
 from unimarl.trainers.errors import TrainerError
 from unimarl.trainers.mf_worker import MFChunk, MFPlan, MFRolloutWorker
-from unimarl.trainers.pool import init_ray
+from unimarl.trainers.pool import (
+    RayPushing,
+    SerialPushing,
+    cpus_per_worker,
+    init_ray,
+    kill_actors,
+    ray_get,
+    start_ray_actors,
+    start_workers,
+    use_ray,
+)
 
 logger = logging.getLogger(__name__)
 
 Weights = dict[str, dict[str, np.ndarray]]
+WORKERS = "mean-field rollout workers"
 
 
-class SerialMFPool:
+class SerialMFPool(SerialPushing):
     """Workers in this process, polled round robin."""
 
     def __init__(self, factory: EnvFactory, num_workers: int, num_envs: int, seed: int = 0) -> None:
-        self._workers: list[MFRolloutWorker] = []
-        try:
-            for i in range(num_workers):
-                self._workers.append(MFRolloutWorker(factory, num_envs, worker_index=i, seed=seed))
-        except BaseException:
-            self.close()
-            raise
+        self._workers = start_workers(MFRolloutWorker, factory, num_workers, num_envs, seed)
         self._next = 0
         self._weights: Weights = {}
         self._progress = 0.0
@@ -71,7 +76,7 @@ class SerialMFPool:
         self._workers = []
 
 
-class RayMFPool:
+class RayMFPool(RayPushing):
     """One Ray actor per worker, each kept busy; see the module docstring."""
 
     def __init__(
@@ -81,14 +86,12 @@ class RayMFPool:
         num_envs: int,
         seed: int = 0,
         timeout_s: float = 600.0,
+        cpus_per_worker: float = 1.0,
     ) -> None:
-        import ray
-
         self._timeout = timeout_s
-        actor_cls = ray.remote(MFRolloutWorker).options(num_cpus=1, scheduling_strategy="SPREAD")
-        self._actors = [
-            actor_cls.remote(factory, num_envs, worker_index=i, seed=seed) for i in range(num_workers)
-        ]
+        self._actors = start_ray_actors(
+            MFRolloutWorker, factory, num_workers, num_envs, seed, cpus_per_worker
+        )
         self._inflight: dict[Any, int] = {}
         self._weights_ref: Any = None
         self._progress = 0.0
@@ -96,23 +99,7 @@ class RayMFPool:
         self._last_arrival = time.monotonic()
 
     def _get(self, refs: list[Any], what: str) -> Any:
-        import ray
-        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
-
-        try:
-            return ray.get(refs, timeout=self._timeout)
-        except GetTimeoutError as e:
-            raise TrainerError(
-                f"mean-field rollout workers did not finish '{what}' within {self._timeout:.0f} s; the games "
-                "may hang: see the player logs under the run folder's logs/"
-            ) from e
-        except RayTaskError as e:
-            cause = e.as_instanceof_cause()
-            if isinstance(cause, Exception):
-                raise cause from e
-            raise
-        except RayActorError as e:
-            raise TrainerError(f"a mean-field rollout worker died during '{what}': {e}") from e
+        return ray_get(refs, what, self._timeout, WORKERS)
 
     def specs(self) -> dict[str, PolicySpec]:
         return self._get([self._actors[0].specs.remote()], "specs")[0]
@@ -157,15 +144,7 @@ class RayMFPool:
         return list(chunks)
 
     def close(self) -> None:
-        import ray
-
-        if self._actors:
-            try:
-                self._get([a.close.remote() for a in self._actors], "close")
-            except TrainerError as e:
-                logger.warning("closing mean-field rollout workers failed: %s", e)
-            for actor in self._actors:
-                ray.kill(actor)
+        kill_actors(self._actors, self._timeout, WORKERS)
         self._actors = []
         self._inflight = {}
 
@@ -174,8 +153,7 @@ def make_mf_pool(
     factory: EnvFactory, *, backend: str, num_workers: int, num_envs: int, seed: int, address: str | None
 ) -> SerialMFPool | RayMFPool:
     """The pool for ``backend`` ("auto": serial for one worker, Ray otherwise)."""
-    use_ray = backend == "ray" or (backend == "auto" and (num_workers > 1 or address is not None))
-    if not use_ray:
+    if not use_ray(backend, num_workers, address):
         return SerialMFPool(factory, num_workers, num_envs, seed)
     init_ray(address, num_cpus=max(num_workers + 1, os.cpu_count() or 1))
-    return RayMFPool(factory, num_workers, num_envs, seed)
+    return RayMFPool(factory, num_workers, num_envs, seed, cpus_per_worker=cpus_per_worker(num_workers))

@@ -9,7 +9,11 @@ Whatever has arrived is added to the learners (one ``add`` per worker step) and 
 due (MF-Q: ``gradient_steps`` per ``update_every`` adds; MF-AC: one pass over the chunk, so its data are at
 most one weight refresh old). Every ``sync_every`` learner updates the workers get new weights and the
 training progress (MF-Q's temperature). Self-play (:mod:`unimarl.trainers.selfplay`): each finished battle
-is recorded for the learning behaviour against its opponent; a win refreshes the frozen opponent.
+is recorded for the learning policy against its opponent (whichever teams they drove: with ``self_play.sides:
+both`` they trade teams after every battle); a win refreshes the frozen opponent. Every checkpoint (and the
+end) also exports the policies the model contract can carry, and every ``hotswap.every`` learner rounds they
+are pushed into the games (:mod:`unimarl.trainers.mf_export`). The loop's bookkeeping (run folder, metrics
+lines, checkpoint cadence, stop handling) is MAPPO's (:class:`unimarl.trainers.train.Cadence`).
 """
 
 from __future__ import annotations
@@ -18,29 +22,29 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.config import TrainConfig, config_to_dict, validate
+from unimarl.trainers.config import TrainConfig
 from unimarl.trainers.errors import ConfigError, ResumeError
 from unimarl.trainers.mf_config import MEAN_FIELD_TRAINERS, MFLearner, make_learner
+from unimarl.trainers.mf_export import MFHotSwap, export_mean_field
 from unimarl.trainers.mf_pool import make_mf_pool
 from unimarl.trainers.mf_worker import MFChunk, MFPlan, MFPolicySetup, Outcome
 from unimarl.trainers.run_dir import RunDir
 from unimarl.trainers.selfplay import SnapshotPool
 from unimarl.trainers.train import (
+    Cadence,
     TrainResult,
     _Counters,
+    _ending,
     _env_factory,
-    _metrics_line,
     _schedule,
-    _Stop,
-    _tensorboard,
-    resolve_device,
+    pool_options,
+    start_run,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,6 +67,7 @@ def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetu
     policies: dict[str, MFPolicySetup] = {}
     actor: dict[str, str] = {}
     self_play: dict[str, tuple[str, str]] = {}
+    swap: list[tuple[str, str]] = []
     opponents = {}
     for behavior in specs:
         sp = config.behavior_settings(behavior).self_play
@@ -98,9 +103,13 @@ def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetu
         policies[OPPONENT_PREFIX + name] = policies[name]
         actor[opponent] = OPPONENT_PREFIX + name
         self_play[name] = (learner_behavior, opponent)
+        sp = config.behavior_settings(learner_behavior).self_play
+        if sp is not None and sp.sides == "both":
+            swap.append((learner_behavior, opponent))
     learning = frozenset(n for n in policies if not n.startswith(OPPONENT_PREFIX))
     behavior_policy = {b: a for b, a in actor.items()}
-    return MFSetup(MFPlan(policies, actor, learning), behavior_policy, self_play)
+    plan = MFPlan(policies, actor, learning, swap_sides=tuple(swap))
+    return MFSetup(plan, behavior_policy, self_play)
 
 
 def _weights(learners: dict[str, MFLearner], pools: dict[str, SnapshotPool]) -> dict[str, Any]:
@@ -126,8 +135,14 @@ def _account_outcome(
                 1.0 if kills > max(others) else 0.5 if kills == max(others) else 0.0
             )
     for name, (mine, theirs) in setup.self_play.items():
+        if o.actors:  # the teams learner and opponent drove in this battle (they swap with sides: both)
+            side = {actor: b for b, actor in o.actors.items()}
+            mine, theirs = side.get(name, mine), side.get(OPPONENT_PREFIX + name, theirs)
         if mine in o.kills and theirs in o.kills:
             won = o.kills[mine] > o.kills[theirs]
+            acc[f"selfplay/win/{name}"].append(
+                1.0 if won else 0.5 if o.kills[mine] == o.kills[theirs] else 0.0
+            )
             changed |= pools[name].record(won, learners[name].get_weights())
             acc[f"selfplay/refreshes/{name}"].append(float(pools[name].refreshes))
     return changed
@@ -165,6 +180,7 @@ def _checkpoint(
         },
         c.env_steps,
     )
+    export_mean_field(run.path, learners, c.env_steps)  # results/RUN_ID/onnx/ (unimarl.trainers.mf_export)
 
 
 def _resume(run: RunDir, learners: dict[str, MFLearner], pools: dict[str, SnapshotPool]) -> _Counters:
@@ -188,21 +204,10 @@ def train_mean_field(
     stop: threading.Event | None = None,
 ) -> TrainResult:
     """Run mean-field training as configured; see the module docstring."""
-    validate(config)
-    run = RunDir(config.run.results_dir, config.run.run_id, config.run.resume)
-    run.write_config(config_to_dict(config))
-    device = resolve_device(config.run.device)
-    stopper = _Stop(stop)
+    run, device, stopper = start_run(config, stop)
     pool = None
     try:
-        pool = make_mf_pool(
-            _env_factory(config, run),
-            backend=config.run.backend,
-            num_workers=config.run.num_workers,
-            num_envs=config.env.num_envs,
-            seed=config.run.seed,
-            address=config.run.address,
-        )
+        pool = make_mf_pool(_env_factory(config, run), **pool_options(config))
         specs = pool.specs()
         setup = plan_mean_field(config, specs)
         pool.configure(setup.plan)
@@ -242,14 +247,12 @@ def train_mean_field(
             if hasattr(learner, "set_progress"):
                 learner.set_progress(progress())
         pool.start(_weights(learners, pools), progress(), push_every)
-        start, base_wall = time.perf_counter(), c.wall_s
-        since = (c.env_steps, c.agent_steps, c.wall_s)
-        next_summary = (c.env_steps // sched["summary_freq"] + 1) * sched["summary_freq"]
-        next_ckpt = (c.env_steps // sched["checkpoint_interval"] + 1) * sched["checkpoint_interval"]
-        acc: dict[str, list[float]] = defaultdict(list)
-        line: dict[str, Any] = {}
+        own = {b: n for b, n in setup.behavior_policy.items() if n in learners}
+        hotswap = MFHotSwap(pool, run.path, own, config.hotswap.every)
+        cadence = Cadence(run, c, sched, config.run.max_seconds, on_summary)
+        acc = cadence.acc
         stopped_by = "max_steps"
-        updates_since_sync = 0
+        updates_since_sync = rounds = 0
         while c.env_steps < sched["max_steps"]:
             chunks = pool.poll(timeout=1.0)
             t_learn = time.perf_counter()
@@ -268,31 +271,18 @@ def train_mean_field(
             if chunks and (changed or updates_since_sync >= sync_every):
                 pool.set_weights(_weights(learners, pools), progress())
                 updates_since_sync = 0
+            if chunks:
+                rounds += 1
+                hotswap.after_iteration(rounds, learners, c.env_steps)
             acc["timers/learn_s"].append(time.perf_counter() - t_learn)
-            session_s = time.perf_counter() - start
-            c.wall_s = base_wall + session_s
-            if c.env_steps >= next_summary or c.env_steps >= sched["max_steps"]:
-                line = _metrics_line(c, acc, since, sched, config.run.max_seconds, session_s)
-                run.append_metrics(line)
-                _tensorboard(run, line, setup.behavior_policy)
-                if on_summary is not None:
-                    on_summary(line)
-                acc.clear()
-                since = (c.env_steps, c.agent_steps, c.wall_s)
-                next_summary = (c.env_steps // sched["summary_freq"] + 1) * sched["summary_freq"]
-            if c.env_steps >= next_ckpt:
-                _checkpoint(run, learners, pools, setup, c)
-                next_ckpt = (c.env_steps // sched["checkpoint_interval"] + 1) * sched["checkpoint_interval"]
-            if stopper.event.is_set():
-                stopped_by = "interrupt"
+            session_s = cadence.clock()
+            ending = _ending(stopper, config.run.max_seconds, session_s, c.env_steps >= sched["max_steps"])
+            cadence.report(ending, setup.behavior_policy, hotswap.metrics)
+            cadence.checkpoint(lambda: _checkpoint(run, learners, pools, setup, c))
+            if ending:
+                stopped_by = ending
                 break
-            if config.run.max_seconds is not None and session_s >= config.run.max_seconds:
-                stopped_by = "max_seconds"
-                break
-        if run.latest_checkpoint() != run.checkpoints / f"checkpoint-{c.env_steps}.pt":
-            _checkpoint(run, learners, pools, setup, c)
-        logger.info("run ended (%s) at %d env steps; results in %s", stopped_by, c.env_steps, run.path)
-        return TrainResult(run.path, c.env_steps, c.agent_steps, c.iterations, stopped_by, c.wall_s, line)
+        return cadence.finish(stopped_by, lambda: _checkpoint(run, learners, pools, setup, c))
     finally:
         stopper.restore()
         if pool is not None:

@@ -17,6 +17,10 @@ observation; ``terminated`` / ``truncated`` from the env). Keys are ``(worker, e
 learner's replay buffer shares frames between an agent's consecutive transitions. An agent that vanishes
 without a final observation has its last transition dropped (counted in ``dropped``).
 
+Sides: the actors driving each behaviour are kept per environment. With ``MFPlan.swap_sides`` a learning
+policy and its self-play opponent trade behaviours (teams) after every battle, so the learner plays both
+sides of the game; transitions go to the policy that chose the action, whichever team it drove.
+
 Battles: an environment's episode ends at a step in which every agent alive before it ended. Its
 :class:`Outcome` gives per behaviour the kills (the game's ``<Game>/kills_team<k>`` stat for behaviours named
 ``<Game>?team=<k>`` when reported, else the other behaviours' terminations) and the mean agent return. One
@@ -40,6 +44,7 @@ from unimarl.trainers.errors import EnvSetupError, TrainerError
 from unimarl.trainers.meanfield import MeanActionTracker
 from unimarl.trainers.mf_config import MeanFieldHyperparameters, MFLearner, make_learner
 from unimarl.trainers.replay import Transitions
+from unimarl.trainers.rollout import GamePushing
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,10 @@ class MFPlan:
     """Policies whose transitions are streamed to the learner."""
     deterministic: bool = False
     """Greedy actions instead of sampled ones (evaluation)."""
+    swap_sides: tuple[tuple[str, str], ...] = ()
+    """Pairs of behaviours whose actors trade places after every battle, per environment (self-play on both
+    sides; environment i starts swapped when i is odd, so with two or more environments both orientations
+    play at once)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,8 @@ class Outcome:
     returns: dict[str, float]
     """Per behaviour: the mean return of its agents' episodes."""
     steps: int
+    actors: dict[str, str] = field(default_factory=dict)
+    """Per behaviour: the actor that drove it in this battle (they differ between battles with swap_sides)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,7 @@ class MFChunk:
 
 @dataclass
 class _Pending:
+    policy: str
     obs: list[np.ndarray]
     mask: np.ndarray | None
     mean: np.ndarray | None
@@ -113,6 +125,8 @@ class _EnvState:
     finished: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     deaths: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     steps: int = 0
+    actors: dict[str, str] = field(default_factory=dict)
+    """Behaviour -> actor in this environment now (the plan's, with swap_sides applied)."""
 
 
 def baseline_actions(name: str, mask: np.ndarray | None, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -131,7 +145,7 @@ def baseline_actions(name: str, mask: np.ndarray | None, n: int, rng: np.random.
     return np.minimum((np.cumsum(weights, axis=1) < u).sum(axis=1), allowed.shape[1] - 1)
 
 
-class MFRolloutWorker:
+class MFRolloutWorker(GamePushing):
     """k environments with mean-field actors; see the module docstring."""
 
     def __init__(self, factory: EnvFactory, num_envs: int, worker_index: int = 0, seed: int = 0) -> None:
@@ -168,6 +182,10 @@ class MFRolloutWorker:
         if missing:
             raise EnvSetupError(f"behaviours {sorted(missing)} have no actor; map them to a policy")
         self._plan = plan
+        for i, st in enumerate(self._state):
+            st.actors = dict(plan.behavior_actor)
+            if i % 2:
+                _swap(st.actors, plan.swap_sides)
         self._actors = {
             name: make_learner(
                 p.trainer_type,
@@ -244,29 +262,24 @@ class MFRolloutWorker:
             for behavior in set(acting) | set(st.ended):
                 names, ended = acting.get(behavior, []), st.ended.pop(behavior, [])
                 view = self._views[behavior]
-                actor = plan.behavior_actor[behavior]
+                actor = st.actors[behavior]
                 split = [view.obs_arrays(st.obs[a]) for a in names]
                 ended_split = [None if raw is None else view.obs_arrays(raw) for _, raw, _, _ in ended]
                 means = self._means(i, behavior, names, split, ended, ended_split)
-                if actor in plan.learning:
-                    for k, (agent, _, term, trunc) in enumerate(ended):
-                        p = st.pending.pop(agent, None)
-                        if p is None or ended_split[k] is None:
-                            lost += p is not None
-                            continue
-                        nxt = ended_split[k]
-                        assert nxt is not None
-                        done_rows[actor].append(
-                            _row(i, agent, p, nxt, _mean_row(means, k), term, trunc, self)
-                        )
-                    for k, agent in enumerate(names):
-                        p = st.pending.pop(agent, None)
-                        if p is not None:
-                            m = _mean_row(means, len(ended) + k)
-                            done_rows[actor].append(_row(i, agent, p, split[k], m, False, False, self))
-                else:
-                    for agent, *_ in ended:
-                        st.pending.pop(agent, None)
+                # only agents of learning policies have pending transitions; an ended agent's may belong
+                # to the actor that drove the behaviour before a side swap
+                for k, (agent, _, term, trunc) in enumerate(ended):
+                    p = st.pending.pop(agent, None)
+                    nxt = ended_split[k]
+                    if p is None or nxt is None:
+                        lost += p is not None
+                        continue
+                    done_rows[p.policy].append(_row(i, agent, p, nxt, _mean_row(means, k), term, trunc, self))
+                for k, agent in enumerate(names):
+                    p = st.pending.pop(agent, None)
+                    if p is not None:
+                        m = _mean_row(means, len(ended) + k)
+                        done_rows[p.policy].append(_row(i, agent, p, split[k], m, False, False, self))
                 for k, agent in enumerate(names):
                     by_actor[actor].append(
                         (i, agent, behavior, split[k][0], split[k][1], _mean_row(means, len(ended) + k))
@@ -283,7 +296,7 @@ class MFRolloutWorker:
                 names_acts[0].append(agent)
                 names_acts[1].append(int(a))
                 if actor in plan.learning:
-                    self._state[i].pending[agent] = _Pending(sensors, mask, mean, int(a))
+                    self._state[i].pending[agent] = _Pending(actor, sensors, mask, mean, int(a))
             for (i, behavior), (names, acts) in recorded.items():
                 tracker = self._state[i].trackers.get(behavior)
                 if tracker is not None:
@@ -301,11 +314,11 @@ class MFRolloutWorker:
     ) -> np.ndarray | None:
         """Mean actions of ended agents (alive=False) then acting ones, or None if the actor takes none."""
         assert self._plan is not None
-        setup = self._plan.policies.get(self._plan.behavior_actor[behavior])
+        st = self._state[i]
+        setup = self._plan.policies.get(st.actors[behavior])
         if setup is None or not setup.hyperparameters.use_mean_action:
             return None
         hp = setup.hyperparameters
-        st = self._state[i]
         tracker = st.trackers.get(behavior)
         if tracker is None:
             tracker = st.trackers[behavior] = MeanActionTracker(
@@ -387,11 +400,19 @@ class MFRolloutWorker:
                 kills[b] = float(stats[key][-1][0])
             else:
                 kills[b] = float(sum(st.deaths[o] for o in behaviors if o != b))
-        out = Outcome(kills, {b: float(np.mean(v)) for b, v in st.finished.items()}, st.steps)
+        returns = {b: float(np.mean(v)) for b, v in st.finished.items()}
+        out = Outcome(kills, returns, st.steps, dict(st.actors))
+        if self._plan is not None:
+            _swap(st.actors, self._plan.swap_sides)
         st.finished.clear()
         st.deaths.clear()
         st.steps = 0
         return out
+
+
+def _swap(actors: dict[str, str], pairs: tuple[tuple[str, str], ...]) -> None:
+    for a, b in pairs:
+        actors[a], actors[b] = actors[b], actors[a]
 
 
 def _mean_row(means: np.ndarray | None, k: int) -> np.ndarray | None:

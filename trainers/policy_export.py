@@ -6,6 +6,18 @@ Layout under ``results/RUN_ID/onnx/``: one ``<policy>.onnx`` per policy (one per
 per policy the file, its SHA-256 and size, the env steps of the weights, the policy spec and the network
 settings, which is all :func:`export_checkpoint` needs to rebuild the actor from a checkpoint. Files are
 replaced atomically, so a reader (hot-swap, ``unimarl play``) never sees half a model.
+
+Observation layout: ``spec.obs_shapes`` are the shapes the trainer saw, rank-3 (visual) ones in the game's
+layout (``"CHW"`` from C# package 3.x, ``"HWC"`` from 2.x), recorded as ``visual_layout``; the model's inputs
+are always NCHW as ML-Agents' contract wants, recorded as ``input_shapes`` (``obs_i`` without the batch
+axis). The layout comes from the caller (:func:`visual_layout_of` reads it from a game's observation specs)
+or, when not given, from the previous manifest, else from the shapes (:func:`infer_visual_layout`).
+
+Failures: during training (:func:`export_policies`) a policy whose export fails (exporter error, a full disk)
+is logged with the path and the reason and recorded in its manifest entry (``export_error``: env steps,
+path, reason; ``export_failures``: count over the run); its previous model, if any, stays in place and
+training goes on (the checkpoint was written before). ``unimarl export`` (:func:`export_checkpoint`) raises
+instead, since there the export is the whole point.
 """
 
 from __future__ import annotations
@@ -16,23 +28,25 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from unimarl.bridge.spec import ActionSpec
+from unimarl.bridge.spec import ActionSpec, DimensionProperty, ObservationSpec
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.errors import TrainerError
 from unimarl.trainers.mappo import MAPPOPolicy, NetworkSettings
 from unimarl.trainers.networks import Actor
-from unimarl.trainers.onnx_export import ExportReport, export_actor
+from unimarl.trainers.onnx_export import ExportReport, contract_obs_shape, export_actor
 
 logger = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
 MANIFEST = "policies.json"
+VISUAL_LAYOUTS = ("CHW", "HWC")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -57,14 +71,78 @@ def model_file_name(policy: str) -> str:
     return _UNSAFE.sub("_", policy) + ".onnx"
 
 
+def visual_layout_of(observations: Sequence[ObservationSpec]) -> str | None:
+    """The layout of a game's rank-3 observations read from their dimension properties (C# 3.x marks them
+    [None, TE, TE], 2.x [TE, TE, None]); None when there is no rank-3 observation or no marking."""
+    for obs in observations:
+        props = tuple(obs.dimension_property)
+        if len(obs.shape) != 3 or len(props) != 3:
+            continue
+        if props[0] == DimensionProperty.NONE and props[2] != DimensionProperty.NONE:
+            return "CHW"
+        if props[2] == DimensionProperty.NONE and props[0] != DimensionProperty.NONE:
+            return "HWC"
+    return None
+
+
+def infer_visual_layout(obs_shapes: Sequence[Sequence[int]]) -> str:
+    """A layout guessed from shapes alone: channels are the smallest axis of an image ((3, 84, 84) is CHW,
+    (84, 84, 3) HWC). "CHW" (the 3.x layout) when there is no rank-3 shape or the shapes do not tell."""
+    votes = set()
+    for shape in obs_shapes:
+        if len(shape) != 3:
+            continue
+        first, last = shape[0] < min(shape[1:]), shape[2] < min(shape[:2])
+        if first != last:
+            votes.add("CHW" if first else "HWC")
+    if len(votes) == 1:
+        return votes.pop()
+    if any(len(s) == 3 for s in obs_shapes):
+        logger.warning(
+            "cannot tell the layout of observations %s from their shapes; assuming CHW (C# 3.x): pass "
+            "visual_layouts to export_policies if the game runs the 2.x package",
+            [list(s) for s in obs_shapes],
+        )
+    return "CHW"
+
+
 def export_policies(
-    run_path: str | Path, policies: dict[str, MAPPOPolicy], env_steps: int
+    run_path: str | Path,
+    policies: dict[str, MAPPOPolicy],
+    env_steps: int,
+    visual_layouts: Mapping[str, str] | None = None,
 ) -> list[ExportedPolicy]:
-    """Export every policy's actor to ``run_path/onnx`` and refresh the manifest; returns what was written."""
+    """Export every policy's actor to ``run_path/onnx`` and refresh the manifest; returns what was written.
+
+    ``visual_layouts``: policy -> layout of its rank-3 observations as the trainer sees them ("CHW" or
+    "HWC"; see the module docstring for the default). A policy whose export fails is logged and recorded in
+    the manifest, and left out of the result; this function raises for nothing but a bad layout name.
+    """
     nets = {name: p.net for name, p in policies.items()}
     actors = {name: copy.deepcopy(p.actor).cpu().eval() for name, p in policies.items()}
+    specs = {n: p.spec for n, p in policies.items()}
+    layouts = _layouts(Path(run_path), specs, visual_layouts or {})
     with torch.random.fork_rng(devices=[]):  # tracing draws random inputs: leave training's RNG untouched
-        return _export_all(Path(run_path), actors, {n: p.spec for n, p in policies.items()}, nets, env_steps)
+        return _export_all(Path(run_path), actors, specs, nets, env_steps, layouts, strict=False)
+
+
+def _layouts(run_path: Path, specs: Mapping[str, PolicySpec], given: Mapping[str, str]) -> dict[str, str]:
+    bad = {name: layout for name, layout in given.items() if layout not in VISUAL_LAYOUTS}
+    if bad:
+        raise RunExportError(f"visual layouts {bad} are unknown: use one of {VISUAL_LAYOUTS} per policy")
+    previous = _previous_manifest(run_path)
+    layouts = {}
+    for name, spec in specs.items():
+        recorded = previous.get(name, {}).get("visual_layout")
+        layouts[name] = given.get(name) or recorded or infer_visual_layout(spec.obs_shapes)
+    return layouts
+
+
+def _previous_manifest(run_path: Path) -> dict[str, Any]:
+    try:
+        return read_manifest(run_path)
+    except RunExportError:  # first export of the run, or a manifest this export replaces
+        return {}
 
 
 def _export_all(
@@ -73,36 +151,101 @@ def _export_all(
     specs: dict[str, PolicySpec],
     nets: dict[str, NetworkSettings],
     env_steps: int,
+    layouts: dict[str, str],
+    strict: bool,
 ) -> list[ExportedPolicy]:
     folder = run_path / ONNX_DIR
+    previous = _previous_manifest(run_path)
     manifest: dict[str, Any] = {}
     exported = []
     for name, actor in sorted(actors.items()):
         path = folder / model_file_name(name)
-        tmp = path.with_suffix(".onnx.tmp")
-        report: ExportReport = export_actor(actor, specs[name], tmp)
-        data = tmp.read_bytes()
-        tmp.replace(path)
-        digest = hashlib.sha256(data).hexdigest()
-        exported.append(ExportedPolicy(name, path, digest, len(data), env_steps, report.export_seconds))
+        described = _describe(specs[name], nets[name], layouts[name])
+        try:
+            done = _export_one(name, actor, specs[name], path, env_steps, layouts[name])
+        except Exception as e:  # any failure of this optional artefact must not end a training run
+            if strict:
+                raise
+            manifest[name] = _failed_entry(previous.get(name), described, path, env_steps, e)
+            continue
+        exported.append(done)
         manifest[name] = {
             "file": path.name,
-            "sha256": digest,
-            "size_bytes": len(data),
+            "sha256": done.sha256,
+            "size_bytes": done.size_bytes,
             "env_steps": env_steps,
-            "spec": {
-                "obs_shapes": [list(s) for s in specs[name].obs_shapes],
-                "continuous_size": specs[name].action_spec.continuous_size,
-                "discrete_branches": list(specs[name].action_spec.discrete_branches),
-                "state_shape": None if specs[name].state_shape is None else list(specs[name].state_shape),
-            },
-            "network_settings": dataclasses.asdict(nets[name]),
+            **described,
+            "export_failures": int(previous.get(name, {}).get("export_failures", 0)),
         }
-    tmp_manifest = folder / (MANIFEST + ".tmp")
-    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp_manifest.replace(folder / MANIFEST)
-    logger.info("exported %s to %s at %d env steps", sorted(actors), folder, env_steps)
+    try:
+        tmp_manifest = folder / (MANIFEST + ".tmp")
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+        tmp_manifest.replace(folder / MANIFEST)
+    except OSError as e:
+        if strict:
+            raise
+        logger.error("cannot write %s (%s); the models above are written, the manifest is stale", folder, e)
+    logger.info("exported %s to %s at %d env steps", [e.policy for e in exported], folder, env_steps)
     return exported
+
+
+def _export_one(
+    name: str, actor: torch.nn.Module, spec: PolicySpec, path: Path, env_steps: int, layout: str
+) -> ExportedPolicy:
+    tmp = path.with_suffix(".onnx.tmp")
+    try:
+        report: ExportReport = export_actor(actor, spec, tmp, visual_layout=layout)  # type: ignore[arg-type]
+        data = tmp.read_bytes()
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    digest = hashlib.sha256(data).hexdigest()
+    return ExportedPolicy(name, path, digest, len(data), env_steps, report.export_seconds)
+
+
+def _describe(spec: PolicySpec, net: NetworkSettings, layout: str) -> dict[str, Any]:
+    """The manifest fields that describe the policy itself (the same whether its export worked or not)."""
+    return {
+        "visual_layout": layout,
+        "input_shapes": [list(contract_obs_shape(s, layout)) for s in spec.obs_shapes],
+        "spec": {
+            "obs_shapes": [list(s) for s in spec.obs_shapes],
+            "continuous_size": spec.action_spec.continuous_size,
+            "discrete_branches": list(spec.action_spec.discrete_branches),
+            "state_shape": None if spec.state_shape is None else list(spec.state_shape),
+        },
+        "network_settings": dataclasses.asdict(net),
+    }
+
+
+def _failed_entry(
+    previous: dict[str, Any] | None, described: dict[str, Any], path: Path, env_steps: int, error: Exception
+) -> dict[str, Any]:
+    """The manifest entry after a failed export: the previous model's fields (file None when there is no
+    model yet), this export's description and the error."""
+    reason = f"{type(error).__name__}: {error}"
+    entry: dict[str, Any] = {"file": None, "sha256": None, "size_bytes": 0, "env_steps": None}
+    if previous is not None and previous.get("file") == path.name and path.exists():
+        entry = {key: previous[key] for key in ("file", "sha256", "size_bytes", "env_steps")}
+    kept = f"the model of env step {entry['env_steps']} stays in place" if entry["file"] else "no model yet"
+    logger.error(
+        "ONNX export of %s to %s failed at %d env steps (%s); %s; training goes on",
+        path.stem,
+        path,
+        env_steps,
+        reason,
+        kept,
+    )
+    failures = int((previous or {}).get("export_failures", 0)) + 1
+    error_info = {"env_steps": env_steps, "path": str(path), "reason": reason}
+    return {**entry, **described, "export_failures": failures, "export_error": error_info}
+
+
+def export_failures(run_path: str | Path) -> dict[str, int]:
+    """Failed exports so far per policy, from the manifest (empty when there is none)."""
+    manifest = _previous_manifest(Path(run_path))
+    return {name: int(entry.get("export_failures", 0)) for name, entry in manifest.items()}
 
 
 def read_manifest(run_path: str | Path) -> dict[str, Any]:
@@ -130,7 +273,7 @@ def _spec_of(entry: dict[str, Any]) -> PolicySpec:
 
 
 def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:
-    """Rewrite the run's models from its latest checkpoint (``unimarl export RUN_DIR``)."""
+    """Rewrite the run's models from its latest checkpoint (``unimarl export RUN_DIR``); raises on failure."""
     run_path = Path(run_path)
     manifest = read_manifest(run_path)
     checkpoints = sorted(
@@ -144,10 +287,11 @@ def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:
             f"{checkpoints[-1]} holds policies {sorted(state['policies'])}, the manifest {sorted(manifest)}; "
             "the run folder mixes two runs: export from a folder written by one run"
         )
-    actors, specs, nets = {}, {}, {}
+    actors, specs, nets, layouts = {}, {}, {}, {}
     for name, entry in manifest.items():
         specs[name] = _spec_of(entry)
         nets[name] = NetworkSettings(**entry["network_settings"])
+        layouts[name] = entry.get("visual_layout") or "CHW"  # manifests before layouts were recorded: CHW
         net = nets[name]
         actor = Actor(
             specs[name], [int(net.hidden_units)] * int(net.num_layers), net.activation, net.layer_norm
@@ -159,16 +303,21 @@ def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:
                 f"policy {name!r}: the checkpoint does not fit its manifest entry: {e}"
             ) from e
         actors[name] = actor.eval()
-    return _export_all(run_path, actors, specs, nets, int(state["counters"]["env_steps"]))
+    env_steps = int(state["counters"]["env_steps"])
+    return _export_all(run_path, actors, specs, nets, env_steps, layouts, strict=True)
 
 
 def policy_for(behavior: str, manifest: dict[str, Any], mapping: dict[str, str] | None = None) -> str | None:
-    """The manifest policy acting for ``behavior``: mapped, exact name, or name without ``?team=``."""
+    """The manifest policy acting for ``behavior``: mapped, exact name, or name without ``?team=``; None
+    when there is none, or when that policy has no model (every export of it failed)."""
     mapping = mapping or {}
+    chosen = None
     for key in (behavior, behavior.split("?", 1)[0]):
         if key in mapping and mapping[key] in manifest:
-            return mapping[key]
-    for key in (behavior, behavior.split("?", 1)[0]):
-        if key in manifest:
-            return key
-    return None
+            chosen = mapping[key]
+            break
+    else:
+        chosen = next((k for k in (behavior, behavior.split("?", 1)[0]) if k in manifest), None)
+    if chosen is None or not manifest[chosen].get("file"):
+        return None
+    return chosen

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from unimarl.trainers.rollout import RolloutResult, RolloutWorker, WorkerPlan
 logger = logging.getLogger(__name__)
 
 Weights = dict[str, dict[str, np.ndarray]]
+W = TypeVar("W")
 
 
 class RolloutPool(Protocol):
@@ -41,17 +43,42 @@ class RolloutPool(Protocol):
     def close(self) -> None: ...
 
 
-class SerialPool:
+class SerialPushing:
+    """Hot-swap pushes of a pool whose workers run in this process (``self._workers``)."""
+
+    _workers: list[Any]
+
+    def push_policy(self, behavior: str, version: int, model: bytes) -> int:
+        return sum(worker.push_policy(behavior, version, model) for worker in self._workers)
+
+    def policy_status(self) -> list[dict[str, Any]]:
+        return [status for worker in self._workers for status in worker.policy_status()]
+
+
+class RayPushing:
+    """Hot-swap pushes of a pool of Ray actors (``self._actors``, ``self._get``); an actor busy collecting
+    answers when its running task ends."""
+
+    _actors: list[Any]
+
+    _get: Callable[[list[Any], str], Any]
+
+    def push_policy(self, behavior: str, version: int, model: bytes) -> int:
+        import ray
+
+        ref = ray.put(model)
+        return sum(self._get([a.push_policy.remote(behavior, version, ref) for a in self._actors], "push"))
+
+    def policy_status(self) -> list[dict[str, Any]]:
+        statuses = self._get([a.policy_status.remote() for a in self._actors], "policy status")
+        return [status for worker in statuses for status in worker]
+
+
+class SerialPool(SerialPushing):
     """Workers in this process."""
 
     def __init__(self, factory: EnvFactory, num_workers: int, num_envs: int, seed: int = 0) -> None:
-        self._workers: list[RolloutWorker] = []
-        try:
-            for i in range(num_workers):
-                self._workers.append(RolloutWorker(factory, num_envs, worker_index=i, seed=seed))
-        except BaseException:
-            self.close()
-            raise
+        self._workers = start_workers(RolloutWorker, factory, num_workers, num_envs, seed)
 
     def specs(self) -> dict[str, PolicySpec]:
         return self._workers[0].specs()
@@ -66,16 +93,76 @@ class SerialPool:
     def nodes(self) -> list[str]:
         return [worker.node() for worker in self._workers]
 
-    def push_policy(self, behavior: str, version: int, model: bytes) -> int:
-        return sum(worker.push_policy(behavior, version, model) for worker in self._workers)
-
-    def policy_status(self) -> list[dict[str, Any]]:
-        return [status for worker in self._workers for status in worker.policy_status()]
-
     def close(self) -> None:
         for worker in self._workers:
             worker.close()
         self._workers = []
+
+
+def start_workers(
+    worker_cls: Callable[..., W], factory: EnvFactory, num_workers: int, num_envs: int, seed: int
+) -> list[W]:
+    """``num_workers`` workers in this process; those already started are closed if one fails."""
+    workers: list[W] = []
+    try:
+        for i in range(num_workers):
+            workers.append(worker_cls(factory, num_envs, worker_index=i, seed=seed))
+    except BaseException:
+        for worker in workers:
+            worker.close()  # type: ignore[attr-defined]
+        raise
+    return workers
+
+
+def start_ray_actors(
+    worker_cls: type, factory: EnvFactory, num_workers: int, num_envs: int, seed: int, cpus_per_worker: float
+) -> list[Any]:
+    """One Ray actor per worker, wrapping ``worker_cls``, spread over the cluster's nodes."""
+    import ray
+
+    actor_cls: Any = ray.remote(worker_cls).options(num_cpus=cpus_per_worker, scheduling_strategy="SPREAD")
+    return [actor_cls.remote(factory, num_envs, worker_index=i, seed=seed) for i in range(num_workers)]
+
+
+def ray_get(refs: list[Any], what: str, timeout: float, workers: str = "rollout workers") -> Any:
+    """``ray.get`` with the pool's errors: a timeout or a dead actor is a TrainerError naming ``what``; a
+    worker's own exception is re-raised as itself."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+    try:
+        return ray.get(refs, timeout=timeout)
+    except GetTimeoutError as e:
+        raise TrainerError(
+            f"{workers} did not finish '{what}' within {timeout:.0f} s; the games may hang: "
+            "see the player logs under the run folder's logs/"
+        ) from e
+    except RayTaskError as e:
+        cause = e.as_instanceof_cause()
+        if isinstance(cause, Exception):
+            raise cause from e
+        raise
+    except RayActorError as e:
+        raise TrainerError(f"a {workers[:-1]} died during '{what}': {e}") from e
+
+
+def kill_actors(actors: list[Any], timeout: float, workers: str = "rollout workers") -> None:
+    """Close every worker actor (logging a failure) and kill it."""
+    import ray
+
+    if not actors:
+        return
+    try:
+        ray_get([a.close.remote() for a in actors], "close", timeout, workers)
+    except TrainerError as e:
+        logger.warning("closing %s failed: %s", workers, e)
+    for actor in actors:
+        ray.kill(actor)
+
+
+def use_ray(backend: str, num_workers: int, address: str | None) -> bool:
+    """Whether ``backend`` means Ray ("auto": serial for one local worker, Ray otherwise)."""
+    return backend == "ray" or (backend == "auto" and (num_workers > 1 or address is not None))
 
 
 def _stale_cluster_file() -> Path | None:
@@ -113,7 +200,7 @@ def init_ray(address: str | None, num_cpus: int) -> None:
         ) from e
 
 
-class RayPool:
+class RayPool(RayPushing):
     """One Ray actor per worker, spread over the cluster's nodes."""
 
     def __init__(
@@ -130,10 +217,7 @@ class RayPool:
         if not ray.is_initialized():
             raise RayClusterError("RayPool needs Ray started first: call init_ray(address, num_cpus)")
         self._timeout = timeout_s
-        actor_cls = ray.remote(RolloutWorker).options(num_cpus=cpus_per_worker, scheduling_strategy="SPREAD")
-        self._actors = [
-            actor_cls.remote(factory, num_envs, worker_index=i, seed=seed) for i in range(num_workers)
-        ]
+        self._actors = start_ray_actors(RolloutWorker, factory, num_workers, num_envs, seed, cpus_per_worker)
         try:
             self._nodes: list[str] = self._get([a.node.remote() for a in self._actors], "start")
         except BaseException:
@@ -141,23 +225,7 @@ class RayPool:
             raise
 
     def _get(self, refs: list[Any], what: str) -> Any:
-        import ray
-        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
-
-        try:
-            return ray.get(refs, timeout=self._timeout)
-        except GetTimeoutError as e:
-            raise TrainerError(
-                f"rollout workers did not finish '{what}' within {self._timeout:.0f} s; the games may hang: "
-                "see the player logs under the run folder's logs/"
-            ) from e
-        except RayTaskError as e:
-            cause = e.as_instanceof_cause()
-            if isinstance(cause, Exception):
-                raise cause from e
-            raise
-        except RayActorError as e:
-            raise TrainerError(f"a rollout worker died during '{what}': {e}") from e
+        return ray_get(refs, what, self._timeout)
 
     def specs(self) -> dict[str, PolicySpec]:
         return self._get([self._actors[0].specs.remote()], "specs")[0]
@@ -174,26 +242,8 @@ class RayPool:
     def nodes(self) -> list[str]:
         return list(self._nodes)
 
-    def push_policy(self, behavior: str, version: int, model: bytes) -> int:
-        import ray
-
-        ref = ray.put(model)
-        return sum(self._get([a.push_policy.remote(behavior, version, ref) for a in self._actors], "push"))
-
-    def policy_status(self) -> list[dict[str, Any]]:
-        statuses = self._get([a.policy_status.remote() for a in self._actors], "policy status")
-        return [status for worker in statuses for status in worker]
-
     def close(self) -> None:
-        import ray
-
-        if self._actors:
-            try:
-                self._get([a.close.remote() for a in self._actors], "close")
-            except TrainerError as e:
-                logger.warning("closing rollout workers failed: %s", e)
-            for actor in self._actors:
-                ray.kill(actor)
+        kill_actors(self._actors, self._timeout)
         self._actors = []
 
 
@@ -201,8 +251,7 @@ def make_pool(
     factory: EnvFactory, *, backend: str, num_workers: int, num_envs: int, seed: int, address: str | None
 ) -> SerialPool | RayPool:
     """The pool for ``backend`` ("auto": serial for one worker, Ray otherwise)."""
-    use_ray = backend == "ray" or (backend == "auto" and (num_workers > 1 or address is not None))
-    if not use_ray:
+    if not use_ray(backend, num_workers, address):
         return SerialPool(factory, num_workers, num_envs, seed)
     init_ray(address, num_cpus=max(num_workers, os.cpu_count() or 1))
     return RayPool(factory, num_workers, num_envs, seed, cpus_per_worker=cpus_per_worker(num_workers))

@@ -169,6 +169,23 @@ def _env_actions(rows: _Rows, continuous: np.ndarray, discrete: np.ndarray) -> l
     return [m.view.to_env_action(c, d) for m, c, d in zip(rows.meta, continuous, discrete, strict=True)]
 
 
+class GamePushing:
+    """Hot-swap at a worker's end: its Unity/sim envs (``self._envs``) carry a policy channel each."""
+
+    _envs: list[Any]
+
+    def push_policy(self, behavior: str, version: int, model: bytes) -> int:
+        """Queue an ONNX model on every Unity/sim env's policy channel; returns how many games get it."""
+        channels = [c for env in self._envs if (c := getattr(env, "policy_channel", None)) is not None]
+        for channel in channels:
+            channel.push(behavior, version, model)
+        return len(channels)
+
+    def policy_status(self) -> list[dict[str, Any]]:
+        """Per Unity/sim env, behaviour -> ``PolicyStatus`` (what the game acknowledged running)."""
+        return [c.status() for env in self._envs if (c := getattr(env, "policy_channel", None)) is not None]
+
+
 def _node_name() -> str:
     ray = sys.modules.get("ray")  # never imported here: only the Ray pool imports it
     if ray is not None and ray.is_initialized():
@@ -176,7 +193,7 @@ def _node_name() -> str:
     return platform.node()
 
 
-class RolloutWorker:
+class RolloutWorker(GamePushing):
     """k environments stepped in lockstep; see the module docstring."""
 
     def __init__(self, factory: EnvFactory, num_envs: int, worker_index: int = 0, seed: int = 0) -> None:
@@ -276,17 +293,6 @@ class RolloutWorker:
     def node(self) -> str:
         """Where this worker runs: the Ray node id inside a Ray actor, else the host name."""
         return _node_name()
-
-    def push_policy(self, behavior: str, version: int, model: bytes) -> int:
-        """Queue an ONNX model on every Unity/sim env's policy channel; returns how many games get it."""
-        channels = [c for env in self._envs if (c := getattr(env, "policy_channel", None)) is not None]
-        for channel in channels:
-            channel.push(behavior, version, model)
-        return len(channels)
-
-    def policy_status(self) -> list[dict[str, Any]]:
-        """Per Unity/sim env, behaviour -> ``PolicyStatus`` (what the game acknowledged running)."""
-        return [c.status() for env in self._envs if (c := getattr(env, "policy_channel", None)) is not None]
 
     def close(self) -> None:
         for env in self._envs:

@@ -7,10 +7,15 @@ result enters the pool (the oldest snapshot leaves beyond ``pool_size``). The op
 drawn from the pool: ``latest`` (the frozen weights), ``uniform``, or ``win_rate`` (snapshots the learner
 beats less often are drawn more often: weight 1 - wins / (games + 1), plus a floor).
 
-Seam for ONNX opponents pushed into the game (the hot-swap work): :meth:`SnapshotPool.current` is the single
-place the opponent's weights come from; a game-side opponent would export it with
-:mod:`unimarl.trainers.onnx_export` when :attr:`SnapshotPool.version` changes, instead of sending the weights
-to the rollout workers.
+Seam for ONNX opponents pushed into the game (not wired): :meth:`SnapshotPool.current` is the single place
+the opponent's weights come from, and :attr:`SnapshotPool.version` changes with them. A game-side opponent
+would, on each version change, export the snapshot (:func:`unimarl.trainers.mf_export.contract_policy` +
+``onnx_export.export_actor``) and push it to the opponent behaviour (``pool.push_policy``) of games started
+with ``--behavior-type inference``, and drop the opponent from the rollout workers' actors. Limits: only
+policies the model contract can carry qualify (IQL / AC, ``encoder: mlp``; not MF-Q, whose policy needs the
+mean action); ``sides: both`` does not combine with it, since a game keeps running a pushed model for a
+behaviour and has no message to hand that behaviour back to the trainer's actions; and the opponent's
+transitions and kills still have to be read from the game, which the workers already do.
 """
 
 from __future__ import annotations

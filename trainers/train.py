@@ -173,6 +173,97 @@ def _ending(stopper: _Stop, max_seconds: float | None, session_s: float, steps_d
     return "max_steps" if steps_done else ""
 
 
+def start_run(config: TrainConfig, stop: threading.Event | None) -> tuple[RunDir, str, _Stop]:
+    """Checked config, run folder (config written), device and stop handling of a run."""
+    validate(config)
+    run = RunDir(config.run.results_dir, config.run.run_id, config.run.resume)
+    run.write_config(config_to_dict(config))
+    return run, resolve_device(config.run.device), _Stop(stop)
+
+
+def pool_options(config: TrainConfig) -> dict[str, Any]:
+    """Keyword arguments of ``make_pool`` / ``make_mf_pool`` besides the env factory."""
+    r = config.run
+    return dict(
+        backend=r.backend,
+        num_workers=r.num_workers,
+        num_envs=config.env.num_envs,
+        seed=r.seed,
+        address=r.address,
+    )
+
+
+class Cadence:
+    """What the MAPPO and mean-field loops share after each iteration: the wall clock, a metrics line every
+    ``summary_freq`` env steps and on the iteration that ends the run, a checkpoint every
+    ``checkpoint_interval`` env steps and at the end."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        c: _Counters,
+        sched: dict[str, int],
+        max_seconds: float | None,
+        on_summary: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        self.run, self.c, self.sched, self.max_seconds, self.on_summary = (
+            run,
+            c,
+            sched,
+            max_seconds,
+            on_summary,
+        )
+        self.start, self.base_wall = time.perf_counter(), c.wall_s
+        self.since = (c.env_steps, c.agent_steps, c.wall_s)
+        self.next_summary = _next_multiple(c.env_steps, sched["summary_freq"])
+        self.next_ckpt = _next_multiple(c.env_steps, sched["checkpoint_interval"])
+        self.acc: dict[str, list[float]] = defaultdict(list)
+        self.line: dict[str, Any] = {}
+        self.session_s = 0.0
+
+    def clock(self) -> float:
+        """Seconds of this session; updates the run's wall time."""
+        self.session_s = time.perf_counter() - self.start
+        self.c.wall_s = self.base_wall + self.session_s
+        return self.session_s
+
+    def report(self, ending: str, policy_of: dict[str, str], extra: Callable[[], dict[str, float]]) -> None:
+        """Write the metrics line when due (``extra()`` adds to it)."""
+        c = self.c
+        if c.env_steps < self.next_summary and not ending:
+            return
+        line = _metrics_line(c, self.acc, self.since, self.sched, self.max_seconds, self.session_s)
+        line.update(extra())
+        self.run.append_metrics(line)
+        _tensorboard(self.run, line, policy_of)
+        if self.on_summary is not None:
+            self.on_summary(line)
+        self.acc.clear()
+        self.line = line
+        self.since = (c.env_steps, c.agent_steps, c.wall_s)
+        self.next_summary = _next_multiple(c.env_steps, self.sched["summary_freq"])
+
+    def checkpoint(self, save: Callable[[], None]) -> None:
+        """``save()`` when a checkpoint is due."""
+        if self.c.env_steps >= self.next_ckpt:
+            save()
+            self.next_ckpt = _next_multiple(self.c.env_steps, self.sched["checkpoint_interval"])
+
+    def finish(self, stopped_by: str, save: Callable[[], None]) -> TrainResult:
+        """The final checkpoint (unless this step has one) and the run's result."""
+        c, run = self.c, self.run
+        if run.latest_checkpoint() != run.checkpoints / f"checkpoint-{c.env_steps}.pt":
+            save()
+        logger.info("run ended (%s) at %d env steps; results in %s", stopped_by, c.env_steps, run.path)
+        return TrainResult(
+            run.path, c.env_steps, c.agent_steps, c.iterations, stopped_by, c.wall_s, self.line
+        )
+
+
+def _next_multiple(steps: int, every: int) -> int:
+    return (steps // every + 1) * every
+
+
 def _summarise(results: list[RolloutResult], acc: dict[str, list[float]]) -> None:
     for r in results:
         for behavior, returns in r.episode_returns.items():
@@ -273,25 +364,14 @@ def train(
     stop: threading.Event | None = None,
 ) -> TrainResult:
     """Run training as configured; see the module docstring."""
-    validate(config)
     if any(b.trainer_type in ("mfq", "mfac") for b in config.behaviors.values()):
         from unimarl.trainers.mf_train import train_mean_field  # imports this module: import here
 
         return train_mean_field(config, on_summary, stop)
-    run = RunDir(config.run.results_dir, config.run.run_id, config.run.resume)
-    run.write_config(config_to_dict(config))
-    device = resolve_device(config.run.device)
-    stopper = _Stop(stop)
+    run, device, stopper = start_run(config, stop)
     pool = None
     try:
-        pool = make_pool(
-            _env_factory(config, run),
-            backend=config.run.backend,
-            num_workers=config.run.num_workers,
-            num_envs=config.env.num_envs,
-            seed=config.run.seed,
-            address=config.run.address,
-        )
+        pool = make_pool(_env_factory(config, run), **pool_options(config))
         specs = pool.specs()
         plan = _plan(config, specs)
         pool.configure(plan)
@@ -311,12 +391,8 @@ def train(
             device,
             sched,
         )
-        start, base_wall = time.perf_counter(), c.wall_s
-        since = (c.env_steps, c.agent_steps, c.wall_s)
-        next_summary = (c.env_steps // sched["summary_freq"] + 1) * sched["summary_freq"]
-        next_ckpt = (c.env_steps // sched["checkpoint_interval"] + 1) * sched["checkpoint_interval"]
-        acc: dict[str, list[float]] = defaultdict(list)
-        line: dict[str, Any] = {}
+        cadence = Cadence(run, c, sched, config.run.max_seconds, on_summary)
+        acc = cadence.acc
         stopped_by = "max_steps"
         while c.env_steps < sched["max_steps"]:
             results = pool.collect({n: p.get_weights() for n, p in policies.items()}, sched["time_horizon"])
@@ -336,29 +412,14 @@ def train(
             c.agent_steps += sum(r.agent_steps for r in results)
             c.iterations += 1
             hotswap.after_iteration(c.iterations, policies, c.env_steps)
-            session_s = time.perf_counter() - start
-            c.wall_s = base_wall + session_s
+            session_s = cadence.clock()
             ending = _ending(stopper, config.run.max_seconds, session_s, c.env_steps >= sched["max_steps"])
-            if c.env_steps >= next_summary or ending:  # the last iteration always gets its metrics line
-                line = _metrics_line(c, acc, since, sched, config.run.max_seconds, session_s)
-                line.update(hotswap.metrics())
-                run.append_metrics(line)
-                _tensorboard(run, line, plan.behavior_policy)
-                if on_summary is not None:
-                    on_summary(line)
-                acc.clear()
-                since = (c.env_steps, c.agent_steps, c.wall_s)
-                next_summary = (c.env_steps // sched["summary_freq"] + 1) * sched["summary_freq"]
-            if c.env_steps >= next_ckpt:
-                _checkpoint(run, policies, c)
-                next_ckpt = (c.env_steps // sched["checkpoint_interval"] + 1) * sched["checkpoint_interval"]
+            cadence.report(ending, plan.behavior_policy, hotswap.metrics)  # the last iteration always reports
+            cadence.checkpoint(lambda: _checkpoint(run, policies, c))
             if ending:
                 stopped_by = ending
                 break
-        if run.latest_checkpoint() != run.checkpoints / f"checkpoint-{c.env_steps}.pt":
-            _checkpoint(run, policies, c)
-        logger.info("run ended (%s) at %d env steps; results in %s", stopped_by, c.env_steps, run.path)
-        return TrainResult(run.path, c.env_steps, c.agent_steps, c.iterations, stopped_by, c.wall_s, line)
+        return cadence.finish(stopped_by, lambda: _checkpoint(run, policies, c))
     finally:
         stopper.restore()
         if pool is not None:

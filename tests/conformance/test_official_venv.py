@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-official_venv = sys.modules["unimarl_tests_official_venv"]  # loaded once by this folder's conftest
+official_venv = sys.modules["unimarl_tests_official_venv"]  # loaded once by tests/conftest.py
 
 
 def test_location_override_and_skip_switch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

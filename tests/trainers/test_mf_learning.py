@@ -1,4 +1,4 @@
-"""Slow: MF-Q trained by self-play on a reduced budget clearly beats a random-policy opponent."""
+"""Slow: MF-Q trained by self-play on a reduced budget clearly beats a random opponent on either team."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from unimarl.trainers.config import EnvSettings, config_from_dict
 from unimarl.trainers.envs import EnvFactory, make_sim_build
-from unimarl.trainers.evaluate import evaluate, load_side
+from unimarl.trainers.evaluate import evaluate_both_sides, load_side
 from unimarl.trainers.train import train
 
 SIM_ARGS = ["--team-size", "64", "--grid", "24", "--view", "13"]
@@ -36,5 +36,5 @@ def test_mfq_beats_random_after_short_self_play(tmp_path: Path) -> None:
         settings, environment_parameters={"max_steps": 100}, run_dir=str(tmp_path), build_path=str(build)
     )
     side = load_side(str(result.run_dir))
-    report = evaluate(factory, side, load_side("random"), battles=30, num_envs=2)
-    assert report["sides"][side.label]["win_rate"] >= 0.8, report
+    both = evaluate_both_sides(factory, side, load_side("random"), battles=20, num_envs=2)
+    assert both["win_rate"] >= 0.8 and min(both["per_orientation"]) >= 0.7, both["per_orientation"]

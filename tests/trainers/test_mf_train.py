@@ -79,14 +79,19 @@ def test_unknown_self_play_opponent_is_rejected(tmp_path: Path) -> None:
         train(config_from_dict(data))
 
 
-def test_worker_transitions_chain_and_end(tmp_path: Path) -> None:
-    """An agent's next transition starts where its previous one led; ended agents give terminal rows."""
+def _worker(tmp_path: Path, battle_steps: int, num_envs: int) -> MFRolloutWorker:
     settings = EnvSettings(sim="battle", args=SIM_ARGS)
     build = make_sim_build(settings, tmp_path)
+    params = {"max_steps": battle_steps}
     factory = EnvFactory(
-        settings, environment_parameters={"max_steps": 6}, run_dir=str(tmp_path), build_path=str(build)
+        settings, environment_parameters=params, run_dir=str(tmp_path), build_path=str(build)
     )
-    worker = MFRolloutWorker(factory, 1)
+    return MFRolloutWorker(factory, num_envs)
+
+
+def test_worker_transitions_chain_and_end(tmp_path: Path) -> None:
+    """An agent's next transition starts where its previous one led; ended agents give terminal rows."""
+    worker = _worker(tmp_path, 6, 1)
     try:
         specs = worker.specs()
         hp = MeanFieldHyperparameters(**SMALL)  # type: ignore[arg-type]
@@ -116,3 +121,26 @@ def test_worker_transitions_chain_and_end(tmp_path: Path) -> None:
             else:
                 last_next[key] = (t.next_obs[0][k], t.next_mean_action[k])
     assert chained > 0 and ended >= 6  # every agent of team 0 ends at least once per battle
+
+
+def test_self_play_learner_plays_both_sides(tmp_path: Path) -> None:
+    """With swap_sides the learner and its opponent trade teams after every battle, per environment."""
+    worker = _worker(tmp_path, 5, 2)
+    try:
+        specs = worker.specs()
+        setup = MFPolicySetup(specs["Battle?team=0"], "mfq", MeanFieldHyperparameters(**SMALL))  # type: ignore[arg-type]
+        plan = MFPlan(
+            {"p": setup, "opponent:p": setup},
+            {"Battle?team=0": "p", "Battle?team=1": "opponent:p"},
+            frozenset({"p"}),
+            swap_sides=(("Battle?team=0", "Battle?team=1"),),
+        )
+        worker.configure(plan)
+        chunk = worker.collect({}, 0.0, 12)
+    finally:
+        worker.close()
+    learner_side = [o.actors["Battle?team=0"] == "p" for o in chunk.outcomes]
+    assert len(learner_side) == 4 and sum(learner_side) == 2  # two battles per env, alternating sides
+    teams = {key[2].split("?agent_id=")[0] for t in chunk.transitions["p"] for key in t.agent_keys or []}
+    assert teams == {"Battle?team=0", "Battle?team=1"}
+    assert "opponent:p" not in chunk.transitions

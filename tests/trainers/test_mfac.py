@@ -11,8 +11,8 @@ import torch
 from unimarl.bridge.spec import ActionSpec
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.meanfield import MeanFieldError
+from unimarl.trainers.mf_networks import NetworkConfig
 from unimarl.trainers.mfac import MFACConfig, MFACLearner, actor_critic_loss
-from unimarl.trainers.mfq import NetworkConfig
 from unimarl.trainers.replay import Transitions
 
 TINY = PolicySpec(obs_shapes=((2,),), action_spec=ActionSpec(discrete_branches=(3,)))
@@ -30,6 +30,7 @@ def test_actor_critic_loss_by_hand():
     assert logs["entropy"] == pytest.approx(math.log(2))
     assert loss.item() == pytest.approx(math.log(0.5) + 0.1 - 0.08 * math.log(2))
     loss.backward()
+    assert logits.grad is not None
     assert torch.isfinite(logits.grad).all() and logits.grad[0, 2] == 0.0
     # only the taken action's Q gets a critic gradient: 0.1 * 2 * (Q - y) = -0.2
     torch.testing.assert_close(q.grad, torch.tensor([[-0.2, 0.0, 0.0]]))

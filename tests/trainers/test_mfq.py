@@ -13,14 +13,13 @@ from torch import nn
 from unimarl.bridge.spec import ActionSpec
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.meanfield import MeanFieldError
+from unimarl.trainers.mf_networks import NetworkConfig, soft_update
 from unimarl.trainers.mfq import (
     MFQConfig,
     MFQLearner,
-    NetworkConfig,
     boltzmann_policy,
     mf_value,
     scheduled,
-    soft_update,
     td_target,
 )
 from unimarl.trainers.replay import Transitions

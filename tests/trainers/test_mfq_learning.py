@@ -14,8 +14,9 @@ import torch
 from unimarl.bridge.spec import ActionSpec
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.meanfield import MeanActionTracker
+from unimarl.trainers.mf_networks import NetworkConfig
 from unimarl.trainers.mfac import MFACConfig, MFACLearner
-from unimarl.trainers.mfq import MFQConfig, MFQLearner, NetworkConfig
+from unimarl.trainers.mfq import MFQConfig, MFQLearner
 from unimarl.trainers.replay import Transitions
 
 N_AGENTS, N_ACTIONS, EP_LEN = 16, 4, 8

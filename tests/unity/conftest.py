@@ -19,6 +19,7 @@ CORE_SOURCES = sorted((PLUGIN / "Runtime" / "Core").glob("*.cs"))
 UNITY_SOURCES = sorted((PLUGIN / "Runtime" / "Unity").glob("*.cs"))
 STUB_SOURCES = sorted((PLUGIN / "Tests~" / "Stubs").glob("*.cs"))
 DRIVER_SOURCE = PLUGIN / "Tests~" / "CoreTestDriver.cs"
+EXAMPLE_SOURCES = sorted((PLUGIN.parents[1] / "Assets" / "Unimarl" / "Examples").glob("*.cs"))
 TIMEOUT_S = 120
 
 
@@ -51,10 +52,12 @@ class CoreDriver:
         self.run("eval", str(model), str(src), str(dst), str(seed))
         return read_tensors(dst)
 
-    def compile_glue(self, editor: bool) -> subprocess.CompletedProcess[str]:
-        """Compile the Unity-dependent glue against the API stubs and the core (Editor or player variant)."""
-        out = self.build_dir / f"Unimarl.Unity{'.Editor' if editor else ''}.dll"
-        assert UNITY_SOURCES and STUB_SOURCES, "no glue or stub sources found"
+    def compile_glue(self, editor: bool, examples: bool = False) -> subprocess.CompletedProcess[str]:
+        """Compile the Unity-dependent glue (and the example agents) against the API stubs and the core
+        (Editor or player variant)."""
+        name = "Unimarl.Unity" + (".Editor" if editor else "") + (".Examples" if examples else "")
+        out = self.build_dir / f"{name}.dll"
+        assert UNITY_SOURCES and STUB_SOURCES and EXAMPLE_SOURCES, "no glue, stub or example sources found"
         define = ["-define:UNITY_EDITOR"] if editor else []
         # C# 7.2 for `in` parameters (Agent.Heuristic(in ActionBuffers)); Unity compiles C# 9.
         return mcs(
@@ -67,6 +70,7 @@ class CoreDriver:
                 f"-r:{self.core}",
                 *map(str, STUB_SOURCES),
                 *map(str, UNITY_SOURCES),
+                *map(str, EXAMPLE_SOURCES if examples else []),
             ]
         )
 

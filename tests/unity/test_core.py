@@ -16,9 +16,6 @@ import torch
 
 from unimarl.bridge.spec import ActionSpec
 from unimarl.protos._generated.policy_channel_pb2 import PolicyChunkProto
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.networks import Actor
-from unimarl.trainers.onnx_export import SUPPORTED_OPERATORS, contract_obs_shape, export_actor
 from unimarl.protos.policy_wire import (
     PolicyAssembler,
     PolicyRejectedError,
@@ -26,6 +23,9 @@ from unimarl.protos.policy_wire import (
     decode_ack,
     encode_policy,
 )
+from unimarl.trainers.batch import PolicySpec
+from unimarl.trainers.networks import Actor
+from unimarl.trainers.onnx_export import SUPPORTED_OPERATORS, contract_obs_shape, export_actor
 
 PLUGIN_CORE = Path(__file__).resolve().parents[2] / "unity_project/Packages/com.unimarl.plugin/Runtime/Core"
 SPECS = {
@@ -197,6 +197,11 @@ def test_codec_reassembles_exported_model(core_driver: Any, tmp_path: Path) -> N
 @pytest.mark.parametrize("editor", [False, True], ids=["player", "editor"])
 def test_unity_glue_compiles_against_stubs(core_driver: Any, editor: bool) -> None:
     built = core_driver.compile_glue(editor)
+    assert built.returncode == 0, built.stdout + built.stderr
+
+
+def test_example_agents_compile_with_the_glue(core_driver: Any) -> None:
+    built = core_driver.compile_glue(editor=False, examples=True)
     assert built.returncode == 0, built.stdout + built.stderr
 
 

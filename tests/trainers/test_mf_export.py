@@ -1,0 +1,85 @@
+"""Mean-field export: IQL / AC policies become contract models that act like the learner; MF-Q is declined."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from unimarl.bridge.spec import ActionSpec
+from unimarl.trainers.batch import PolicySpec
+from unimarl.trainers.config import config_from_dict
+from unimarl.trainers.mf_export import MANIFEST, export_mean_field
+from unimarl.trainers.mf_networks import NetworkConfig
+from unimarl.trainers.mfac import MFACConfig, MFACLearner
+from unimarl.trainers.mfq import MFQConfig, MFQLearner
+from unimarl.trainers.train import train
+
+SPEC = PolicySpec(obs_shapes=((5, 5, 2), (3,)), action_spec=ActionSpec(discrete_branches=(4,)))
+MLP = NetworkConfig(encoder="mlp", visual_hidden=16, head_hidden=(16,))
+
+
+def _greedy_onnx(path: Path, obs: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"obs_0": obs[0].transpose(0, 3, 1, 2), "obs_1": obs[1], "action_masks": mask.astype(np.float32)}
+    return session.run(["deterministic_discrete_actions"], feed)[0][:, 0]
+
+
+@pytest.mark.parametrize("kind", ["iql", "ac"])
+def test_exported_policy_acts_like_the_learner(tmp_path: Path, kind: str) -> None:
+    learner: Any = (
+        MFQLearner(SPEC, MFQConfig(use_mean_action=False, network=MLP), seed=0)
+        if kind == "iql"
+        else MFACLearner(SPEC, MFACConfig(use_mean_action=False, network=MLP), seed=0)
+    )
+    written = export_mean_field(tmp_path, {"p": learner}, 7)
+    rng = np.random.default_rng(0)
+    obs = [rng.normal(size=(6, 5, 5, 2)).astype(np.float32), rng.normal(size=(6, 3)).astype(np.float32)]
+    mask = rng.random((6, 4)) < 0.6
+    mask[:, 1] = True
+    expected = learner.act(obs, None, mask, deterministic=True).discrete_actions[:, 0]
+    np.testing.assert_array_equal(_greedy_onnx(written["p"], obs, mask), expected)
+    entry = json.loads((tmp_path / "onnx" / MANIFEST).read_text())["p"]
+    assert entry["exportable"] and entry["algorithm"] == kind and entry["env_steps"] == 7
+
+
+def test_mfq_and_conv_policies_are_recorded_as_not_exportable(tmp_path: Path) -> None:
+    learners: dict[str, Any] = {
+        "mfq": MFQLearner(SPEC, MFQConfig(network=MLP), seed=0),
+        "conv": MFACLearner(SPEC, MFACConfig(network=NetworkConfig(conv_channels=(4,), visual_hidden=8))),
+    }
+    assert export_mean_field(tmp_path, learners, 1) == {}
+    manifest = json.loads((tmp_path / "onnx" / MANIFEST).read_text())
+    assert not manifest["mfq"]["exportable"] and "mean action" in manifest["mfq"]["reason"]
+    assert not manifest["conv"]["exportable"] and "Conv" in manifest["conv"]["reason"]
+
+
+def test_training_exports_and_hot_swaps_mfac(tmp_path: Path) -> None:
+    data = {
+        "env": {"sim": "battle", "num_envs": 1, "args": ["--team-size", "4", "--grid", "10", "--view", "5"]},
+        "run": {"run_id": "mfac", "results_dir": str(tmp_path), "device": "cpu", "max_steps": 48},
+        "hotswap": {"every": 2},
+        "behaviors": {
+            "Battle?team=0": {
+                "trainer_type": "mfac",
+                "hyperparameters": {
+                    "encoder": "mlp",
+                    "visual_hidden": 16,
+                    "head_hidden": [16],
+                    "push_every": 8,
+                },
+                "self_play": {"opponent": "Battle?team=1"},
+                "summary_freq": 24,
+            }
+        },
+        "environment_parameters": {"max_steps": 10},
+    }
+    result = train(config_from_dict(data))
+    assert (result.run_dir / "onnx" / "Battle_team_0.onnx").exists()
+    assert json.loads((result.run_dir / "onnx" / MANIFEST).read_text())["Battle?team=0"]["env_steps"] == 48
+    assert result.last_metrics["counters/hotswap_pushed/Battle?team=0"] >= 1
+    assert result.last_metrics["counters/hotswap_rejected/Battle?team=0"] == 0

@@ -1,0 +1,105 @@
+"""The Ray pool of the mean-field trainers: transitions stream in asynchronously, training completes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unimarl.trainers.config import EnvSettings, config_from_dict
+from unimarl.trainers.envs import EnvFactory
+from unimarl.trainers.mf_config import MeanFieldHyperparameters, make_learner
+from unimarl.trainers.mf_pool import RayMFPool
+from unimarl.trainers.mf_worker import MFPlan, MFPolicySetup
+from unimarl.trainers.pool import cpus_per_worker, init_ray
+from unimarl.trainers.train import train
+
+NAV = Path(__file__).with_name("nav_env.py")
+SMALL = {"encoder": "mlp", "visual_hidden": 16, "head_hidden": [16], "batch_size": 16, "learning_starts": 16}
+STEP_DELAY_S = 0.05
+
+
+def make_one_slow(first_flag: str, **kwargs: Any) -> Any:
+    """TinyNav; the first env created (over all processes) is fast, every later one sleeps each step."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nav_env_for_mf_pool", NAV)
+    assert spec is not None and spec.loader is not None
+    nav = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nav)
+    env = nav.make(**kwargs)
+    try:
+        os.close(os.open(first_flag, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        step = env.step
+
+        def slow_step(actions: dict[str, Any]) -> Any:
+            time.sleep(STEP_DELAY_S)
+            return step(actions)
+
+        env.step = slow_step
+    return env
+
+
+def test_ray_pool_streams_chunks_without_synchronous_rounds(tmp_path: Path) -> None:
+    flag = str(tmp_path / "first")
+    factory = EnvFactory(EnvSettings(pettingzoo=f"{__file__}:make_one_slow", kwargs={"first_flag": flag}))
+    init_ray(None, num_cpus=2)
+    pool = RayMFPool(
+        factory, num_workers=2, num_envs=1, seed=0, timeout_s=120, cpus_per_worker=cpus_per_worker(2)
+    )
+    try:
+        spec = pool.specs()["agent"]
+        hp = MeanFieldHyperparameters(**SMALL, update_every=1)  # type: ignore[arg-type]
+        pool.configure(MFPlan({"p": MFPolicySetup(spec, "mfq", hp)}, {"agent": "p"}, frozenset({"p"})))
+        learner = make_learner("mfq", spec, hp, seed=0)
+        pool.start({"p": learner.get_weights()}, 0.0, 4)
+        arrivals: list[list[int]] = []
+        updates = 0
+        while sum(len(a) for a in arrivals) < 12 or len({w for a in arrivals for w in a}) < 2:
+            chunks = pool.poll(timeout=10.0)
+            arrivals.append([c.worker_index for c in chunks])
+            for chunk in chunks:
+                for t in chunk.transitions["p"]:
+                    learner.add(t)
+            updates += bool(learner.update())
+            pool.set_weights({"p": learner.get_weights()}, 0.0)
+    finally:
+        pool.close()
+    per_worker = np.bincount([w for a in arrivals for w in a], minlength=2)
+    fast, slow = int(per_worker.argmax()), int(per_worker.argmin())
+    first_slow = next(k for k, a in enumerate(arrivals) if slow in a)
+    # the learner took the fast worker's chunks one poll at a time while the slow one was still collecting
+    assert sum(a.count(fast) for a in arrivals[:first_slow]) >= 3
+    assert per_worker[fast] >= per_worker[slow] + 3
+    assert updates >= 3 and learner.gradient_steps > 0
+
+
+def test_mean_field_training_completes_on_ray(tmp_path: Path) -> None:
+    data = {
+        "env": {"pettingzoo": f"{NAV}:make", "num_envs": 1},
+        "run": {
+            "run_id": "ray",
+            "results_dir": str(tmp_path),
+            "device": "cpu",
+            "backend": "ray",
+            "num_workers": 2,
+            "max_steps": 64,
+        },
+        "behaviors": {
+            "agent": {
+                "trainer_type": "mfq",
+                "hyperparameters": {**SMALL, "push_every": 4},
+                "summary_freq": 32,
+                "checkpoint_interval": 32,
+            }
+        },
+    }
+    init_ray(None, num_cpus=2)
+    result = train(config_from_dict(data))
+    assert result.env_steps >= 64 and result.iterations >= 16
+    assert sorted((result.run_dir / "checkpoints").glob("*.pt"))
+    assert any(k.startswith("Losses/") for k in result.last_metrics)

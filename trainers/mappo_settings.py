@@ -1,0 +1,88 @@
+"""Settings of a MAPPO policy: :class:`MAPPOHyperparameters` and :class:`NetworkSettings`.
+
+Plain dataclasses that check their values on construction (:class:`~unimarl.trainers.errors.ConfigError`);
+importing them does not import torch. :mod:`unimarl.trainers.mappo` re-exports both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unimarl.trainers.errors import ConfigError
+
+
+@dataclass
+class MAPPOHyperparameters:
+    """PPO/MAPPO settings; defaults: the "default" column of the MAPPO reference code (onpolicy/config.py)."""
+
+    lr: float = 5e-4
+    """Actor learning rate (Adam)."""
+    critic_lr: float = 5e-4
+    """Critic learning rate (Adam)."""
+    epochs: int = 15
+    """Passes over the batch per update."""
+    num_minibatches: int = 1
+    """Minibatches per pass; each holds about N / num_minibatches agent steps."""
+    clip: float = 0.2
+    """PPO ratio clip epsilon."""
+    value_clip: float | None = 0.2
+    """Clip of the value change around the behaviour-time value (normalised units); None disables it."""
+    gamma: float = 0.99
+    """Discount factor (used by the rollout side's GAE)."""
+    lam: float = 0.95
+    """GAE lambda (used by the rollout side's GAE)."""
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus in the actor loss."""
+    value_coef: float = 1.0
+    """Weight of the value loss in the critic loss."""
+    max_grad_norm: float | None = 10.0
+    """Gradient-norm clip, applied to actor and critic separately; None disables it."""
+    huber_delta: float | None = 10.0
+    """Huber threshold of the value loss; None uses 0.5 * squared error."""
+    use_value_norm: bool = True
+    """Critic regresses returns normalised by running statistics (ValueNorm)."""
+    use_popart: bool = False
+    """Use PopArt (which also rescales the value head on each statistics update) instead of ValueNorm."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+    normalize_advantages: bool = True
+    """Normalise advantages to mean 0, std 1 over the counted steps of each minibatch."""
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "critic_lr", "clip", "adam_eps"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"hyperparameters.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("epochs", "num_minibatches"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(
+                    f"hyperparameters.{name} must be an integer >= 1, got {getattr(self, name)!r}"
+                )
+        for name in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"hyperparameters.{name} must lie in [0, 1], got {getattr(self, name)!r}")
+
+
+@dataclass
+class NetworkSettings:
+    """Shape of the actor and critic MLPs (both get the same settings)."""
+
+    hidden_units: int = 64
+    """Width of every hidden layer."""
+    num_layers: int = 2
+    """Number of hidden layers (the reference's fc1 plus layer_N = 1)."""
+    activation: str = "tanh"
+    """Hidden activation: "tanh" or "relu"."""
+    layer_norm: bool = True
+    """LayerNorm after every hidden layer."""
+    normalize_inputs: bool = True
+    """Normalise observations (and global state) with running mean/std; otherwise they pass unchanged."""
+    centralized_critic: bool = True
+    """MAPPO's centralised critic (global state or teammates' observations); False: V(own observation) only,
+    i.e. plain shared-policy PPO (the baseline of benchmarks/mappo_vs_ppo.py)."""
+
+    def __post_init__(self) -> None:
+        if int(self.hidden_units) < 1 or int(self.num_layers) < 1:
+            raise ConfigError(
+                f"network_settings needs hidden_units >= 1 and num_layers >= 1, "
+                f"got {self.hidden_units!r} and {self.num_layers!r}"
+            )

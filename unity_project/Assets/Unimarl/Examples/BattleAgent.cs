@@ -1,0 +1,68 @@
+// Battle agent, the Unity counterpart of sim/battle.py (behaviours "Battle" team 0 and 1, Team Id in
+// Behavior Parameters).
+//
+// Observations: three VectorSensorComponents on the agent, named so that ML-Agents' ordinal sort by sensor
+// name keeps the sim's order: "LocalView" (V x V x 5 floats around the agent, row-major with channels last:
+// walls (also outside the map), own team, other team, own team's hp, other team's hp), "Status" (the sim's
+// "Features": own hp fraction, own team alive fraction, other team alive fraction, episode progress) and
+// "position" ((column, row) / (size - 1), for mean-field neighbourhoods). The view travels as a flat vector;
+// a policy exported from the sim (which sends it as a rank-3 observation) expects the same values in C, H, W
+// order, which TryDecide's caller would have to transpose.
+// Actions: one branch of 21 (BattleArena.Moves / Attacks); WriteDiscreteActionMask disables moves into walls,
+// obstacles or occupied cells and attacks on cells without an enemy. Rewards and episodes: BattleArena.
+using System.Collections.Generic;
+using Unimarl.Unity;
+using Unity.MLAgents;
+using Unity.MLAgents.Actuators;
+using Unity.MLAgents.Sensors;
+using UnityEngine;
+
+namespace Unimarl.Examples
+{
+    public sealed class BattleAgent : Agent
+    {
+        [SerializeField] BattleArena m_Arena;
+        [SerializeField] int m_Team = 0;
+        [SerializeField] VectorSensorComponent m_LocalView;
+        [SerializeField] VectorSensorComponent m_Status;
+        [SerializeField] VectorSensorComponent m_Position;
+        [SerializeField] PolicyHotSwap m_HotSwap;
+
+        readonly float[] m_Mask = new float[BattleArena.NumActions];
+        readonly List<float[]> m_HeuristicInputs = new List<float[]> { null, null, null };
+
+        public int Team { get { return m_Team; } }
+        public Vector2Int Cell { get; set; }
+        public float Hp { get; set; }
+        public bool Alive { get; set; }
+        public int ChosenAction { get; private set; }
+
+        public override void CollectObservations(VectorSensor sensor)
+        {
+            m_LocalView.GetSensor().AddObservation(m_Arena.LocalView(this));
+            m_Status.GetSensor().AddObservation(m_Arena.Status(this));
+            m_Position.GetSensor().AddObservation(m_Arena.Position(this));
+        }
+
+        public override void WriteDiscreteActionMask(IDiscreteActionMask actionMask)
+        {
+            m_Arena.FillMask(this, m_Mask);
+            for (int action = 1; action < BattleArena.NumActions; action++)
+                if (m_Mask[action] == 0f) actionMask.SetActionEnabled(0, action, false);
+        }
+
+        public override void OnActionReceived(ActionBuffers actions)
+        {
+            ChosenAction = Mathf.Clamp(actions.DiscreteActions[0], 0, BattleArena.NumActions - 1);
+        }
+
+        public override void Heuristic(in ActionBuffers actionsOut)
+        {
+            m_HeuristicInputs[0] = m_Arena.LocalView(this);
+            m_HeuristicInputs[1] = m_Arena.Status(this);
+            m_HeuristicInputs[2] = m_Arena.Position(this);
+            m_Arena.FillMask(this, m_Mask);
+            m_HotSwap.TryDecide(m_HeuristicInputs, m_Mask, actionsOut);
+        }
+    }
+}
