@@ -28,6 +28,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--battles", type=int, default=50, help="battles to play (default 50)")
     p.add_argument("--num-envs", type=int, default=1, help="games played at once")
     p.add_argument("--greedy", action="store_true", help="argmax actions instead of sampled ones")
+    p.add_argument(
+        "--both-sides",
+        action="store_true",
+        help="play --battles with A on each team (2x battles) and report A's combined win rate",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--out-dir", default="results/eval", help="folder for game logs (default results/eval)")
@@ -36,7 +41,13 @@ def add_parser(sub: Any) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from unimarl.trainers.config import TrainConfig, apply_env_flag, load_config
     from unimarl.trainers.envs import EnvFactory, make_sim_build
-    from unimarl.trainers.evaluate import evaluate, format_report, load_side
+    from unimarl.trainers.evaluate import (
+        evaluate,
+        evaluate_both_sides,
+        format_both_sides,
+        format_report,
+        load_side,
+    )
 
     setup_logging("WARNING")
     try:
@@ -50,7 +61,8 @@ def run_eval(args: argparse.Namespace) -> int:
         factory = EnvFactory(
             env, config.engine_settings, dict(config.environment_parameters), str(out.resolve()), build
         )
-        report = evaluate(
+        play = evaluate_both_sides if args.both_sides else evaluate
+        report = play(
             factory,
             load_side(args.a),
             load_side(args.b),
@@ -61,7 +73,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     except expected_errors() as e:
         return report_error(e)
-    print(format_report(report))
+    print(format_both_sides(report) if args.both_sides else format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

@@ -221,5 +221,19 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_both_sides(report: dict[str, Any]) -> str:
+    """Both orientations' tables, then A's combined result (the report of :func:`evaluate_both_sides`)."""
+    lo, hi = report["win_rate_ci"]
+    as_first, as_second = report["per_orientation"]
+    return "\n\n".join(
+        [
+            *(format_report(r) for r in report["orientations"]),
+            f"{report['side']}: win rate {report['win_rate']:.2f} [{lo:.2f}, {hi:.2f}] over "
+            f"{report['battles']} battles ({report['wins']} W / {report['draws']} D / {report['losses']} L); "
+            f"on the first team {as_first:.2f}, on the second {as_second:.2f}",
+        ]
+    )
+
+
 def side_asdict(side: Side) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(side).items() if k != "weights"}

@@ -254,6 +254,12 @@ def read_manifest(run_path: str | Path) -> dict[str, Any]:
     try:
         return dict(json.loads(path.read_text()))
     except FileNotFoundError as e:
+        if (path.parent / "mean_field.json").exists():
+            raise RunExportError(
+                f"{run_path} is a mean-field run: its exportable policies are written at every checkpoint to "
+                f"{path.parent}/<policy>.onnx (listed in mean_field.json); pass a model file to "
+                "`unimarl play`. `unimarl export` rebuilds MAPPO runs only"
+            ) from e
         raise RunExportError(
             f"{path} does not exist: {run_path} is not a run folder with exported policies "
             "(train first, or pass the run folder that `unimarl train` printed)"

@@ -37,6 +37,7 @@ class RolloutPool(Protocol):
     """What the train loop needs from a pool."""
 
     def specs(self) -> dict[str, PolicySpec]: ...
+    def visual_layouts(self) -> dict[str, str]: ...
     def configure(self, plan: WorkerPlan) -> None: ...
     def collect(self, weights: Weights, horizon: int) -> list[RolloutResult]: ...
     def nodes(self) -> list[str]: ...
@@ -82,6 +83,9 @@ class SerialPool(SerialPushing):
 
     def specs(self) -> dict[str, PolicySpec]:
         return self._workers[0].specs()
+
+    def visual_layouts(self) -> dict[str, str]:
+        return self._workers[0].visual_layouts()
 
     def configure(self, plan: WorkerPlan) -> None:
         for worker in self._workers:
@@ -229,6 +233,9 @@ class RayPool(RayPushing):
 
     def specs(self) -> dict[str, PolicySpec]:
         return self._get([self._actors[0].specs.remote()], "specs")[0]
+
+    def visual_layouts(self) -> dict[str, str]:
+        return self._get([self._actors[0].visual_layouts.remote()], "visual layouts")[0]
 
     def configure(self, plan: WorkerPlan) -> None:
         self._get([a.configure.remote(plan) for a in self._actors], "configure")

@@ -237,6 +237,19 @@ class RolloutWorker(GamePushing):
                     self._views[behavior] = self._view(i, agent, behavior)
         return {b: v.spec for b, v in self._views.items()}
 
+    def visual_layouts(self) -> dict[str, str]:
+        """Layout ("CHW" or "HWC") of the visual observations of each behaviour whose game marks one (Unity
+        and sim games); exports record it so a model feeds the layout the game sends."""
+        from unimarl.trainers.policy_export import visual_layout_of  # imports torch.onnx: only when asked
+
+        layouts: dict[str, str] = {}
+        for env in self._envs:
+            for behavior, spec in getattr(env, "behavior_specs", {}).items():
+                layout = visual_layout_of(spec.observation_specs)
+                if layout is not None:
+                    layouts[behavior] = layout
+        return layouts
+
     def _view(self, env_i: int, agent: str, behavior: str) -> AgentView:
         env = self._envs[env_i]
         state = env_state(env) if self._has_state else None

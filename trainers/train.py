@@ -273,7 +273,9 @@ def _summarise(results: list[RolloutResult], acc: dict[str, list[float]]) -> Non
             acc[f"timers/{name}"].append(seconds)
 
 
-def _checkpoint(run: RunDir, policies: dict[str, MAPPOPolicy], c: _Counters) -> None:
+def _checkpoint(
+    run: RunDir, policies: dict[str, MAPPOPolicy], c: _Counters, layouts: dict[str, str] | None = None
+) -> None:
     run.save_checkpoint(
         {
             "counters": {
@@ -287,7 +289,12 @@ def _checkpoint(run: RunDir, policies: dict[str, MAPPOPolicy], c: _Counters) -> 
         },
         c.env_steps,
     )
-    export_policies(run.path, policies, c.env_steps)  # results/RUN_ID/onnx/ (unimarl.trainers.policy_export)
+    export_policies(run.path, policies, c.env_steps, layouts)  # results/RUN_ID/onnx/ (policy_export)
+
+
+def _policy_layouts(behavior_layouts: dict[str, str], behavior_policy: dict[str, str]) -> dict[str, str]:
+    """Visual layout per policy, from the layouts of the behaviours it drives."""
+    return {behavior_policy[b]: layout for b, layout in behavior_layouts.items() if b in behavior_policy}
 
 
 def _resume(run: RunDir, policies: dict[str, MAPPOPolicy], config: TrainConfig, device: str) -> _Counters:
@@ -381,7 +388,8 @@ def train(
             for i, (name, s) in enumerate(sorted(plan.policies.items()))
         }
         c = _resume(run, policies, config, device) if config.run.resume else _Counters()
-        hotswap = HotSwap(pool, run.path, plan.behavior_policy, config.hotswap.every)
+        layouts = _policy_layouts(pool.visual_layouts(), plan.behavior_policy)
+        hotswap = HotSwap(pool, run.path, plan.behavior_policy, config.hotswap.every, layouts)
         logger.info(
             "training %s on %s (%s workers x %s envs, device %s): %s",
             sorted(policies),
@@ -415,11 +423,11 @@ def train(
             session_s = cadence.clock()
             ending = _ending(stopper, config.run.max_seconds, session_s, c.env_steps >= sched["max_steps"])
             cadence.report(ending, plan.behavior_policy, hotswap.metrics)  # the last iteration always reports
-            cadence.checkpoint(lambda: _checkpoint(run, policies, c))
+            cadence.checkpoint(lambda: _checkpoint(run, policies, c, layouts))
             if ending:
                 stopped_by = ending
                 break
-        return cadence.finish(stopped_by, lambda: _checkpoint(run, policies, c))
+        return cadence.finish(stopped_by, lambda: _checkpoint(run, policies, c, layouts))
     finally:
         stopper.restore()
         if pool is not None:

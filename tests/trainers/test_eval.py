@@ -85,3 +85,23 @@ def test_cli_eval_scripted_beats_random(tmp_path: Path, capsys: pytest.CaptureFi
     assert report["battles"] == 6
     assert report["sides"]["scripted"]["kills_mean"] > report["sides"]["random"]["kills_mean"]
     assert "win rate" in capsys.readouterr().out
+
+
+def test_cli_eval_both_sides_combines_orientations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "battle.yaml"
+    cfg.write_text(
+        "env: {sim: battle, args: ['--team-size', '8', '--grid', '14', '--view', '5']}\n"
+        "environment_parameters: {max_steps: 40}\n"
+    )
+    out = tmp_path / "report.json"
+    args = ["eval", "scripted", "random", "--config", str(cfg), "--battles", "4", "--both-sides"]
+    code = main([*args, "--json", str(out), "--out-dir", str(tmp_path / "eval")])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["side"] == "scripted" and report["battles"] == 8
+    assert report["wins"] + report["draws"] + report["losses"] == 8
+    first, second = report["orientations"]
+    assert first["labels"] == ["scripted", "random"] and second["labels"] == ["random", "scripted"]
+    assert "on the second" in capsys.readouterr().out

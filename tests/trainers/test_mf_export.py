@@ -83,3 +83,12 @@ def test_training_exports_and_hot_swaps_mfac(tmp_path: Path) -> None:
     assert json.loads((result.run_dir / "onnx" / MANIFEST).read_text())["Battle?team=0"]["env_steps"] == 48
     assert result.last_metrics["counters/hotswap_pushed/Battle?team=0"] >= 1
     assert result.last_metrics["counters/hotswap_rejected/Battle?team=0"] == 0
+
+
+def test_unimarl_export_on_a_mean_field_run_says_where_its_models_are(tmp_path: Path) -> None:
+    from unimarl.trainers.policy_export import RunExportError, export_checkpoint
+
+    learner = MFACLearner(SPEC, MFACConfig(network=MLP))
+    export_mean_field(tmp_path, {"agent": learner}, env_steps=10)
+    with pytest.raises(RunExportError, match=r"mean-field run.*mean_field\.json"):
+        export_checkpoint(tmp_path)

@@ -290,3 +290,19 @@ def test_batched_gae_matches_per_trajectory_gae() -> None:
         )
         np.testing.assert_allclose(adv[rows], want_adv, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(ret[rows], want_ret, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("package", "layout"), [("2.2.1-exp.1", "HWC"), ("3.0.0", "CHW")])
+def test_worker_reports_the_games_visual_layout(tmp_path: Path, package: str, layout: str) -> None:
+    from unimarl.trainers.envs import make_sim_build
+    from unimarl.trainers.train import _policy_layouts
+
+    settings = EnvSettings(sim="visual", args=["--package-version", package])
+    build = make_sim_build(settings, tmp_path)
+    worker = RolloutWorker(EnvFactory(settings, run_dir=str(tmp_path), build_path=str(build)), 1)
+    try:
+        layouts = worker.visual_layouts()
+    finally:
+        worker.close()
+    assert layouts == {"Visual?team=0": layout}
+    assert _policy_layouts(layouts, {"Visual?team=0": "visual"}) == {"visual": layout}
