@@ -236,12 +236,13 @@ class UnityConnection:
         brains = list(message.unity_output.rl_initialization_output.brain_parameters)
         brains, self._pending_brains = self._pending_brains + brains, []
         rl_output = message.unity_output.rl_output
+        # side channels first: stats and policy acknowledgements survive an observation the decoder rejects
+        self._side_channels.process_incoming(bytes(rl_output.side_channel))
         output = decode_output(
             rl_output, brains, self._specs, visual_layout=self.visual_layout, nan_policy=self.nan_policy
         )
         self._specs.update(output.new_specs)
         self._n_decisions = {name: len(steps.decision) for name, steps in output.steps.items()}
-        self._side_channels.process_incoming(bytes(rl_output.side_channel))
         return output
 
     def _require_open(self, what: str) -> None:

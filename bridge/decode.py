@@ -58,6 +58,7 @@ _warned: set[tuple[str, str]] = set()
 _FIELDS = operator.attrgetter(
     "id", "reward", "group_id", "group_reward", "max_step_reached", "done", "observations", "action_mask"
 )
+_OBSERVATIONS = operator.attrgetter("observations")
 _DONE = 5
 
 
@@ -177,6 +178,9 @@ class _Decoder:
         n, n_obs = len(bodies), len(spec.observation_specs)
         observations = list(columns.observations)
         if n != len(infos) or len(observations) != n * n_obs:
+            return None
+        # equal totals can still hide agents with too many and too few observations: check each agent's count
+        if any(len(obs) != n_obs for obs in map(_OBSERVATIONS, infos)):
             return None
 
         def column(name: str, dtype: type) -> np.ndarray:

@@ -262,7 +262,7 @@ class UnityParallelEnv(ParallelEnv):
             if spec.is_hybrid:
                 raise ValueError("hybrid actions are converted per agent")
             if spec.discrete_size:
-                discrete[:] = np.asarray(chosen, np.int64).reshape(discrete.shape)
+                discrete[:] = _integral(np.asarray(chosen)).reshape(discrete.shape)
             else:
                 continuous[:] = np.asarray(chosen, np.float32).reshape(continuous.shape)
         except (ValueError, TypeError):
@@ -284,9 +284,9 @@ class UnityParallelEnv(ParallelEnv):
         try:
             if spec.is_hybrid:
                 continuous[:] = np.asarray(action["continuous"], np.float32).reshape(-1)
-                discrete[:] = np.asarray(action["discrete"]).reshape(-1)
+                discrete[:] = _integral(np.asarray(action["discrete"])).reshape(-1)
             elif spec.discrete_size:
-                discrete[:] = np.asarray(action).reshape(-1)
+                discrete[:] = _integral(np.asarray(action)).reshape(-1)
             else:
                 continuous[:] = np.asarray(action, np.float32).reshape(-1)
         except (ValueError, TypeError, KeyError, IndexError) as e:
@@ -392,3 +392,10 @@ def _agent_masks(branches: tuple[int, ...], batch: AgentBatch) -> list[Any]:
         return [shared[0] if len(shared) == 1 else tuple(shared)] * len(batch)
     allowed = [list((~m).astype(np.int8)) for m in batch.action_mask]
     return allowed[0] if len(allowed) == 1 else list(zip(*allowed, strict=True))
+
+
+def _integral(values: np.ndarray) -> np.ndarray:
+    """Discrete actions as int64; a non-integer value (1.7) raises ValueError instead of being truncated."""
+    if values.dtype.kind not in "iub" and not np.array_equal(values, np.rint(values)):
+        raise ValueError(f"discrete actions must be integers, got {values.tolist()!r}")
+    return values.astype(np.int64)

@@ -72,7 +72,7 @@ class PolicyRejectedError(ValueError):
     """A policy chunk was rejected: ``reason`` says why; ``behavior``/``version`` name the transfer.
 
     A ``ValueError`` (the wire layer has no error root of its own, as :class:`WireFormatError`); the bridge
-    reports it to callers as :class:`~unimarl.bridge.errors.PolicyChannelError`.
+    reports it to callers as :class:`~unimarl.bridge.policy_channel.PolicyChannelError`.
     """
 
     def __init__(

@@ -47,12 +47,19 @@ class SideChannels:
         self.handlers: dict[uuid.UUID, Callable[[bytes], None]] = {}
 
     def process(self, data: bytes) -> None:
-        """Apply the side-channel bytes of one input; malformed frames are logged and skipped."""
+        """Apply the side-channel bytes of one input; a malformed message is logged and skipped.
+
+        A message whose payload does not parse leaves the frames after it to be applied; broken framing
+        (a truncated frame) ends the data, as nothing after it can be located.
+        """
         if not data:
             return
         try:
             for channel_id, payload in unframe(data):
-                self._dispatch(channel_id, payload)
+                try:
+                    self._dispatch(channel_id, payload)
+                except WireFormatError as e:
+                    logger.warning("ignoring a malformed message on side channel %s: %s", channel_id, e)
         except WireFormatError as e:
             logger.warning("ignoring malformed side-channel data: %s", e)
 

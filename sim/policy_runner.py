@@ -124,15 +124,21 @@ class PolicyRunner:
         self, behavior: BehaviorDef, obs: list[np.ndarray], mask: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Deterministic actions (float32 ``[n, c]``, int32 ``[n, branches]``) of the received model."""
-        policy = self.policies[behavior.name]
-        feed = _feed(behavior, obs, mask, policy.channels_first)
-        n = len(obs[0])
-        names = ["deterministic_continuous_actions", "deterministic_discrete_actions"]
-        wanted = [names[0]] * bool(behavior.num_continuous) + [names[1]] * bool(behavior.discrete_branches)
-        results = dict(zip(wanted, policy.session.run(wanted, feed), strict=True))
-        continuous = np.asarray(results.get(names[0], np.zeros((n, 0))), np.float32)
-        discrete = np.asarray(results.get(names[1], np.zeros((n, 0))), np.int32)
-        return continuous, discrete
+        return _act(self.policies[behavior.name], behavior, obs, mask)
+
+
+def _act(
+    policy: LoadedPolicy, behavior: BehaviorDef, obs: list[np.ndarray], mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`PolicyRunner.act` with ``policy``."""
+    feed = _feed(behavior, obs, mask, policy.channels_first)
+    n = len(obs[0])
+    names = ["deterministic_continuous_actions", "deterministic_discrete_actions"]
+    wanted = [names[0]] * bool(behavior.num_continuous) + [names[1]] * bool(behavior.discrete_branches)
+    results = dict(zip(wanted, policy.session.run(wanted, feed), strict=True))
+    continuous = np.asarray(results.get(names[0], np.zeros((n, 0))), np.float32)
+    discrete = np.asarray(results.get(names[1], np.zeros((n, 0))), np.int32)
+    return continuous, discrete
 
 
 def _feed(
@@ -185,9 +191,7 @@ def _load(received: ReceivedPolicy, behavior: BehaviorDef) -> LoadedPolicy:
     zeros = [np.zeros((1, *o.shape), np.float32) for o in behavior.observations]
     layouts = _channels_first(session, behavior)
     loaded = LoadedPolicy(received.version, received.sha256, session, names, layouts)
-    runner = PolicyRunner(chw=True)
-    runner.policies[behavior.name] = loaded
-    continuous, discrete = runner.act(behavior, zeros, None)
+    continuous, discrete = _act(loaded, behavior, zeros, None)
     if continuous.shape != (1, behavior.num_continuous) or discrete.shape != (
         1,
         len(behavior.discrete_branches),

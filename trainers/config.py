@@ -321,6 +321,12 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(
             f"run.num_workers and env.num_envs must be >= 1, got {run.num_workers} and {config.env.num_envs}"
         )
+    if run.max_steps is not None and run.max_steps <= 0:
+        raise ConfigError(
+            f"run.max_steps must be > 0 (or unset for the behaviours' max_steps), got {run.max_steps}"
+        )
+    if run.max_seconds is not None and run.max_seconds <= 0:
+        raise ConfigError(f"run.max_seconds must be > 0 (or unset for no time budget), got {run.max_seconds}")
     if config.hotswap.every < 0:
         raise ConfigError(f"hotswap.every must be >= 0 (0 = on demand only), got {config.hotswap.every}")
     if config.env.editor and (config.env.num_envs != 1 or run.num_workers != 1):

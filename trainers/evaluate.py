@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import pickle
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ from unimarl.trainers.mf_config import MeanFieldHyperparameters
 from unimarl.trainers.mf_worker import MFPlan, MFPolicySetup, MFRolloutWorker, Outcome
 
 logger = logging.getLogger(__name__)
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)\.pt$")  # the names RunDir.save_checkpoint writes
 
 
 class EvaluationError(TrainerError):
@@ -55,14 +59,19 @@ def load_side(text: str) -> Side:
     path_text, _, policy = text.partition("#")
     path = Path(path_text)
     if path.is_dir():
-        found = sorted(path.glob("**/checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+        found = sorted(
+            (int(m[1]), p) for p in path.glob("**/checkpoint-*.pt") if (m := _CHECKPOINT.match(p.name))
+        )
         if not found:
             raise EvaluationError(f"no checkpoint-*.pt under {path}; pass a checkpoint file or a run folder")
-        path = found[-1]
+        path = found[-1][1]
     if not path.exists():
         raise EvaluationError(f"side '{text}': {path} does not exist; pass random, scripted or a checkpoint")
-    state = torch.load(path, weights_only=True)
-    setups = state.get("setups")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as e:
+        raise EvaluationError(f"{path} is not a readable checkpoint ({e}); pass a checkpoint-*.pt") from e
+    setups = state.get("setups") if isinstance(state, dict) else None
     if not setups:
         raise EvaluationError(f"{path} is not a checkpoint of a mean-field (mfq/mfac) run")
     name = policy or sorted(setups)[0]
@@ -144,6 +153,8 @@ def evaluate(
     timeout_s: float = 3600.0,
 ) -> dict[str, Any]:
     """Play until ``battles`` battles have finished; returns :func:`summarise`'s report (+ throughput)."""
+    if battles < 1 or num_envs < 1:
+        raise EvaluationError(f"battles={battles}, num_envs={num_envs}: pass --battles and --num-envs >= 1")
     worker = MFRolloutWorker(factory, num_envs, seed=seed)
     try:
         specs = worker.specs()

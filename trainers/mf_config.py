@@ -14,6 +14,7 @@ from typing import TypeAlias
 
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.errors import ConfigError
+from unimarl.trainers.meanfield import Neighbourhood
 from unimarl.trainers.mf_networks import NetworkConfig
 from unimarl.trainers.mfac import MFACConfig, MFACLearner
 from unimarl.trainers.mfq import MFQConfig, MFQLearner
@@ -102,7 +103,7 @@ class SelfPlaySettings:
 
 def check_settings(name: str, hp: MeanFieldHyperparameters, sp: SelfPlaySettings | None) -> None:
     """Cross-field checks of one mean-field behaviour, raised as ConfigError naming the key."""
-    if hp.neighbourhood not in ("team", "group", "radius"):
+    if hp.neighbourhood not in {n.value for n in Neighbourhood}:
         raise ConfigError(
             f"behaviors.{name}.hyperparameters.neighbourhood '{hp.neighbourhood}': use team, group or radius"
         )

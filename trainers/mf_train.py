@@ -107,9 +107,8 @@ def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetu
         if sp is not None and sp.sides == "both":
             swap.append((learner_behavior, opponent))
     learning = frozenset(n for n in policies if not n.startswith(OPPONENT_PREFIX))
-    behavior_policy = {b: a for b, a in actor.items()}
     plan = MFPlan(policies, actor, learning, swap_sides=tuple(swap))
-    return MFSetup(plan, behavior_policy, self_play)
+    return MFSetup(plan, dict(actor), self_play)
 
 
 def _weights(learners: dict[str, MFLearner], pools: dict[str, SnapshotPool]) -> dict[str, Any]:

@@ -259,7 +259,7 @@ class MFRolloutWorker(GamePushing):
                 info = st.infos.get(agent) or {}
                 if info.get("requested_decision", True):
                     acting[agent_behavior(env, agent, info)].append(agent)
-            for behavior in set(acting) | set(st.ended):
+            for behavior in sorted(set(acting) | set(st.ended)):  # sorted: same seed, same draws
                 names, ended = acting.get(behavior, []), st.ended.pop(behavior, [])
                 view = self._views[behavior]
                 actor = st.actors[behavior]
@@ -328,14 +328,13 @@ class MFRolloutWorker(GamePushing):
         if not agents:
             return None
         alive = np.array([False] * len(ended) + [True] * len(names))
-        sensors = [s for s in ended_split] + list(split)
+        sensors = [*ended_split, *split]
         positions = group_id = None
         if hp.neighbourhood == "radius":
+            # an agent that ended without a final observation has no position; it contributes none anyway
+            nowhere = np.zeros(int(np.prod(setup.spec.obs_shapes[hp.position_sensor])), np.float32)
             positions = np.stack(
-                [
-                    np.zeros(2, np.float32) if s is None else np.ravel(s[0][hp.position_sensor])
-                    for s in sensors
-                ]
+                [nowhere if s is None else np.ravel(s[0][hp.position_sensor]) for s in sensors]
             )
         elif hp.neighbourhood == "group":
             group_id = np.array([int((st.infos.get(a) or {}).get("group_id", 0)) for a in agents])
@@ -356,7 +355,7 @@ class MFRolloutWorker(GamePushing):
         """Credit rewards, stash ended agents, account the battle; reset finished non-Unity envs."""
         env, st = self._envs[i], self._state[i]
         obs, rewards, terminations, truncations, infos = result
-        before = list(st.returns)
+        before, prev_infos = list(st.returns), st.infos
         st.obs, st.infos = obs, infos
         st.steps += 1
         for agent, reward in rewards.items():
@@ -370,7 +369,7 @@ class MFRolloutWorker(GamePushing):
             if not (term or trunc or agent not in live):
                 continue
             ended_now += 1
-            behavior = agent_behavior(env, agent, (st.infos.get(agent) or infos.get(agent)))
+            behavior = agent_behavior(env, agent, infos.get(agent) or prev_infos.get(agent))
             st.ended[behavior].append((agent, obs.get(agent), term, trunc or not term))
             ep = st.returns.pop(agent)
             st.finished[behavior].append(ep)

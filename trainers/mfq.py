@@ -182,8 +182,13 @@ class MFQLearner(LearnerBase):
         return {"q_loss": float(loss.detach()), "q_mean": float(q_a.detach().mean())}
 
     def update(self) -> dict[str, float]:
-        """Run the gradient steps due; returns mean metrics (empty when none ran)."""
+        """Run the gradient steps due; returns mean metrics (empty when none ran).
+
+        Rounds that fall due before ``learning_starts`` transitions are stored are dropped, not run later in
+        one burst on the first data.
+        """
         if len(self.buffer) < self.config.learning_starts:
+            self._due = 0
             return {}
         logs = [self._gradient_step() for _ in range(self._due)]
         self._due = 0

@@ -27,6 +27,7 @@ import yaml
 
 from unimarl.bridge.parallel_env import UnityParallelEnv
 from unimarl.bridge.policy_channel import PolicyChannel
+from unimarl.trainers.envs import agent_behavior
 from unimarl.trainers.errors import TrainerError
 from unimarl.trainers.policy_export import ONNX_DIR, policy_for, read_manifest
 
@@ -151,11 +152,12 @@ def _play(
             excluded.update(game.agents)  # episodes under way at the swap began under the old policy
             continue
         for agent, reward in rewards.items():
-            if agent in excluded:
+            name = agent_behavior(game, agent, infos.get(agent))
+            if agent in excluded or name not in result.models:  # only agents acting from a pushed model
                 continue
             running[agent] = running.get(agent, 0.0) + float(reward)
             if terminations.get(agent) or truncations.get(agent):
-                result.returns[infos[agent].get("behavior", agent)].append(running.pop(agent))
+                result.returns[name].append(running.pop(agent))
                 finished += 1
     return result
 

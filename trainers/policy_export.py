@@ -41,6 +41,7 @@ from unimarl.trainers.errors import TrainerError
 from unimarl.trainers.mappo import MAPPOPolicy, NetworkSettings
 from unimarl.trainers.networks import Actor
 from unimarl.trainers.onnx_export import ExportReport, contract_obs_shape, export_actor
+from unimarl.trainers.run_dir import checkpoint_files
 
 logger = logging.getLogger(__name__)
 
@@ -282,9 +283,7 @@ def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:
     """Rewrite the run's models from its latest checkpoint (``unimarl export RUN_DIR``); raises on failure."""
     run_path = Path(run_path)
     manifest = read_manifest(run_path)
-    checkpoints = sorted(
-        (run_path / "checkpoints").glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1])
-    )
+    checkpoints = checkpoint_files(run_path / "checkpoints")
     if not checkpoints:
         raise RunExportError(f"no checkpoint in {run_path / 'checkpoints'}: train (or resume) the run first")
     state = torch.load(checkpoints[-1], weights_only=True, map_location="cpu")

@@ -25,6 +25,14 @@ CHECKPOINT_FORMAT = 1
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)\.pt$")
 
 
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The ``checkpoint-<env steps>.pt`` files in ``folder``, oldest (fewest env steps) first."""
+    if not folder.exists():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
 class RunDir:
     """Creates and writes one run folder; ``resume`` reuses an existing one."""
 
@@ -68,19 +76,13 @@ class RunDir:
         tmp = path.with_suffix(".tmp")
         torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
         tmp.replace(path)
-        for old in self._checkpoint_files()[: -self.keep_checkpoints]:
+        for old in checkpoint_files(self.checkpoints)[: -self.keep_checkpoints]:
             old.unlink()
         logger.info("checkpoint written: %s", path)
         return path
 
-    def _checkpoint_files(self) -> list[Path]:
-        if not self.checkpoints.exists():
-            return []
-        found = [(int(m.group(1)), p) for p in self.checkpoints.iterdir() if (m := _CHECKPOINT.match(p.name))]
-        return [p for _, p in sorted(found)]
-
     def latest_checkpoint(self) -> Path | None:
-        files = self._checkpoint_files()
+        files = checkpoint_files(self.checkpoints)
         return files[-1] if files else None
 
     def load_latest(self) -> dict[str, Any]:

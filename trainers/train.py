@@ -405,6 +405,7 @@ def train(
         while c.env_steps < sched["max_steps"]:
             results = pool.collect({n: p.get_weights() for n, p in policies.items()}, sched["time_horizon"])
             _adopt_late_policies(results, policies, plan, config, device)
+            hotswap.behavior_policy.update(plan.behavior_policy)  # late behaviours are pushed too
             t_learn = time.perf_counter()
             for name, policy in policies.items():
                 batches = [r.batches[name] for r in results if name in r.batches]

@@ -341,3 +341,16 @@ def test_column_path_names_an_agent_with_a_missing_observation() -> None:
     agents[2].observations.extend([float_obs([1.0, 2.0])])
     with pytest.raises(ObservationError, match="agent 2: 1 observations, expected 2"):
         decode(output(agents), [brain(continuous=1)])
+
+
+def test_observation_counts_are_checked_per_agent_not_only_in_total() -> None:
+    """Three observations on one agent and one on another add up to the expected total of four: the decoder
+    must still name the agent instead of shifting observations between agents."""
+    agents = [AgentInfoProto(id=i) for i in range(3)]
+    for agent in agents:
+        agent.observations.extend([float_obs([1.0, 2.0]), float_obs([3.0])])
+    decode(output(agents), [brain(continuous=1)])  # the spec: two observations per agent
+    agents[1].observations.append(float_obs([4.0]))
+    del agents[2].observations[1]
+    with pytest.raises(ObservationError, match="agent 1: 3 observations, expected 2"):
+        decode(output(agents), [brain(continuous=1)])

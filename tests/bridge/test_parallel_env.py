@@ -180,6 +180,8 @@ def test_missing_and_unknown_actions(make_env) -> None:
         env.step({a1: 3, f"{B}?agent_id=2": 0})
     with pytest.raises(ActionError, match="does not fit its action space Discrete"):
         env.step({a1: [0, 1], f"{B}?agent_id=2": 0})
+    with pytest.raises(ActionError, match=r"action 1\.7 for agent .*agent_id=1'.*must be integers"):
+        env.step({a1: 1.7, f"{B}?agent_id=2": 0})
 
 
 def test_reset_with_new_seed_reopens_and_names_move_on(make_env) -> None:

@@ -71,6 +71,8 @@ engine_settings: {time_scale: 1}
         ({"run": {"device": "tpu"}}, r"run.device must be auto, cpu or cuda, got 'tpu'"),
         ({"behaviors": {"x": {"hyperparameters": {"gamma": 2}}}}, r"gamma must lie in \[0, 1\]"),
         ({"env": {"editor": True, "num_envs": 4}}, r"--num-envs 1 --num-workers 1"),
+        ({"run": {"max_steps": 0}}, r"run.max_steps must be > 0 .*got 0"),
+        ({"run": {"max_seconds": -1}}, r"run.max_seconds must be > 0 .*got -1"),
     ],
 )
 def test_invalid_configs_raise_with_the_key_and_a_fix(data: dict, pattern: str) -> None:

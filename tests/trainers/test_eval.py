@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from unimarl.trainers.cli import main
-from unimarl.trainers.evaluate import EvaluationError, bootstrap_ci, load_side, summarise, wilson
+from unimarl.trainers.evaluate import (
+    EvaluationError,
+    Side,
+    bootstrap_ci,
+    evaluate,
+    load_side,
+    summarise,
+    wilson,
+)
 from unimarl.trainers.mf_worker import FIRST_ATTACK, Outcome, baseline_actions
 
 
@@ -54,6 +62,14 @@ def test_bad_sides_are_named(tmp_path: Path) -> None:
         load_side(str(tmp_path / "nope.pt"))
     with pytest.raises(EvaluationError, match="no checkpoint"):
         load_side(str(tmp_path))
+    (tmp_path / "checkpoint-best.pt").write_bytes(b"not a checkpoint")  # not a name RunDir writes
+    with pytest.raises(EvaluationError, match="no checkpoint"):
+        load_side(str(tmp_path))
+    with pytest.raises(EvaluationError, match="not a readable checkpoint"):
+        load_side(str(tmp_path / "checkpoint-best.pt"))
+    rand = Side("random", baseline="baseline:random")
+    with pytest.raises(EvaluationError, match="battles=0"):
+        evaluate(None, rand, rand, battles=0)  # checked before any game starts
 
 
 def test_cli_eval_scripted_beats_random(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -103,3 +103,18 @@ def test_mean_field_training_completes_on_ray(tmp_path: Path) -> None:
     assert result.env_steps >= 64 and result.iterations >= 16
     assert sorted((result.run_dir / "checkpoints").glob("*.pt"))
     assert any(k.startswith("Losses/") for k in result.last_metrics)
+
+
+def test_radius_mean_actions_with_an_agent_gone_without_final_observation() -> None:
+    from unimarl.trainers.mf_worker import MFRolloutWorker
+
+    worker = MFRolloutWorker(EnvFactory(EnvSettings(pettingzoo=f"{NAV}:make")), num_envs=1)
+    spec = worker.specs()["agent"]
+    hp = MeanFieldHyperparameters(**SMALL, neighbourhood="radius", radius=10.0)  # type: ignore[arg-type]
+    worker.configure(MFPlan({"p": MFPolicySetup(spec, "mfq", hp)}, {"agent": "p"}, frozenset({"p"})))
+    names = ["agent_1", "agent_2"]
+    split = [(list(np.ones((1, *spec.obs_shapes[0]), np.float32)), None) for _ in names]
+    # agent_0 vanished without a final observation: it has no position (the position sensor has 16 values)
+    means = worker._means(0, "agent", names, split, [("agent_0", None, False, True)], [None])
+    assert means is not None and means.shape == (3, 5)
+    worker.close()

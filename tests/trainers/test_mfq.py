@@ -144,6 +144,16 @@ def test_update_every_five_steps():
     assert learner.update() == {}
 
 
+def test_rounds_due_before_learning_starts_are_dropped():
+    cfg = MFQConfig(network=TINY_NET, batch_size=4, learning_starts=12, update_every=1)
+    learner = MFQLearner(TINY, cfg, seed=0)
+    for step in range(2):
+        learner.add(transitions(4, step))
+        assert learner.update() == {}
+    learner.add(transitions(4, 2))
+    assert learner.update()["gradient_steps"] == 1
+
+
 def test_rejects_continuous_or_multi_branch_actions():
     spec = PolicySpec(obs_shapes=((2,),), action_spec=ActionSpec(discrete_branches=(3, 2)))
     with pytest.raises(MeanFieldError, match="exactly one discrete branch"):
