@@ -49,6 +49,7 @@ from unimarl.protos import (
     CommandProto,
     UnityMessageProto,
     UnityRLInputProto,
+    all_capabilities,
 )
 
 logger = logging.getLogger(__name__)
@@ -207,9 +208,7 @@ class UnityConnection:
         init_in.communication_version = API_VERSION
         init_in.package_version = package_version()
         init_in.num_areas = self.num_areas
-        caps = init_in.capabilities
-        for field in caps.DESCRIPTOR.fields:
-            setattr(caps, field.name, True)
+        init_in.capabilities.CopyFrom(all_capabilities())
         return reply
 
     def reset(self) -> GameOutput:

@@ -30,6 +30,15 @@ API_VERSION = "1.5.0"
 #: gRPC method path of the single RPC; Unity is the client, the trainer the server.
 EXCHANGE_METHOD = "/communicator_objects.UnityToExternalProto/Exchange"
 
+
+def all_capabilities() -> UnityRLCapabilitiesProto:
+    """Every capability flag set: what both sides of unimarl announce (the trainer and the stand-in games)."""
+    caps = UnityRLCapabilitiesProto()
+    for field in caps.DESCRIPTOR.fields:
+        setattr(caps, field.name, True)
+    return caps
+
+
 __all__ = [
     "API_VERSION",
     "EXCHANGE_METHOD",
@@ -50,4 +59,5 @@ __all__ = [
     "UnityRLInitializationOutputProto",
     "UnityRLInputProto",
     "UnityRLOutputProto",
+    "all_capabilities",
 ]

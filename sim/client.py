@@ -53,7 +53,7 @@ from unimarl.protos import (
     EXCHANGE_METHOD,
     CommandProto,
     UnityMessageProto,
-    UnityRLCapabilitiesProto,
+    all_capabilities,
 )
 from unimarl.protos.policy_wire import POLICY_CHANNEL_ID
 from unimarl.sim import encode
@@ -153,7 +153,7 @@ class Client:
         bad = self.args.misbehave is not None and self.args.misbehave.mode == "bad-version"
         init.communication_version = "2.0.0" if bad else API_VERSION
         init.package_version = self.args.package_version
-        init.capabilities.CopyFrom(_all_capabilities())
+        init.capabilities.CopyFrom(all_capabilities())
         reply = self.call(hello.SerializeToString())
         if reply.header.status == STATUS_CLOSE:
             raise SimExit(EXIT_QUIT, f"trainer refused the handshake: {reply.header.message!r}")
@@ -306,18 +306,6 @@ class Client:
             self._channel.close()
             if self.record is not None:
                 self.record.close()
-
-
-def _all_capabilities() -> UnityRLCapabilitiesProto:
-    return UnityRLCapabilitiesProto(
-        baseRLCapabilities=True,
-        concatenatedPngObservations=True,
-        compressedChannelMapping=True,
-        hybridActions=True,
-        trainingAnalytics=True,
-        variableLengthObservation=True,
-        multiAgentGroups=True,
-    )
 
 
 def _package_major(version: str) -> int:
