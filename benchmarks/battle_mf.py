@@ -6,8 +6,12 @@ both sides of the game (``self_play.sides: both``: learner and frozen snapshot t
 battle). Then ``--battles`` battles are played per orientation: the mean-field learner on team 0 against its
 baseline on team 1, and sides swapped. Printed: the budget, training throughput in agent steps/s (ratio to
 the baseline's), and the mean-field learner's win rate per orientation and combined, with a Wilson interval.
+With ``--fairness-battles N``, first the game's own side balance: the scripted baseline against itself, team
+0's win rate (0.50 when neither side is favoured; the game is mirror-symmetric, see
+:mod:`unimarl.sim.battle`).
 
-    .venv/bin/python benchmarks/battle_mf.py --train-steps 6000 --battles 50 --pairs mfq,mfac
+    .venv/bin/python benchmarks/battle_mf.py --train-steps 5000 --battles 50 --pairs mfq,mfac \
+        --fairness-battles 100
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 from unimarl.trainers.config import EnvSettings, config_from_dict
 from unimarl.trainers.envs import EnvFactory, make_sim_build
-from unimarl.trainers.evaluate import evaluate_both_sides, load_side
+from unimarl.trainers.evaluate import evaluate, evaluate_both_sides, load_side
 from unimarl.trainers.train import train
 
 PAIRS = {"mfq": (("MF-Q", True), ("IQL", False)), "mfac": (("MF-AC", True), ("AC", False))}
@@ -72,6 +76,28 @@ def train_one(args: argparse.Namespace, trainer: str, name: str, mean: bool, res
     }
 
 
+def side_balance(factory: EnvFactory, args: argparse.Namespace) -> dict[str, Any]:
+    """The scripted baseline against itself: team 0's win rate shows whether the game favours a side."""
+    scripted = load_side("scripted")
+    report = evaluate(
+        factory,
+        scripted,
+        scripted,
+        battles=args.fairness_battles,
+        num_envs=max(args.num_envs, 2),
+        seed=args.seed,
+    )
+    team0 = report["sides"][report["labels"][0]]
+    assert team0["behavior"] == "Battle?team=0", team0["behavior"]  # side A drives the first behaviour
+    lo, hi = team0["win_rate_ci"]
+    print(
+        f"side balance: scripted vs scripted, team 0 win rate {team0['win_rate']:.2f} [{lo:.2f}, {hi:.2f}] "
+        f"over {report['battles']} battles ({team0['wins']} W / {team0['draws']} D / {team0['losses']} L; "
+        "0.50 = no side favoured)"
+    )
+    return report
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-steps", type=int, default=2000, help="env steps of training per learner")
@@ -87,6 +113,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--backend", default="serial", choices=("serial", "ray"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--fairness-battles", type=int, default=0, help="first play scripted vs scripted this often (0: skip)"
+    )
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -106,6 +135,8 @@ def main() -> None:
         f"{args.battles} battles per orientation"
     )
     out: dict[str, Any] = {"args": vars(args)}
+    if args.fairness_battles:
+        out["fairness"] = side_balance(factory, args)
     for trainer in args.pairs.split(","):
         (mf, _), (base, _) = PAIRS[trainer]
         runs = {name: train_one(args, trainer, name, mean, results) for name, mean in PAIRS[trainer]}

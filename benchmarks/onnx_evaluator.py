@@ -1,11 +1,13 @@
 """Time per decision of the plug-in's C# evaluator (Mono) vs onnxruntime, same model, same run.
 
-The model is a typical exported actor: 32 observations, two hidden layers of 64 (LayerNorm, tanh), one
-discrete
-branch of 5. Both run the full contract graph (sampled and deterministic outputs) at batch 1 and 64 on one
-thread. Needs ``mcs`` and ``mono`` (``apt-get install -y mono-mcs``).
+Two models: ``mlp``, a typical exported actor (32 observations, two hidden layers of 64 with LayerNorm and
+tanh, one discrete branch of 5); ``conv``, a battle-sized MF-Q self-play opponent (the battle sim's 13x13x5
+local view plus its vectors, the mean-field learners' default ``encoder: conv``: two 3x3 convs of 32 channels,
+256 dense units, head [128, 64], 21 actions, ``mean_action`` input). Both runtimes run the full contract graph
+(sampled and deterministic outputs) at batch 1 and 64 on one thread. Needs ``mcs`` and ``mono``
+(``apt-get install -y mono-mcs``).
 
-    .venv/bin/python benchmarks/onnx_evaluator.py [--iterations 2000]
+    .venv/bin/python benchmarks/onnx_evaluator.py [--iterations 2000] [--models mlp,conv]
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import torch
 
 from unimarl.bridge.spec import ActionSpec
 from unimarl.trainers.batch import PolicySpec
+from unimarl.trainers.mf_config import MeanFieldHyperparameters, make_learner
+from unimarl.trainers.mf_export import policy_model
 from unimarl.trainers.networks import Actor
-from unimarl.trainers.onnx_export import export_actor
+from unimarl.trainers.onnx_export import contract_obs_shape, export_actor
+from unimarl.trainers.policy_export import infer_visual_layout
 
 PLUGIN = Path(__file__).resolve().parents[1] / "unity_project" / "Packages" / "com.unimarl.plugin"
 TIMEOUT_S = 300
@@ -78,34 +83,74 @@ def time_mono(exe: Path, model: Path, inputs: Path, iterations: int) -> float:
     return float(done.stdout.split()[-1])
 
 
+def mlp_model(path: Path) -> tuple[PolicySpec, int, str]:
+    """The MLP actor; returns its spec, mean-action width (0) and a description."""
+    spec = PolicySpec(((32,),), ActionSpec(0, (5,)))
+    torch.manual_seed(0)
+    actor = Actor(spec, hidden_sizes=(64, 64), activation="tanh", layer_norm=True).eval()
+    export_actor(actor, spec, path)
+    return spec, 0, "mlp: obs 32, 2x64 LayerNorm+tanh, discrete 5"
+
+
+def conv_model(path: Path) -> tuple[PolicySpec, int, str]:
+    """The battle-sized MF-Q conv policy (default mean-field network sizes)."""
+    spec = PolicySpec(((13, 13, 5), (4,), (2,)), ActionSpec(0, (21,)))
+    torch.manual_seed(0)
+    policy_model(make_learner("mfq", spec, MeanFieldHyperparameters(encoder="conv")), path)
+    return (
+        spec,
+        21,
+        "conv: view 13x13x5 + 4 + 2, Conv 3x3 x32 x2, 256, head [128, 64], 21 actions, mean_action",
+    )
+
+
+MODELS = {"mlp": mlp_model, "conv": conv_model}
+
+
+def feed_for(spec: PolicySpec, mean_action: int, batch: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(batch)
+    layout = infer_visual_layout(spec.obs_shapes)
+    feed = {
+        f"obs_{i}": rng.normal(size=(batch, *contract_obs_shape(s, layout))).astype(np.float32)
+        for i, s in enumerate(spec.obs_shapes)
+    }
+    feed["action_masks"] = np.ones((batch, spec.mask_size), np.float32)
+    if mean_action:
+        feed["mean_action"] = np.full((batch, mean_action), 1.0 / mean_action, np.float32)
+    return feed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--models", default="mlp,conv", help="comma-separated subset of " + ",".join(MODELS))
     args = parser.parse_args(argv)
     if shutil.which("mcs") is None or shutil.which("mono") is None:
         print("mcs/mono not found: apt-get install -y mono-mcs", file=sys.stderr)
         return 1
-    spec = PolicySpec(((32,),), ActionSpec(0, (5,)))
-    torch.manual_seed(0)
-    actor = Actor(spec, hidden_sizes=(64, 64), activation="tanh", layer_norm=True).eval()
+    names = args.models.split(",")
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        print(f"unknown --models {unknown}: choose from {sorted(MODELS)}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model = work / "actor.onnx"
-        export_actor(actor, spec, model)
         exe = build(work)
-        print(f"model: obs 32, 2x64 LayerNorm+tanh, discrete 5; {args.iterations} runs each, 1 thread")
-        print(f"{'batch':>5} {'onnxruntime us':>15} {'C# (Mono) us':>13} {'C#/ort':>7}")
-        for batch in (1, 64):
-            rng = np.random.default_rng(batch)
-            feed = {
-                "obs_0": rng.normal(size=(batch, 32)).astype(np.float32),
-                "action_masks": np.ones((batch, 5), np.float32),
-            }
-            inputs = work / f"inputs_{batch}.bin"
-            write_inputs(inputs, feed)
-            ort_s = time_onnxruntime(model, feed, args.iterations)
-            mono_s = time_mono(exe, model, inputs, args.iterations)
-            print(f"{batch:>5} {ort_s * 1e6:>15.1f} {mono_s * 1e6:>13.1f} {mono_s / ort_s:>7.1f}")
+        print(f"{args.iterations} runs each, 1 thread; baseline: onnxruntime on the same model in this run")
+        print(f"{'model':>5} {'batch':>5} {'onnxruntime us':>15} {'C# (Mono) us':>13} {'C#/ort':>7}")
+        for name in names:
+            model = work / f"{name}.onnx"
+            spec, mean_action, description = MODELS[name](model)
+            print(description)
+            for batch in (1, 64):
+                feed = feed_for(spec, mean_action, batch)
+                inputs = work / f"{name}_inputs_{batch}.bin"
+                write_inputs(inputs, feed)
+                ort_s = time_onnxruntime(model, feed, args.iterations)
+                mono_s = time_mono(exe, model, inputs, args.iterations)
+                print(
+                    f"{name:>5} {batch:>5} {ort_s * 1e6:>15.1f} {mono_s * 1e6:>13.1f} {mono_s / ort_s:>7.1f}"
+                )
     return 0
 
 

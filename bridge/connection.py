@@ -119,6 +119,7 @@ class UnityConnection:
         self.additional_args = tuple(additional_args)
         self.log_dir = log_dir
         self.nan_policy = nan_policy
+        self._nan_warned: set[tuple[str, str]] = set()  # "warn": once per behaviour/observation of this game
         self.worker_id = worker_id
         self.stats = StatsSideChannel()
         self._side_channels = SideChannelManager([self.stats, *side_channels])
@@ -238,7 +239,12 @@ class UnityConnection:
         # side channels first: stats and policy acknowledgements survive an observation the decoder rejects
         self._side_channels.process_incoming(bytes(rl_output.side_channel))
         output = decode_output(
-            rl_output, brains, self._specs, visual_layout=self.visual_layout, nan_policy=self.nan_policy
+            rl_output,
+            brains,
+            self._specs,
+            visual_layout=self.visual_layout,
+            nan_policy=self.nan_policy,
+            warned=self._nan_warned,
         )
         self._specs.update(output.new_specs)
         self._n_decisions = {name: len(steps.decision) for name, steps in output.steps.items()}

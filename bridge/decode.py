@@ -18,8 +18,9 @@ Semantics:
   path, which validates and names the faulty agent.
 - PNG observations are decoded by :mod:`unimarl.bridge.png` to HWC and moved to CHW for 3.x games.
 - Variable-length observations (``VARIABLE_SIZE`` flag) are zero-padded to the declared shape.
-- NaN/inf in observations or rewards: ``nan_policy`` "raise" (ObservationError), "warn" (log once per
-  behaviour and observation, replace with 0) or "ignore".
+- NaN/inf in observations or rewards: ``nan_policy`` "raise" (ObservationError), "warn" (replace with 0 and
+  log once per behaviour and observation of one game: the caller passes its own ``warned`` set, so one game's
+  warning never silences another's) or "ignore".
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 NAN_POLICIES = ("raise", "warn", "ignore")
 LAYOUTS = ("CHW", "HWC")
 _PNG = 1
-_warned: set[tuple[str, str]] = set()
 # Every AgentInfoProto field the decoder reads, fetched in one C-level call per agent.
 _FIELDS = operator.attrgetter(
     "id", "reward", "group_id", "group_reward", "max_step_reached", "done", "observations", "action_mask"
@@ -80,8 +80,14 @@ def decode_output(
     *,
     visual_layout: str,
     nan_policy: str = "raise",
+    warned: set[tuple[str, str]] | None = None,
 ) -> GameOutput:
-    """Decode one output of the game; ``brain_parameters`` are those announced in this same message."""
+    """Decode one output of the game; ``brain_parameters`` are those announced in this same message.
+
+    ``warned``: (behaviour, observation) pairs already warned about under ``nan_policy="warn"``, updated in
+    place; keep one set per game (:class:`~unimarl.bridge.connection.UnityConnection` does). None: warn for
+    every message that holds NaN/inf.
+    """
     if visual_layout not in LAYOUTS:
         raise ValueError(f"visual_layout must be one of {LAYOUTS}, got {visual_layout!r}")
     if nan_policy not in NAN_POLICIES:
@@ -106,7 +112,7 @@ def decode_output(
             f"agent infos for behaviour(s) {unknown} that were never announced with brain parameters; "
             f"known behaviours: {sorted(specs)}"
         )
-    decoder = _Decoder(visual_layout, nan_policy)
+    decoder = _Decoder(visual_layout, nan_policy, set() if warned is None else warned)
     steps = {
         name: decoder.behavior(spec, infos_by_name.get(name, ()), lists.get(name))
         for name, spec in specs.items()
@@ -145,9 +151,10 @@ def _spec_from_proto(brain: BrainParametersProto, first: AgentInfoProto) -> Beha
 class _Decoder:
     """Decoding of one message; holds the options so the helpers stay small."""
 
-    def __init__(self, layout: str, nan_policy: str) -> None:
+    def __init__(self, layout: str, nan_policy: str, warned: set[tuple[str, str]]) -> None:
         self.layout = layout
         self.nan_policy = nan_policy
+        self.warned = warned
 
     def behavior(
         self, spec: BehaviorSpec, infos: Sequence[AgentInfoProto], records: Any = None
@@ -349,8 +356,8 @@ class _Decoder:
                 f"behaviour {behavior!r} agent(s) {bad_ids}: {what} holds NaN or inf; "
                 "fix the game's sensor or reward, or pass nan_policy='warn' to replace them with 0"
             )
-        if (behavior, what) not in _warned:
-            _warned.add((behavior, what))
+        if (behavior, what) not in self.warned:
+            self.warned.add((behavior, what))
             logger.warning(
                 "behaviour %r agent(s) %s: %s holds NaN or inf, replaced with 0 (logged once)",
                 behavior,

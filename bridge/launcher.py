@@ -33,6 +33,8 @@ from unimarl.bridge.errors import LaunchError
 logger = logging.getLogger(__name__)
 
 _SUFFIXES = (".app", ".exe", ".x86_64", ".x86")
+KILL_WAIT_S = 5.0
+"""How long :meth:`GameProcess.terminate` waits for the game to go after SIGKILL before giving up on it."""
 
 
 def _strip_suffix(path: Path) -> Path:
@@ -139,7 +141,8 @@ class GameProcess:
     def terminate(self, grace: float = 10.0) -> int | None:
         """Wait up to ``grace`` s for the game to exit, then end its process group (SIGTERM, then SIGKILL).
 
-        Returns the exit code. Safe to call more than once.
+        Returns the exit code (None if the game outlived SIGKILL by :data:`KILL_WAIT_S`; logged, never
+        raised). Safe to call more than once.
         """
         try:
             self.popen.wait(timeout=grace)
@@ -152,10 +155,25 @@ class GameProcess:
                 self.popen.wait(timeout=min(grace, 3.0))
             except subprocess.TimeoutExpired:
                 self._signal_group(signal.SIGKILL)
-                self.popen.wait(timeout=5.0)
+                self._wait_after_kill()
         # Children the game left behind in its group go too.
         self._signal_group(signal.SIGKILL)
         return self.popen.returncode
+
+    def _wait_after_kill(self) -> None:
+        """Reap the game after SIGKILL; a process that outlives it (e.g. stuck in the kernel) is logged and
+        left behind, so closing never raises."""
+        try:
+            self.popen.wait(timeout=KILL_WAIT_S)
+        except subprocess.TimeoutExpired:
+            logger.error(
+                "game pid %d (%s, log: %s) is still running %.1f s after SIGKILL; giving up on it "
+                "(check for a process stuck in uninterruptible I/O)",
+                self.pid,
+                self.build_path,
+                self.log_path,
+                KILL_WAIT_S,
+            )
 
     def _signal_group(self, sig: int) -> None:
         if sys.platform == "win32":

@@ -4,25 +4,38 @@ Behaviours ``Battle?team=0`` and ``Battle?team=1``, ``--team-size`` agents each 
 ``--grid`` x ``--grid`` map (default 40) with walls on the border and random obstacles (``--obstacles``
 fraction of cells, fixed per area). Agent ids: area k, team t, index j -> ``k * 2T + t * T + j``.
 
-Observations (rank-3 layout follows the package version, see :mod:`unimarl.sim.encode`):
+Fairness: the map is mirror-symmetric (obstacles are drawn for the left half and mirrored; the border is
+walls), team 0 starts in columns ``[1, size // 2)`` and team 1 in the mirrored columns
+``[size - size // 2, size - 1)``, and each team sees and acts in its own *egocentric frame*: team 1's
+columns are mirrored (column c is seen as ``size - 1 - c``), so every agent sees its own start on the
+left and the enemy's on the right. A team-1 agent therefore gets exactly the observation and mask a team-0
+agent gets in the mirrored position, and the same action number does the mirrored thing; a policy trained
+on one side plays the other identically. Rows are never mirrored. The wire format and the spec are the same
+for both teams.
 
-* ``LocalView``: ``(V, V, 5)`` floats around the agent (``--view`` V, default 13); channels: walls (also
-  outside the map), own team, other team, own team's hp, other team's hp (hp / max hp);
+Observations (rank-3 layout follows the package version, see :mod:`unimarl.sim.encode`), all in the
+observing team's frame:
+
+* ``LocalView``: ``(V, V, 5)`` floats around the agent (``--view`` V, default 13; row r, column c of the
+  view is the cell ``(r - V//2, c - V//2)`` away in the team's frame); channels: walls (also outside the
+  map), own team, other team, own team's hp, other team's hp (hp / max hp);
 * ``Features``: own hp fraction, own team alive fraction, other team alive fraction, episode progress;
-* ``position``: ``(x, y)`` = (column, row) / (size - 1), for radius-based mean-field neighbourhoods.
+* ``position``: ``(x, y)`` = (column, row) / (size - 1) in the team's frame (team 1: ``x = 1 - column /
+  (size - 1)``); distances are the same in both frames, as radius-based mean-field neighbourhoods need.
 
 Actions: one discrete branch of 21: 0 stay; 1-12 move to a cell within Manhattan distance 2
-(:data:`MOVES`); 13-20 attack one of the 8 adjacent cells (:data:`ATTACKS`). Masks (True = disabled):
-moves into walls, obstacles or occupied cells; attacks on cells without an enemy. Attacks resolve first
-(on positions before moving); then deaths; then moves in a random order, the first mover winning a
-contested cell.
+(:data:`MOVES`); 13-20 attack one of the 8 adjacent cells (:data:`ATTACKS`); offsets ``(row, column)`` in
+the team's frame (team 1's column offsets are negated on the map; :data:`MIRRORED_ACTION` maps an action to
+the one with the mirrored offset). Masks (True = disabled): moves into walls, obstacles or occupied cells;
+attacks on cells without an enemy. Attacks resolve first (on positions before moving); then deaths; then
+moves in a random order, the first mover winning a contested cell.
 
 Hp 10, damage 2 per attack. Rewards: +0.2 per hit dealt, +5 per kill (to every attacker that hit the
 victim that step), -1 on death, -0.005 per step. A dead agent is reported done once and not again in that
 episode. The episode ends when a team is wiped out (done) or after ``max_steps`` steps (flag or
 EnvironmentParameters key ``max_steps``, default 400; ``max_step_reached``); then every agent restarts with
 the same id. Stats per episode (AVERAGE): ``Battle/kills_team0``, ``Battle/kills_team1``,
-``Battle/team0_win`` (1 win, 0 loss, 0.5 draw).
+``Battle/team0_win`` (1: team 0 made more kills, 0: fewer, 0.5: as many; a wiped-out team has fewer).
 """
 
 from __future__ import annotations
@@ -42,13 +55,28 @@ MOVES = np.array(
 ATTACKS = np.array([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)], np.int64)
 NUM_ACTIONS = 1 + len(MOVES) + len(ATTACKS)
 FIRST_ATTACK = 1 + len(MOVES)
+
+
+def _mirrored(offsets: np.ndarray) -> list[int]:
+    """Index, in ``offsets``, of each offset with its column negated."""
+    rows = [tuple(o) for o in offsets.tolist()]
+    return [rows.index((r, -c)) for r, c in rows]
+
+
+#: Action -> the action whose offset has the column negated (stay -> stay); an involution.
+MIRRORED_ACTION = np.array(
+    [0, *(1 + i for i in _mirrored(MOVES)), *(FIRST_ATTACK + i for i in _mirrored(ATTACKS))], np.int64
+)
 MAX_HP, DAMAGE = 10.0, 2.0
 HIT_REWARD, KILL_REWARD, DEATH_PENALTY, STEP_COST = 0.2, 5.0, -1.0, -0.005
 _PAD = 2  # padding of the lookup grids: the longest move or attack reach
 
 
 class Arena:
-    """One area's grid and agents; agents 0..T-1 are team 0, T..2T-1 team 1."""
+    """One area's grid and agents; agents 0..T-1 are team 0, T..2T-1 team 1.
+
+    ``pos`` is on the map (row, column); ``action`` holds each agent's action in its team's frame.
+    """
 
     def __init__(
         self, size: int, team_size: int, view: int, obstacles: float, rng: np.random.Generator
@@ -57,8 +85,15 @@ class Arena:
         self.wall = np.zeros((size, size), bool)
         self.wall[[0, -1], :] = True
         self.wall[:, [0, -1]] = True
-        self.wall[1:-1, 1:-1] |= rng.random((size - 2, size - 2)) < obstacles
+        interior = rng.random((size - 2, size - 2)) < obstacles
+        width = size - 2
+        left = (width + 1) // 2  # the left half of the interior, with the middle column if there is one
+        interior[:, width - left :] = interior[:, :left][:, ::-1]
+        self.wall[1:-1, 1:-1] |= interior
         self.team = np.repeat(np.arange(2), team_size)
+        #: Per agent, the (row, column) signs from its team's frame to the map: team 1 mirrors columns.
+        self.frame = np.ones((2 * team_size, 2), np.int64)
+        self.frame[team_size:, 1] = -1
         n = 2 * team_size
         self.pos = np.zeros((n, 2), np.int64)
         self.hp = np.zeros(n, np.float32)
@@ -70,7 +105,7 @@ class Arena:
 
     def reset(self) -> None:
         half = self.size // 2
-        for team, first_col, end_col in ((0, 1, half), (1, half, self.size - 1)):
+        for team, first_col, end_col in ((0, 1, half), (1, self.size - half, self.size - 1)):
             free = np.argwhere(~self.wall[:, first_col:end_col])
             if len(free) < self.t:
                 raise ValueError(
@@ -113,7 +148,8 @@ class Arena:
 
     def _attack(self, occ: np.ndarray, live: np.ndarray) -> dict[int, list[int]]:
         attackers = live[self.action[live] >= FIRST_ATTACK]
-        target = self.pos[attackers] + ATTACKS[self.action[attackers] - FIRST_ATTACK] + _PAD
+        offset = ATTACKS[self.action[attackers] - FIRST_ATTACK] * self.frame[attackers]
+        target = self.pos[attackers] + offset + _PAD
         victim = occ[target[:, 0], target[:, 1]]
         valid = victim >= 0
         valid[valid] = self.team[victim[valid]] != self.team[attackers[valid]]
@@ -129,7 +165,7 @@ class Arena:
         live = np.nonzero(self.alive)[0]
         movers = live[(self.action[live] >= 1) & (self.action[live] < FIRST_ATTACK)]
         movers = movers[self.rng.permutation(len(movers))]
-        target = self.pos[movers] + MOVES[self.action[movers] - 1]
+        target = self.pos[movers] + MOVES[self.action[movers] - 1] * self.frame[movers]
         row, col = target[:, 0] + _PAD, target[:, 1] + _PAD
         free = (self.occupancy()[row, col] < 0) & ~self.blocked()[row, col]
         movers, target = movers[free], target[free]
@@ -140,17 +176,18 @@ class Arena:
         """``bool [n, 21]``, True = disabled."""
         occ, blocked = self.occupancy(), self.blocked()
         pos = self.pos[agents] + _PAD
+        frame = self.frame[agents][:, None, :]
         mask = np.zeros((len(agents), NUM_ACTIONS), bool)
-        to = pos[:, None, :] + MOVES[None]
+        to = pos[:, None, :] + MOVES[None] * frame
         mask[:, 1:FIRST_ATTACK] = blocked[to[..., 0], to[..., 1]] | (occ[to[..., 0], to[..., 1]] >= 0)
-        hit = pos[:, None, :] + ATTACKS[None]
+        hit = pos[:, None, :] + ATTACKS[None] * frame
         other = occ[hit[..., 0], hit[..., 1]]
         enemy = (other >= 0) & (self.team[np.maximum(other, 0)] != self.team[agents][:, None])
         mask[:, FIRST_ATTACK:] = ~enemy
         return mask
 
     def observe(self, agents: np.ndarray, max_steps: int) -> list[np.ndarray]:
-        """LocalView [n, V, V, 5], Features [n, 4], position [n, 2] of ``agents`` (all of one team)."""
+        """LocalView [n, V, V, 5], Features [n, 4], position [n, 2] of ``agents`` (one team), in its frame."""
         r = self.view // 2
         team = int(self.team[agents[0]]) if len(agents) else 0
         grid = np.zeros((self.size + 2 * r, self.size + 2 * r, 5), np.float32)
@@ -163,12 +200,15 @@ class Arena:
             grid[rows, cols, channel + 2] = self.hp[members] / MAX_HP
         windows = sliding_window_view(grid, (self.view, self.view), axis=(0, 1))  # [H, W, 5, V, V]
         view = windows[self.pos[agents, 0], self.pos[agents, 1]].transpose(0, 2, 3, 1)
+        col = self.pos[agents, 1]
+        if team == 1:
+            view, col = view[:, :, ::-1], self.size - 1 - col
         features = np.empty((len(agents), 4), np.float32)
         features[:, 0] = self.hp[agents] / MAX_HP
         features[:, 1] = self.alive[self.team == team].mean()
         features[:, 2] = self.alive[self.team != team].mean()
         features[:, 3] = self.ep_step / max_steps
-        position = (self.pos[agents][:, ::-1] / (self.size - 1)).astype(np.float32)
+        position = (np.stack([col, self.pos[agents, 0]], axis=1) / (self.size - 1)).astype(np.float32)
         return [np.ascontiguousarray(view), features, position]
 
 
@@ -258,7 +298,7 @@ class Battle(Game):
                 if ended and len(survivors):
                     parts[team].append(self._part(k, survivors, True, not any(wiped)))
             if ended:
-                self._episode_stats(arena, wiped)
+                self._episode_stats(arena)
                 arena.reset()
             for team in (0, 1):
                 parts[team].append(
@@ -268,10 +308,11 @@ class Battle(Game):
             BEHAVIORS[t]: AgentBatch.concat(parts[t]) for t in (0, 1) if any(len(p) for p in parts[t])
         }
 
-    def _episode_stats(self, arena: Arena, wiped: list[bool]) -> None:
+    def _episode_stats(self, arena: Arena) -> None:
         self.record_stat("Battle/kills_team0", float(arena.kills[0]))
         self.record_stat("Battle/kills_team1", float(arena.kills[1]))
-        self.record_stat("Battle/team0_win", 0.5 if wiped[0] == wiped[1] else float(wiped[1]))
+        # more kills wins (a team wiped out has fewer), as unimarl.trainers.evaluate counts a battle
+        self.record_stat("Battle/team0_win", 0.5 + 0.5 * float(np.sign(arena.kills[0] - arena.kills[1])))
 
     def collect(self) -> dict[str, AgentBatch]:
         pending, self._pending = self._pending, {}

@@ -24,11 +24,20 @@ answering (block forever); ``malformed:N`` send bytes that are not a message; ``
 the ``ids``, ``done`` flags and ``rewards`` of the output this input answers, in message order) and
 ``actions`` (per behaviour ``continuous`` and ``discrete`` lists, in received order), and, for behaviours that
 act from a pushed policy, ``inferred`` (per behaviour the ``continuous`` and ``discrete`` actions the game
-applied instead, aligned with the deciding agents of ``sent``).
+applied instead, aligned with the deciding agents of ``sent``; for an ``--inference-behavior`` behaviour,
+which is never sent, also the ``ids`` of its agents that decided with that output, the latest decision).
 
 Pushed policies (policy side channel, :mod:`unimarl.sim.policy_runner`) are always received and
 acknowledged; ``--behavior-type inference`` makes the agents of a behaviour with a received policy act from
 it (Unity's *Inference Only*), ``default`` keeps the trainer's actions (a connected *Default* agent).
+
+``--inference-behavior NAME`` (repeatable; the full name, e.g. ``Battle?team=1``; an unknown name is a usage
+error listing the game's behaviours) plays a Unity team whose Behavior Type is *Heuristic Only* and whose
+``Heuristic`` calls ``PolicyHotSwap.TryDecide`` (e.g. a self-play opponent run inside the game): its agents
+are never reported (no AgentInfos, no brain parameters; ML-Agents sends only agents with a remote policy);
+they decide at every academy step they request a decision, silent steps included, with the deterministic
+outputs of the newest model received for the behaviour, and with zero actions before one arrives. Its game
+stats are sent as usual; its models are received and acknowledged like any other.
 
 Exit codes: 0 quit, 1 trainer unreachable / no answer in time, 2 usage, 3 ``--misbehave die``.
 
@@ -47,6 +56,7 @@ from typing import IO, Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from unimarl.protos import (
     API_VERSION,
@@ -111,9 +121,13 @@ class Client:
         self.args = args
         self.chw = _package_major(args.package_version) >= 3
         self.channels = SideChannels()
-        self.policies = PolicyRunner(self.chw, inference=args.behavior_type == "inference")
+        self.hidden = frozenset(args.inference_behavior)
+        self.policies = PolicyRunner(
+            self.chw, inference=args.behavior_type == "inference", hidden=self.hidden
+        )
         self.channels.handlers[POLICY_CHANNEL_ID] = self._receive_policy
         self._inferred: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._hidden_applied: dict[str, dict[str, list]] = {}  # for the record file only
         self.game: Game | None = None
         self.announced: set[str] = set()
         self.deciding: dict[str, np.ndarray] = {}
@@ -141,7 +155,12 @@ class Client:
                 raise SimExit(EXIT_ERROR, reason + " (is it running? raise --timeout?)") from e
             raise SimExit(EXIT_ERROR, f"exchange with the trainer at {where} failed: {e}") from e
         message = UnityMessageProto()
-        message.ParseFromString(reply)
+        try:
+            message.ParseFromString(reply)
+        except DecodeError as e:
+            raise SimExit(
+                EXIT_ERROR, f"the trainer at {where} answered {len(reply)} bytes that are not a message: {e}"
+            ) from e
         return message
 
     def handshake(self) -> UnityMessageProto:
@@ -197,11 +216,12 @@ class Client:
             if behavior.name in self._inferred:  # agents acting from a pushed policy ignore the trainer
                 continuous, discrete = self._inferred[behavior.name]
             self.game.set_actions(behavior.name, ids, continuous, discrete)
+            self.policies.record(behavior.name, ids, continuous, discrete)
         self.steps += 1
         self._fault_before_output()
         for _ in range(_MAX_SILENT_STEPS):
             self.game.step(self.channels.params)
-            self._collected = self.game.collect()
+            self._collected = self._collect()
             if any(len(b) for b in self._collected.values()):
                 return
         raise SimExit(EXIT_ERROR, f"no agent requested a decision in {_MAX_SILENT_STEPS} steps")
@@ -220,7 +240,7 @@ class Client:
     def output(self) -> bytes:
         """The output for the current game state (with new brain parameters and side channels)."""
         assert self.game is not None
-        batches = self._collected or self.game.collect()
+        batches = self._collected or self._collect()
         self._collected = {}
         if self._fault("malformed"):
             logger.warning("--misbehave malformed: sending bytes that are not a message")
@@ -243,11 +263,7 @@ class Client:
                 new_brains.append(behavior)
             self.deciding[behavior.name] = batch.ids[~batch.done]
             if self.policies.acts_for(behavior.name) and len(self.deciding[behavior.name]):
-                live = ~batch.done
-                mask = None if batch.mask is None else batch.mask[live]
-                self._inferred[behavior.name] = self.policies.act(
-                    behavior, [o[live] for o in batch.obs], mask
-                )
+                self._inferred[behavior.name] = self._act(behavior, batch)
             if self.record is None:  # what was sent is only kept for the record file
                 continue
             self._last_sent[behavior.name] = {
@@ -257,6 +273,45 @@ class Client:
             }
         side_channel = stats_bytes(self.game.pop_stats()) + self.policies.pop_ack_frames()
         return encode.output_message(infos, side_channel, new_brains)
+
+    def _act(self, behavior: BehaviorDef, batch: AgentBatch) -> tuple[np.ndarray, np.ndarray]:
+        """The received model's actions for the deciding agents of ``batch``."""
+        live = ~batch.done
+        mask = None if batch.mask is None else batch.mask[live]
+        obs = [o[live] for o in batch.obs]
+        return self.policies.act(behavior, obs, mask, batch.ids[live], batch.ids[batch.done])
+
+    def _collect(self) -> dict[str, AgentBatch]:
+        """The game's batches to report; ``--inference-behavior`` behaviours decide here and are left out."""
+        assert self.game is not None
+        batches = self.game.collect()
+        if not self.hidden:
+            return batches
+        for behavior in self.game.behaviors:
+            batch = batches.get(behavior.name)
+            if behavior.name in self.hidden and batch is not None and len(batch):
+                self._decide_hidden(behavior, batch)
+        return {name: batch for name, batch in batches.items() if name not in self.hidden}
+
+    def _decide_hidden(self, behavior: BehaviorDef, batch: AgentBatch) -> None:
+        """A Heuristic Only team's decision: the newest model's actions, zeros before one arrives."""
+        assert self.game is not None
+        ids = batch.ids[~batch.done]
+        if not len(ids) or not self.game.reads_actions:
+            return
+        if self.policies.acts_for(behavior.name):
+            continuous, discrete = self._act(behavior, batch)
+        else:
+            continuous = np.zeros((len(ids), behavior.num_continuous), np.float32)
+            discrete = np.zeros((len(ids), len(behavior.discrete_branches)), np.int32)
+        self.game.set_actions(behavior.name, ids, continuous, discrete)
+        self.policies.record(behavior.name, ids, continuous, discrete)
+        if self.record is not None:
+            self._hidden_applied[behavior.name] = {
+                "ids": ids.tolist(),
+                "continuous": continuous.tolist(),
+                "discrete": discrete.tolist(),
+            }
 
     def _receive_policy(self, payload: bytes) -> None:
         behaviors = {b.name: b for b in self.game.behaviors} if self.game is not None else {}
@@ -279,10 +334,12 @@ class Client:
             "sent": self._last_sent,
             "actions": actions,
         }
-        inferred = {
+        inferred: dict[str, dict[str, list]] = {
             name: {"continuous": c.tolist(), "discrete": d.tolist()}
             for name, (c, d) in self._inferred.items()
         }
+        inferred.update(self._hidden_applied)
+        self._hidden_applied = {}
         if inferred:
             line["inferred"] = inferred
         self.record.write(json.dumps(line) + "\n")
@@ -324,12 +381,36 @@ def run_client(game_cls: type[Game], argv: list[str], prog: str | None = None) -
     if unknown:
         logger.info("ignoring unrecognised arguments: %s", " ".join(unknown))
     if args.mlagents_port is None:
-        message = (
+        return _usage_error(
+            args,
             "no --mlagents-port given: a player build would run inference without a trainer; "
-            "the headless sim needs one: pass --mlagents-port N"
+            "the headless sim needs one: pass --mlagents-port N",
         )
-        logger.error(message)
-        if args.log_file and args.log_file != "-":
-            sys.stderr.write(message + "\n")
-        return EXIT_USAGE
+    unknown_behaviors = _unknown_behaviors(game_cls, args)
+    if unknown_behaviors:
+        return _usage_error(args, unknown_behaviors)
     return Client(game_cls, args).run()
+
+
+def _unknown_behaviors(game_cls: type[Game], args: argparse.Namespace) -> str:
+    """Why ``--inference-behavior`` names no behaviour of the game ('' when every name is known)."""
+    if not args.inference_behavior:
+        return ""
+    try:  # behaviours follow from the flags; a throw-away instance lists them before dialing the trainer
+        known = [b.name for b in game_cls(args, 0, 1).behaviors]
+    except ValueError as e:
+        return f"invalid flags for {game_cls.name}: {e}"
+    unknown = [name for name in args.inference_behavior if name not in known]
+    if not unknown:
+        return ""
+    return (
+        f"--inference-behavior {', '.join(map(repr, unknown))}: no such behaviour in {game_cls.name}; "
+        f"pass a full name, one of {known}"
+    )
+
+
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    logger.error(message)
+    if args.log_file and args.log_file != "-":
+        sys.stderr.write(message + "\n")
+    return EXIT_USAGE

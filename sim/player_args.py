@@ -2,8 +2,8 @@
 
 Unity's flags: ``--mlagents-port N``, ``-batchmode``, ``-nographics``, ``-logFile PATH`` (``-`` = stderr).
 The sim's: ``--package-version``, ``--timeout``, ``--record``, ``--misbehave MODE[:N]``, ``--behavior-type``,
-then each game's own flags (:meth:`unimarl.sim.game.Game.add_arguments`). :mod:`unimarl.sim.client` says what
-they do on the wire.
+``--inference-behavior NAME`` (repeatable), then each game's own flags
+(:meth:`unimarl.sim.game.Game.add_arguments`). :mod:`unimarl.sim.client` says what they do on the wire.
 """
 
 from __future__ import annotations
@@ -84,6 +84,14 @@ def build_parser(game_cls: type[Game], prog: str | None = None) -> argparse.Argu
         choices=BEHAVIOR_TYPES,
         default="default",
         help="inference: agents with a pushed policy act from it instead of the trainer's actions",
+    )
+    add(
+        "--inference-behavior",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="full behaviour name (e.g. 'Battle?team=1') run as Unity's Heuristic Only + PolicyHotSwap: "
+        "not reported to the trainer, acts from the newest pushed model (zeros before one); repeatable",
     )
     game_cls.add_arguments(parser)
     return parser

@@ -19,12 +19,27 @@ so a model trained on a 3.x (CHW) game runs in a 2.x (HWC) game and the other wa
 HWC. An input that fits neither layout fails the load (acknowledged as load failed, with both shapes). Masks
 are fed as ``action_masks`` with 1 = allowed. Continuous actions are the model's
 ``deterministic_continuous_actions`` (ML-Agents' ``clip(mean, -3, 3) / 3``).
+
+Behaviours named with ``--inference-behavior`` (Unity's *Heuristic Only* agents whose ``Heuristic`` calls
+``PolicyHotSwap.TryDecide``) act from their received model whatever ``--behavior-type`` says; the client
+hides them from the trainer and gives them zero actions until a model arrives.
+
+Mean action (mean-field policies, e.g. MF-Q's Boltzmann policy over ``Q(obs, a, mean_action)``): a model may
+take one input after the contract's, ``mean_action``, float32 ``[batch, D]`` with ``D = continuous size + sum
+of the discrete branch sizes``; any other extra input fails the load. Each deciding agent is fed the mean of
+the *encoded* actions (continuous values, then a one-hot per discrete branch, as
+``unimarl.trainers.meanfield.encode_actions``) that the other agents of its behaviour (all areas) applied at
+the behaviour's previous decision, counting only agents that decide now and are not starting a new episode
+(an id reported done in this output restarted: a new agent without a previous action); the zero vector when
+there is none. This is ``MeanActionTracker`` with the ``team`` neighbourhood. The runner keeps, per
+behaviour, the ids and actions the game applied at the last decision (:meth:`PolicyRunner.record`), whoever
+chose them (model, trainer, or zeros before a model); discrete actions are clipped into their branch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +60,8 @@ from unimarl.sim.game import BehaviorDef
 logger = logging.getLogger(__name__)
 
 BEHAVIOR_TYPES = ("default", "inference")
+MEAN_ACTION = "mean_action"
+"""Name of the optional mean-action model input."""
 
 
 @dataclass
@@ -57,14 +74,35 @@ class LoadedPolicy:
     input_names: tuple[str, ...]
     channels_first: tuple[bool, ...] = ()
     """Per observation: the model takes it CHW (the game's arrays are HWC, so they are transposed)."""
+    mean_action: bool = False
+    """The model takes a ``mean_action`` input (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class AppliedActions:
+    """The actions the game applied to a behaviour's deciding agents at one decision (rows match ``ids``)."""
+
+    ids: np.ndarray  # int32 [n]
+    continuous: np.ndarray  # float32 [n, c]
+    discrete: np.ndarray  # int32 [n, branches]
 
 
 class PolicyRunner:
     """Receives, acknowledges and runs pushed policies for one game (see the module docstring)."""
 
-    def __init__(self, chw: bool, inference: bool = False, max_model_size: int = MAX_MODEL_SIZE) -> None:
+    def __init__(
+        self,
+        chw: bool,
+        inference: bool = False,
+        max_model_size: int = MAX_MODEL_SIZE,
+        hidden: Collection[str] = (),
+    ) -> None:
         self.chw = chw  # the game's wire layout: only logged, models declare the layout they take
         self.inference = inference
+        self.hidden = frozenset(hidden)
+        """Behaviours that act from their model whatever ``inference`` says (``--inference-behavior``)."""
+        self.applied: dict[str, AppliedActions] = {}
+        """Per behaviour, the actions applied at its previous decision (for ``mean_action``)."""
         self.assembler = PolicyAssembler(max_model_size)
         self.policies: dict[str, LoadedPolicy] = {}
         self._acks: list[bytes] = []
@@ -118,20 +156,86 @@ class PolicyRunner:
 
     def acts_for(self, behavior: str) -> bool:
         """Whether agents of ``behavior`` act from a received model instead of the trainer's actions."""
-        return self.inference and behavior in self.policies
+        return (self.inference or behavior in self.hidden) and behavior in self.policies
 
     def act(
-        self, behavior: BehaviorDef, obs: list[np.ndarray], mask: np.ndarray | None
+        self,
+        behavior: BehaviorDef,
+        obs: list[np.ndarray],
+        mask: np.ndarray | None,
+        ids: np.ndarray | None = None,
+        ended: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Deterministic actions (float32 ``[n, c]``, int32 ``[n, branches]``) of the received model."""
-        return _act(self.policies[behavior.name], behavior, obs, mask)
+        """Deterministic actions (float32 ``[n, c]``, int32 ``[n, branches]``) of the received model.
+
+        ``ids``: the deciding agents (rows of ``obs``); ``ended``: ids reported done in the same output.
+        Both only matter to a model with a ``mean_action`` input (without ``ids`` it gets zeros).
+        """
+        policy = self.policies[behavior.name]
+        mean = None
+        if policy.mean_action and ids is not None:
+            mean = self.mean_actions(behavior, ids, ended)
+        return _act(policy, behavior, obs, mask, mean)
+
+    def record(self, behavior: str, ids: np.ndarray, continuous: np.ndarray, discrete: np.ndarray) -> None:
+        """Remember the actions the game applied to ``ids`` at this decision of ``behavior`` (not copied)."""
+        self.applied[behavior] = AppliedActions(ids, continuous, discrete)
+
+    def mean_actions(
+        self, behavior: BehaviorDef, ids: np.ndarray, ended: np.ndarray | None = None
+    ) -> np.ndarray:
+        """float32 ``[len(ids), D]``: each agent's mean action at this decision (see the module docstring)."""
+        out = np.zeros((len(ids), action_size(behavior)), np.float32)
+        previous = self.applied.get(behavior.name)
+        if previous is None or not len(ids):
+            return out
+        counted = np.isin(previous.ids, ids)
+        if ended is not None and len(ended):
+            counted &= ~np.isin(previous.ids, ended)
+        if not counted.any():
+            return out
+        rows = encode_applied(behavior, previous.continuous[counted], previous.discrete[counted])
+        counted_ids = previous.ids[counted]
+        order = np.argsort(counted_ids, kind="stable")
+        where = np.minimum(np.searchsorted(counted_ids[order], ids), len(order) - 1)
+        own = counted_ids[order][where] == ids  # the agent itself is among those counted
+        sums = np.broadcast_to(rows.sum(axis=0, dtype=np.float64), out.shape).copy()
+        sums[own] -= rows[order[where[own]]]
+        counts = len(rows) - own.astype(np.int64)
+        has = counts > 0
+        out[has] = sums[has] / counts[has, None]
+        return out
+
+
+def action_size(behavior: BehaviorDef) -> int:
+    """D of ``mean_action``: continuous size plus the sum of the discrete branch sizes."""
+    return int(behavior.num_continuous + sum(behavior.discrete_branches))
+
+
+def encode_applied(behavior: BehaviorDef, continuous: np.ndarray, discrete: np.ndarray) -> np.ndarray:
+    """float32 ``[n, D]``: continuous values, then a one-hot per discrete branch (clipped into the branch)."""
+    parts = [np.asarray(continuous, np.float32).reshape(len(continuous), -1)] * bool(behavior.num_continuous)
+    discrete = np.asarray(discrete).reshape(len(discrete), -1)
+    for b, size in enumerate(behavior.discrete_branches):
+        parts.append(np.eye(size, dtype=np.float32)[np.clip(discrete[:, b], 0, size - 1)])
+    if not parts:
+        return np.zeros((len(continuous), 0), np.float32)
+    return np.concatenate(parts, axis=1)
 
 
 def _act(
-    policy: LoadedPolicy, behavior: BehaviorDef, obs: list[np.ndarray], mask: np.ndarray | None
+    policy: LoadedPolicy,
+    behavior: BehaviorDef,
+    obs: list[np.ndarray],
+    mask: np.ndarray | None,
+    mean: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:meth:`PolicyRunner.act` with ``policy``."""
+    """:meth:`PolicyRunner.act` with ``policy`` (``mean``: the ``mean_action`` rows, if it takes them)."""
     feed = _feed(behavior, obs, mask, policy.channels_first)
+    if policy.mean_action:
+        feed["mean_action"] = (
+            np.zeros((len(obs[0]), action_size(behavior)), np.float32) if mean is None else mean
+        )
     n = len(obs[0])
     names = ["deterministic_continuous_actions", "deterministic_discrete_actions"]
     wanted = [names[0]] * bool(behavior.num_continuous) + [names[1]] * bool(behavior.discrete_branches)
@@ -175,6 +279,17 @@ def _channels_first(session: Any, behavior: BehaviorDef) -> tuple[bool, ...]:
     return tuple(layouts)
 
 
+def _check_mean_action(session: Any, behavior: BehaviorDef) -> None:
+    """A declared ``mean_action`` must be ``[batch, D]`` with D = :func:`action_size` of ``behavior``."""
+    shape = next(i.shape for i in session.get_inputs() if i.name == MEAN_ACTION)
+    size = action_size(behavior)
+    if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != size):
+        raise ValueError(
+            f"model input {MEAN_ACTION!r} has shape {list(shape)}; behaviour {behavior.name} needs "
+            f"[batch, {size}] (continuous size + sum of discrete branch sizes)"
+        )
+
+
 def _load(received: ReceivedPolicy, behavior: BehaviorDef) -> LoadedPolicy:
     """Open the model and run it once on zeros: a model that cannot act for ``behavior`` fails here."""
     import onnxruntime as ort  # only games that receive a policy pay for the import
@@ -186,11 +301,18 @@ def _load(received: ReceivedPolicy, behavior: BehaviorDef) -> LoadedPolicy:
     names = tuple(i.name for i in session.get_inputs())
     expected = [f"obs_{i}" for i in range(len(behavior.observations))]
     expected += ["action_masks"] * bool(behavior.discrete_branches)
-    if sorted(names) != sorted(expected):
-        raise ValueError(f"model inputs {list(names)} do not match behaviour inputs {expected}")
+    if sorted(set(names) - {MEAN_ACTION}) != sorted(expected) or len(set(names)) != len(names):
+        raise ValueError(
+            f"model inputs {list(names)} do not match behaviour inputs {expected} "
+            f"(optionally followed by {MEAN_ACTION!r})"
+        )
+    if MEAN_ACTION in names:
+        _check_mean_action(session, behavior)
     zeros = [np.zeros((1, *o.shape), np.float32) for o in behavior.observations]
     layouts = _channels_first(session, behavior)
-    loaded = LoadedPolicy(received.version, received.sha256, session, names, layouts)
+    loaded = LoadedPolicy(
+        received.version, received.sha256, session, names, layouts, mean_action=MEAN_ACTION in names
+    )
     continuous, discrete = _act(loaded, behavior, zeros, None)
     if continuous.shape != (1, behavior.num_continuous) or discrete.shape != (
         1,

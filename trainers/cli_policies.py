@@ -8,6 +8,7 @@ a game running in inference mode and prints the episode returns per behaviour.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from unimarl.trainers.cli_common import ENV_HELP, add_log_level, expected_errors, report_error, setup_logging
@@ -39,11 +40,13 @@ def add_parsers(sub: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from unimarl.trainers.policy_export import export_checkpoint
+    from unimarl.trainers import mf_export
+    from unimarl.trainers.policy_export import ONNX_DIR, export_checkpoint
 
     setup_logging(args.log_level)
+    mean_field = (Path(args.run_dir) / ONNX_DIR / mf_export.MANIFEST).exists()
     try:
-        exported = export_checkpoint(args.run_dir)
+        exported = (mf_export.export_checkpoint if mean_field else export_checkpoint)(args.run_dir)
     except expected_errors() as e:
         return report_error(e)
     print(f"{'policy':<28} {'env steps':>10} {'bytes':>9} {'seconds':>8}  sha256        file")

@@ -305,7 +305,7 @@ def config_from_dict(data: dict[str, Any] | None) -> TrainConfig:
     for name, settings in config.behaviors.items():
         _check_behavior(name, settings)
         if settings.trainer_type in MEAN_FIELD_TRAINERS:
-            check_settings(name, settings.mean_field, settings.self_play)
+            check_settings(name, settings.mean_field, settings.self_play, settings.trainer_type)
     validate(config)
     return config
 

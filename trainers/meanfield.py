@@ -71,7 +71,8 @@ def encode_actions(
     if action_spec.discrete_branches:
         if discrete is None:
             raise MeanFieldError("discrete actions are required by this action spec; pass the taken actions")
-        discrete = np.asarray(discrete).reshape(len(discrete), -1)
+        discrete = np.asarray(discrete)
+        discrete = discrete.reshape(len(discrete), -1 if discrete.size else action_spec.discrete_size)
         if discrete.shape[1] != action_spec.discrete_size or (n is not None and discrete.shape[0] != n):
             raise MeanFieldError(
                 f"discrete actions must be [B, {action_spec.discrete_size}] matching the continuous ones, "

@@ -99,9 +99,17 @@ class SelfPlaySettings:
     """both: learner and opponent trade teams after every battle (each environment alternates; the learner
     masters both starting sides, given observations relative to the own team); own: the learner always
     plays its own behaviour."""
+    opponent_runs: str = "trainer"
+    """trainer: the rollout workers act for the opponent with the snapshot's weights; game: the snapshot is
+    exported as ONNX and pushed into the games, whose opponent agents run it themselves (Unity: Behavior Type
+    Heuristic Only calling ``PolicyHotSwap.TryDecide``; sim games: ``--inference-behavior NAME``), so the
+    opponent is not one of the trainer's behaviours. Needs ``sides: own``; with the mean action (MF-Q) only
+    the ``team`` neighbourhood, which the game computes."""
 
 
-def check_settings(name: str, hp: MeanFieldHyperparameters, sp: SelfPlaySettings | None) -> None:
+def check_settings(
+    name: str, hp: MeanFieldHyperparameters, sp: SelfPlaySettings | None, trainer_type: str = "mfq"
+) -> None:
     """Cross-field checks of one mean-field behaviour, raised as ConfigError naming the key."""
     if hp.neighbourhood not in {n.value for n in Neighbourhood}:
         raise ConfigError(
@@ -121,10 +129,47 @@ def check_settings(name: str, hp: MeanFieldHyperparameters, sp: SelfPlaySettings
             )
         if sp.sides not in ("both", "own"):
             raise ConfigError(f"behaviors.{name}.self_play.sides '{sp.sides}': use both or own")
+        if sp.opponent_runs not in ("trainer", "game"):
+            raise ConfigError(
+                f"behaviors.{name}.self_play.opponent_runs '{sp.opponent_runs}': use trainer or game"
+            )
+        if sp.opponent_runs == "game" and sp.sides != "own":
+            raise ConfigError(
+                f"behaviors.{name}.self_play: opponent_runs game needs sides: own (a game keeps running the "
+                "pushed model for the opponent's team, so the learner cannot take that team over)"
+            )
+        takes_mean = trainer_type == "mfq" and hp.use_mean_action  # MF-AC's actor takes no mean action
+        if sp.opponent_runs == "game" and takes_mean and hp.neighbourhood != "team":
+            raise ConfigError(
+                f"behaviors.{name}: self_play.opponent_runs game computes the opponent's mean action in the "
+                f"game over the whole team; neighbourhood '{hp.neighbourhood}' is computed by the trainer "
+                "only: use neighbourhood team, use_mean_action false, or opponent_runs trainer"
+            )
         if sp.sample not in ("latest", "uniform", "win_rate"):
             raise ConfigError(
                 f"behaviors.{name}.self_play.sample '{sp.sample}': use latest, uniform or win_rate"
             )
+
+
+def check_position_sensor(spec: PolicySpec, hp: MeanFieldHyperparameters, behavior: str = "") -> None:
+    """With the ``radius`` neighbourhood, ``position_sensor`` must index one of the behaviour's vector
+    observations (Python indexing: -n..n-1 for n sensors); ConfigError naming the key, value and range."""
+    if hp.neighbourhood != "radius" or not hp.use_mean_action:
+        return
+    key = f"behaviors.{behavior}.hyperparameters.position_sensor" if behavior else "position_sensor"
+    shapes = spec.obs_shapes
+    n = len(shapes)
+    if not -n <= hp.position_sensor < n:
+        raise ConfigError(
+            f"{key} is {hp.position_sensor}, but the behaviour has {n} observation(s) {list(shapes)}: use an "
+            f"index in {-n}..{n - 1} naming the sensor that holds the agent's position"
+        )
+    shape = shapes[hp.position_sensor]
+    if len(shape) != 1:
+        raise ConfigError(
+            f"{key} {hp.position_sensor} names an observation of shape {shape}; the position must be a "
+            f"vector sensor: use an index in {-n}..{n - 1} of one of {list(shapes)} with one dimension"
+        )
 
 
 def learner_config(trainer_type: str, hp: MeanFieldHyperparameters) -> MFQConfig | MFACConfig:
@@ -167,6 +212,7 @@ def make_learner(
     acting_only: bool = False,
 ) -> MFLearner:
     """An MF-Q or MF-AC learner; ``acting_only`` (rollout workers) keeps only a token replay buffer."""
+    check_position_sensor(spec, hp)
     cfg = learner_config(trainer_type, hp)
     if isinstance(cfg, MFQConfig):
         if acting_only:

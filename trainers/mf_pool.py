@@ -2,7 +2,8 @@
 
 The learner never waits for a full synchronous round. :meth:`poll` returns the chunks of transitions that
 have arrived; every worker is then immediately sent its next ``collect`` with the newest weights
-(:meth:`set_weights` replaces them for the following requests).
+(:meth:`set_weights` replaces them, and the models of behaviours the games drive, for the following
+requests).
 
 - :class:`SerialMFPool`: workers in this process; ``poll`` runs one ``collect`` on the next worker in turn
   (round robin), so tests and single-core runs take the same code path.
@@ -39,6 +40,8 @@ from unimarl.trainers.pool import (
 logger = logging.getLogger(__name__)
 
 Weights = dict[str, dict[str, np.ndarray]]
+Models = dict[str, tuple[int, bytes]]
+"""Game-driven behaviour -> (version, ONNX bytes) (:class:`~unimarl.trainers.mf_worker.MFPlan`)."""
 WORKERS = "mean-field rollout workers"
 
 
@@ -49,6 +52,7 @@ class SerialMFPool(SerialPushing):
         self._workers = start_workers(MFRolloutWorker, factory, num_workers, num_envs, seed)
         self._next = 0
         self._weights: Weights = {}
+        self._models: Models = {}
         self._progress = 0.0
         self._steps = 1
 
@@ -59,16 +63,17 @@ class SerialMFPool(SerialPushing):
         for worker in self._workers:
             worker.configure(plan)
 
-    def start(self, weights: Weights, progress: float, steps: int) -> None:
-        self._weights, self._progress, self._steps = weights, progress, steps
+    def start(self, weights: Weights, progress: float, steps: int, models: Models | None = None) -> None:
+        self._steps = steps
+        self.set_weights(weights, progress, models)
 
-    def set_weights(self, weights: Weights, progress: float) -> None:
-        self._weights, self._progress = weights, progress
+    def set_weights(self, weights: Weights, progress: float, models: Models | None = None) -> None:
+        self._weights, self._progress, self._models = weights, progress, dict(models or {})
 
     def poll(self, timeout: float) -> list[MFChunk]:
         worker = self._workers[self._next]
         self._next = (self._next + 1) % len(self._workers)
-        return [worker.collect(self._weights, self._progress, self._steps)]
+        return [worker.collect(self._weights, self._progress, self._steps, self._models)]
 
     def close(self) -> None:
         for worker in self._workers:
@@ -94,6 +99,7 @@ class RayMFPool(RayPushing):
         )
         self._inflight: dict[Any, int] = {}
         self._weights_ref: Any = None
+        self._models_ref: Any = None
         self._progress = 0.0
         self._steps = 1
         self._last_arrival = time.monotonic()
@@ -108,19 +114,22 @@ class RayMFPool(RayPushing):
         self._get([a.configure.remote(plan) for a in self._actors], "configure")
 
     def _submit(self, index: int) -> None:
-        ref = self._actors[index].collect.remote(self._weights_ref, self._progress, self._steps)
+        ref = self._actors[index].collect.remote(
+            self._weights_ref, self._progress, self._steps, self._models_ref
+        )
         self._inflight[ref] = index
 
-    def start(self, weights: Weights, progress: float, steps: int) -> None:
+    def start(self, weights: Weights, progress: float, steps: int, models: Models | None = None) -> None:
         self._steps = steps
-        self.set_weights(weights, progress)
+        self.set_weights(weights, progress, models)
         for i in range(len(self._actors)):
             self._submit(i)
 
-    def set_weights(self, weights: Weights, progress: float) -> None:
+    def set_weights(self, weights: Weights, progress: float, models: Models | None = None) -> None:
         import ray
 
         self._weights_ref, self._progress = ray.put(weights), progress
+        self._models_ref = ray.put(dict(models or {}))
 
     def poll(self, timeout: float) -> list[MFChunk]:
         """Chunks that have arrived (waiting up to ``timeout`` s for the first when none has)."""

@@ -10,7 +10,9 @@ due (MF-Q: ``gradient_steps`` per ``update_every`` adds; MF-AC: one pass over th
 most one weight refresh old). Every ``sync_every`` learner updates the workers get new weights and the
 training progress (MF-Q's temperature). Self-play (:mod:`unimarl.trainers.selfplay`): each finished battle
 is recorded for the learning policy against its opponent (whichever teams they drove: with ``self_play.sides:
-both`` they trade teams after every battle); a win refreshes the frozen opponent. Every checkpoint (and the
+both`` they trade teams after every battle); a win refreshes the frozen opponent. With
+``self_play.opponent_runs: game`` the games drive the opponent from pushed ONNX snapshots
+(:mod:`unimarl.trainers.selfplay_game`) instead of the workers. Every checkpoint (and the
 end) also exports the policies the model contract can carry, and every ``hotswap.every`` learner rounds they
 are pushed into the games (:mod:`unimarl.trainers.mf_export`). The loop's bookkeeping (run folder, metrics
 lines, checkpoint cadence, stop handling) is MAPPO's (:class:`unimarl.trainers.train.Cadence`).
@@ -30,12 +32,18 @@ import torch
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.config import TrainConfig
 from unimarl.trainers.errors import ConfigError, ResumeError
-from unimarl.trainers.mf_config import MEAN_FIELD_TRAINERS, MFLearner, make_learner
+from unimarl.trainers.mf_config import (
+    MEAN_FIELD_TRAINERS,
+    MFLearner,
+    check_position_sensor,
+    make_learner,
+)
 from unimarl.trainers.mf_export import MFHotSwap, export_mean_field
 from unimarl.trainers.mf_pool import make_mf_pool
 from unimarl.trainers.mf_worker import MFChunk, MFPlan, MFPolicySetup, Outcome
 from unimarl.trainers.run_dir import RunDir
 from unimarl.trainers.selfplay import SnapshotPool
+from unimarl.trainers.selfplay_game import GameOpponents, SelfPlayError
 from unimarl.trainers.train import (
     Cadence,
     TrainResult,
@@ -60,6 +68,8 @@ class MFSetup:
     behavior_policy: dict[str, str]
     self_play: dict[str, tuple[str, str]]
     """Learner policy -> (its behaviour, the opponent behaviour) for self-play policies."""
+    in_game: frozenset[str] = frozenset()
+    """Self-play policies whose opponent the games run (``opponent_runs: game``)."""
 
 
 def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetup:
@@ -68,10 +78,19 @@ def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetu
     actor: dict[str, str] = {}
     self_play: dict[str, tuple[str, str]] = {}
     swap: list[tuple[str, str]] = []
-    opponents = {}
+    opponents, in_game = {}, {}
     for behavior in specs:
         sp = config.behavior_settings(behavior).self_play
-        if sp is not None:
+        if sp is not None and sp.opponent_runs == "game":
+            if sp.opponent in specs:
+                raise ConfigError(
+                    f"self_play.opponent_runs game for '{behavior}': the game reports '{sp.opponent}' to the "
+                    "trainer, so its agents take the trainer's actions. Make that team run pushed models in "
+                    "the game (Unity: Behavior Type Heuristic Only calling PolicyHotSwap.TryDecide; sim: "
+                    f"--inference-behavior '{sp.opponent}') or use opponent_runs: trainer"
+                )
+            in_game[sp.opponent] = behavior
+        elif sp is not None:
             if sp.opponent not in specs:
                 raise ConfigError(
                     f"self_play.opponent '{sp.opponent}' of '{behavior}' is not a behaviour of the game; "
@@ -88,6 +107,7 @@ def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetu
                 "run trains one family: give every behaviour mfq or mfac (or make it a self-play opponent)"
             )
         name = config.policy_of(behavior)
+        check_position_sensor(spec, settings.mean_field, behavior)
         setup = MFPolicySetup(spec, settings.trainer_type, settings.mean_field)
         if name in policies and policies[name] != setup:
             raise ConfigError(
@@ -106,14 +126,19 @@ def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetu
         sp = config.behavior_settings(learner_behavior).self_play
         if sp is not None and sp.sides == "both":
             swap.append((learner_behavior, opponent))
+    for opponent, learner_behavior in in_game.items():
+        self_play[actor[learner_behavior]] = (learner_behavior, opponent)
     learning = frozenset(n for n in policies if not n.startswith(OPPONENT_PREFIX))
-    plan = MFPlan(policies, actor, learning, swap_sides=tuple(swap))
-    return MFSetup(plan, dict(actor), self_play)
+    plan = MFPlan(policies, actor, learning, swap_sides=tuple(swap), game_driven=tuple(sorted(in_game)))
+    in_game_policies = frozenset(actor[b] for b in in_game.values())
+    return MFSetup(plan, dict(actor), self_play, in_game_policies)
 
 
-def _weights(learners: dict[str, MFLearner], pools: dict[str, SnapshotPool]) -> dict[str, Any]:
+def _weights(
+    learners: dict[str, MFLearner], pools: dict[str, SnapshotPool], setup: MFSetup
+) -> dict[str, Any]:
     out: dict[str, Any] = {n: lr.get_weights() for n, lr in learners.items()}
-    out.update({OPPONENT_PREFIX + n: p.current() for n, p in pools.items()})
+    out.update({OPPONENT_PREFIX + n: p.current() for n, p in pools.items() if n not in setup.in_game})
     return out
 
 
@@ -123,6 +148,7 @@ def _account_outcome(
     pools: dict[str, SnapshotPool],
     learners: dict[str, MFLearner],
     acc: dict[str, list[float]],
+    game: GameOpponents | None = None,
 ) -> bool:
     """Battle metrics; self-play refreshes. True when an opponent changed."""
     changed = False
@@ -137,6 +163,16 @@ def _account_outcome(
         if o.actors:  # the teams learner and opponent drove in this battle (they swap with sides: both)
             side = {actor: b for b, actor in o.actors.items()}
             mine, theirs = side.get(name, mine), side.get(OPPONENT_PREFIX + name, theirs)
+        if name in setup.in_game:
+            if mine not in o.kills or theirs not in o.kills:
+                raise SelfPlayError(
+                    f"self_play.opponent_runs game needs the game to report each team's kills as stats "
+                    f"(<Game>/kills_team<k>, e.g. via StatsRecorder) for '{mine}' and '{theirs}'; this "
+                    f"battle reported kills for {sorted(o.kills)}"
+                )
+            assert game is not None
+            if not game.credited(name, o):
+                continue
         if mine in o.kills and theirs in o.kills:
             won = o.kills[mine] > o.kills[theirs]
             acc[f"selfplay/win/{name}"].append(
@@ -225,6 +261,13 @@ def train_mean_field(
             for n, (b, _) in setup.self_play.items()
         }
         c = _resume(run, learners, pools) if config.run.resume else _Counters()
+        game = GameOpponents(
+            run.path,
+            {n: pair for n, pair in setup.self_play.items() if n in setup.in_game},
+            setup.plan.policies,
+            pools,
+            config.run.num_workers,
+        )
         hps = [s.hyperparameters for n, s in setup.plan.policies.items() if n in learners]
         push_every = min(hp.push_every for hp in hps)
         sync_every = min(hp.sync_every for hp in hps)
@@ -245,7 +288,8 @@ def train_mean_field(
         for learner in learners.values():
             if hasattr(learner, "set_progress"):
                 learner.set_progress(progress())
-        pool.start(_weights(learners, pools), progress(), push_every)
+        game.refresh(progress())
+        pool.start(_weights(learners, pools, setup), progress(), push_every, game.models())
         own = {b: n for b, n in setup.behavior_policy.items() if n in learners}
         hotswap = MFHotSwap(pool, run.path, own, config.hotswap.every)
         cadence = Cadence(run, c, sched, config.run.max_seconds, on_summary)
@@ -258,8 +302,9 @@ def train_mean_field(
             changed = False
             for chunk in chunks:
                 _ingest(chunk, learners, acc)
+                game.observe(chunk.worker_index, chunk.game_status)
                 for o in chunk.outcomes:
-                    changed |= _account_outcome(o, setup, pools, learners, acc)
+                    changed |= _account_outcome(o, setup, pools, learners, acc, game)
                 c.env_steps += chunk.env_steps
                 c.agent_steps += chunk.agent_steps
                 c.iterations += 1
@@ -267,8 +312,11 @@ def train_mean_field(
             for learner in learners.values():
                 if hasattr(learner, "set_progress"):
                     learner.set_progress(progress())
+            game.check()
+            if changed:
+                game.refresh(progress())
             if chunks and (changed or updates_since_sync >= sync_every):
-                pool.set_weights(_weights(learners, pools), progress())
+                pool.set_weights(_weights(learners, pools, setup), progress(), game.models())
                 updates_since_sync = 0
             if chunks:
                 rounds += 1
@@ -276,7 +324,7 @@ def train_mean_field(
             acc["timers/learn_s"].append(time.perf_counter() - t_learn)
             session_s = cadence.clock()
             ending = _ending(stopper, config.run.max_seconds, session_s, c.env_steps >= sched["max_steps"])
-            cadence.report(ending, setup.behavior_policy, hotswap.metrics)
+            cadence.report(ending, setup.behavior_policy, lambda: {**hotswap.metrics(), **game.metrics()})
             cadence.checkpoint(lambda: _checkpoint(run, learners, pools, setup, c))
             if ending:
                 stopped_by = ending

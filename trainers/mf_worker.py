@@ -25,6 +25,13 @@ Battles: an environment's episode ends at a step in which every agent alive befo
 :class:`Outcome` gives per behaviour the kills (the game's ``<Game>/kills_team<k>`` stat for behaviours named
 ``<Game>?team=<k>`` when reported, else the other behaviours' terminations) and the mean agent return. One
 area per environment is assumed for outcomes.
+
+Opponents run in the game (``MFPlan.game_driven``, self-play with ``opponent_runs: game``): those behaviours
+are not reported to the trainer; ``collect`` receives their ONNX models (behaviour -> (version, bytes)) and
+pushes each new version into every game of the worker; each chunk carries what the games acknowledged
+(:attr:`MFChunk.game_status`). Their kills come from the game's stats only (so do the learner's then), and an
+outcome records, per such behaviour, the model version that ran the whole battle (None if it changed or none
+ran), so a battle is credited to the right snapshot.
 """
 
 from __future__ import annotations
@@ -76,6 +83,8 @@ class MFPlan:
     """Pairs of behaviours whose actors trade places after every battle, per environment (self-play on both
     sides; environment i starts swapped when i is odd, so with two or more environments both orientations
     play at once)."""
+    game_driven: tuple[str, ...] = ()
+    """Behaviours the games drive from pushed models (not reported to the trainer)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,9 @@ class Outcome:
     steps: int
     actors: dict[str, str] = field(default_factory=dict)
     """Per behaviour: the actor that drove it in this battle (they differ between battles with swap_sides)."""
+    versions: dict[str, int | None] = field(default_factory=dict)
+    """Per game-driven behaviour: the model version the game ran for the whole battle (None: it changed
+    during the battle, or no pushed model ran)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,8 @@ class MFChunk:
     timers: dict[str, float]
     worker_index: int
     dropped: int = 0
+    game_status: dict[str, list[Any]] = field(default_factory=dict)
+    """Per game-driven behaviour: each game's ``PolicyStatus`` (None before anything was pushed)."""
 
 
 @dataclass
@@ -127,6 +141,8 @@ class _EnvState:
     steps: int = 0
     actors: dict[str, str] = field(default_factory=dict)
     """Behaviour -> actor in this environment now (the plan's, with swap_sides applied)."""
+    versions: dict[str, int | None] = field(default_factory=dict)
+    """Game-driven behaviour -> model version running when the current battle started."""
 
 
 def baseline_actions(name: str, mask: np.ndarray | None, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -161,6 +177,7 @@ class MFRolloutWorker(GamePushing):
         self._views: dict[str, AgentView] = {}
         self._plan: MFPlan | None = None
         self._actors: dict[str, MFLearner] = {}
+        self._pushed: dict[str, int] = {}
         self._rng = np.random.default_rng(seed + 7919 * (worker_index + 1))
 
     # -- set-up ---------------------------------------------------------------------------------------
@@ -181,9 +198,15 @@ class MFRolloutWorker(GamePushing):
         missing = set(self._views) - set(plan.behavior_actor)
         if missing:
             raise EnvSetupError(f"behaviours {sorted(missing)} have no actor; map them to a policy")
+        if plan.game_driven and any(getattr(e, "policy_channel", None) is None for e in self._envs):
+            raise EnvSetupError(
+                f"behaviours {list(plan.game_driven)} run in the game from pushed models, which needs Unity "
+                "or sim games (env.build / env.sim); a PettingZoo environment has no policy channel"
+            )
         self._plan = plan
         for i, st in enumerate(self._state):
             st.actors = dict(plan.behavior_actor)
+            st.versions = self._running_versions(i)
             if i % 2:
                 _swap(st.actors, plan.swap_sides)
         self._actors = {
@@ -202,11 +225,22 @@ class MFRolloutWorker(GamePushing):
             env.close()
 
     # -- collection -----------------------------------------------------------------------------------
-    def collect(self, weights: dict[str, dict[str, np.ndarray]], progress: float, steps: int) -> MFChunk:
-        """Step every env ``steps`` times with ``weights``; returns the learning policies' transitions."""
+    def collect(
+        self,
+        weights: dict[str, dict[str, np.ndarray]],
+        progress: float,
+        steps: int,
+        models: dict[str, tuple[int, bytes]] | None = None,
+    ) -> MFChunk:
+        """Step every env ``steps`` times with ``weights`` (and game-driven behaviours' ``models``, pushed
+        when their version is new); returns the learning policies' transitions."""
         if self._plan is None:
             raise TrainerError("MFRolloutWorker.collect called before configure(plan)")
         start = time.perf_counter()
+        for behavior, (version, model) in (models or {}).items():
+            if self._pushed.get(behavior) != version:
+                self.push_policy(behavior, version, model)
+                self._pushed[behavior] = version
         for name, w in weights.items():
             self._actors[name].set_weights(w)
         for actor in self._actors.values():
@@ -242,7 +276,19 @@ class MFRolloutWorker(GamePushing):
             timers,
             self.worker_index,
             dropped,
+            self._game_status(),
         )
+
+    def _game_status(self) -> dict[str, list[Any]]:
+        assert self._plan is not None
+        statuses = self.policy_status()
+        return {b: [s.get(b) for s in statuses] for b in self._plan.game_driven}
+
+    def _running_versions(self, i: int) -> dict[str, int | None]:
+        assert self._plan is not None
+        channel = getattr(self._envs[i], "policy_channel", None)
+        status = channel.status() if channel is not None and self._plan.game_driven else {}
+        return {b: status[b].running_version if b in status else None for b in self._plan.game_driven}
 
     def _act(self) -> tuple[list[dict[str, Any]], dict[str, list[tuple]], int, int]:
         """Mean actions, completed transitions and one batched act per actor."""
@@ -390,19 +436,23 @@ class MFRolloutWorker(GamePushing):
     def _outcome(self, i: int) -> Outcome:
         env, st = self._envs[i], self._state[i]
         stats = env.connection.stats.get_and_reset_stats() if is_unity(env) else {}
+        assert self._plan is not None
+        hidden = self._plan.game_driven
         behaviors = sorted(st.finished)
         kills: dict[str, float] = {}
-        for b in behaviors:
+        for b in sorted({*behaviors, *hidden}):
             game, _, team = b.partition("?team=")
             key = f"{game}/kills_team{team}"
             if team and stats.get(key):
                 kills[b] = float(stats[key][-1][0])
-            else:
+            elif not hidden:  # with hidden opponents the terminations seen are not all the kills
                 kills[b] = float(sum(st.deaths[o] for o in behaviors if o != b))
         returns = {b: float(np.mean(v)) for b, v in st.finished.items()}
-        out = Outcome(kills, returns, st.steps, dict(st.actors))
-        if self._plan is not None:
-            _swap(st.actors, self._plan.swap_sides)
+        now = self._running_versions(i)
+        versions = {b: v if v == st.versions.get(b) else None for b, v in now.items()}
+        out = Outcome(kills, returns, st.steps, dict(st.actors), versions)
+        st.versions = now
+        _swap(st.actors, self._plan.swap_sides)
         st.finished.clear()
         st.deaths.clear()
         st.steps = 0

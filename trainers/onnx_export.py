@@ -26,9 +26,16 @@ Operator set (opset <= 15, exported with the TorchScript exporter and constant f
 (normaliser, Linear + LayerNorm + Tanh/ReLU layers, heads) uses only: Gemm, MatMul, Add, Sub, Mul, Div, Neg,
 Tanh, Relu, Sigmoid, Exp, Log, Sqrt, Pow, Clip, Concat, Flatten, Reshape, Transpose, ReduceMean, Softmax,
 ArgMax, Multinomial, RandomNormalLike, Constant, Identity, Cast, Slice and Split (per-branch views of the mask
-and logits), and, for shape arithmetic the tracer sometimes emits, Shape, Gather, Unsqueeze, Squeeze. The
-plug-in's runtime evaluator implements exactly this list (:data:`SUPPORTED_OPERATORS`); :func:`export_actor`
+and logits), and, for shape arithmetic the tracer sometimes emits, Shape, Gather, Unsqueeze, Squeeze. Conv
+encoders (``nn.Conv2d``: 2-D, any kernel, strides, pads, dilations and groups) add Conv. The plug-in's runtime
+evaluator implements exactly this list (:data:`SUPPORTED_OPERATORS`); :func:`export_actor`
 refuses a graph that uses anything else, so a model that exports is a model the plug-in can run.
+
+Mean-field extension (``mean_action_size > 0``, used for MF-Q self-play opponents run in the game): one more
+input after the contract's, ``mean_action`` float32 ``[batch, D]``, the mean of the encoded actions
+(:func:`unimarl.trainers.meanfield.encode_actions`) the agent's teammates took at the previous decision. The
+actor is then called ``actor(obs, mask, mean_action)``. Such a model runs on the sim games and the plug-in's
+evaluator, which compute that input (whole-team neighbourhood); Sentis' ML-Agents runner does not feed it.
 """
 
 from __future__ import annotations
@@ -60,10 +67,10 @@ CONTINUOUS_CLIP = 3.0
 
 SUPPORTED_OPERATORS: frozenset[str] = frozenset(
     {
-        "Add", "ArgMax", "Cast", "Clip", "Concat", "Constant", "Div", "Exp", "Flatten", "Gather", "Gemm",
-        "Identity", "Log", "MatMul", "Mul", "Multinomial", "Neg", "Pow", "RandomNormalLike", "ReduceMean",
-        "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh",
-        "Transpose", "Unsqueeze",
+        "Add", "ArgMax", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Exp", "Flatten", "Gather",
+        "Gemm", "Identity", "Log", "MatMul", "Mul", "Multinomial", "Neg", "Pow", "RandomNormalLike",
+        "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze",
+        "Sub", "Tanh", "Transpose", "Unsqueeze",
     }
 )  # fmt: skip
 """Operators the plug-in's runtime evaluator implements (``unity_project/.../Core/OnnxEvaluator.cs``)."""
@@ -92,11 +99,17 @@ class ExportReport:
     outputs: tuple[str, ...]
 
 
-def input_names(spec: PolicySpec) -> list[str]:
-    """Contract input names for ``spec``, in order."""
+MEAN_ACTION_INPUT = "mean_action"
+"""Name of the mean-field extension's input (module docstring)."""
+
+
+def input_names(spec: PolicySpec, mean_action_size: int = 0) -> list[str]:
+    """Contract input names for ``spec``, in order (plus ``mean_action`` for the mean-field extension)."""
     names = [f"obs_{i}" for i in range(len(spec.obs_shapes))]
     if spec.action_spec.discrete_size:
         names.append("action_masks")
+    if mean_action_size:
+        names.append(MEAN_ACTION_INPUT)
     return names
 
 
@@ -126,10 +139,13 @@ class ContractWrapper(nn.Module):
     continuous_shape: Tensor
     discrete_shape: Tensor
 
-    def __init__(self, actor: nn.Module, spec: PolicySpec, visual_layout: str = "CHW") -> None:
+    def __init__(
+        self, actor: nn.Module, spec: PolicySpec, visual_layout: str = "CHW", mean_action_size: int = 0
+    ) -> None:
         super().__init__()
         self.actor = actor
         self.spec = spec
+        self.mean_action_size = mean_action_size
         self.transpose = [len(s) == 3 and visual_layout == "HWC" for s in spec.obs_shapes]
         act = spec.action_spec
         self.register_buffer("version_number", torch.tensor([MODEL_EXPORT_VERSION]))
@@ -140,8 +156,10 @@ class ContractWrapper(nn.Module):
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         n_obs = len(self.spec.obs_shapes)
         obs = [x.permute(0, 2, 3, 1) if t else x for x, t in zip(inputs[:n_obs], self.transpose, strict=True)]
-        mask = inputs[n_obs] if self.spec.action_spec.discrete_size else None
-        out = self.actor(obs, mask)
+        has_mask = bool(self.spec.action_spec.discrete_size)
+        mask = inputs[n_obs] if has_mask else None
+        extra = inputs[n_obs + has_mask :] if self.mean_action_size else ()
+        out = self.actor(obs, mask, *extra)
         outputs: list[Tensor] = [self.version_number, self.memory_size]
         if self.spec.action_spec.continuous_size:
             outputs += self._continuous(out.continuous_mean, out.continuous_log_std)
@@ -168,11 +186,15 @@ class ContractWrapper(nn.Module):
         return [torch.cat(sampled, dim=1), self.discrete_shape, torch.cat(deterministic, dim=1)]
 
 
-def example_inputs(spec: PolicySpec, batch: int = 2, visual_layout: str = "CHW") -> tuple[Tensor, ...]:
+def example_inputs(
+    spec: PolicySpec, batch: int = 2, visual_layout: str = "CHW", mean_action_size: int = 0
+) -> tuple[Tensor, ...]:
     """Random contract inputs for ``spec`` (all actions allowed), e.g. for tracing or parity checks."""
     tensors = [torch.randn(batch, *contract_obs_shape(s, visual_layout)) for s in spec.obs_shapes]
     if spec.action_spec.discrete_size:
         tensors.append(torch.ones(batch, spec.mask_size))
+    if mean_action_size:
+        tensors.append(torch.softmax(torch.randn(batch, mean_action_size), dim=1))
     return tuple(tensors)
 
 
@@ -183,8 +205,11 @@ def export_actor(
     *,
     opset: int = MAX_OPSET,
     visual_layout: Literal["CHW", "HWC"] = "CHW",
+    mean_action_size: int = 0,
 ) -> ExportReport:
     """Write ``actor`` to ``path`` as an ML-Agents-contract ONNX model and return what was written.
+
+    ``mean_action_size > 0`` adds the mean-field extension's ``mean_action`` input (module docstring).
 
     Raises :class:`ExportError` for an opset above 15, a spec without actions, an unknown visual layout, a
     failure of the exporter, or a graph that uses an operator outside :data:`SUPPORTED_OPERATORS`.
@@ -199,8 +224,12 @@ def export_actor(
     if not act.continuous_size and not act.discrete_size:
         raise ExportError("the policy spec has no actions: export needs continuous or discrete actions")
     path = Path(path)
-    wrapper = ContractWrapper(actor, spec, visual_layout).eval()
-    inputs, outputs = input_names(spec), output_names(spec)
+    if mean_action_size < 0:
+        raise ExportError(
+            f"mean_action_size {mean_action_size} is negative: pass 0 (none) or the encoded size"
+        )
+    wrapper = ContractWrapper(actor, spec, visual_layout, mean_action_size).eval()
+    inputs, outputs = input_names(spec, mean_action_size), output_names(spec)
     batch_outputs = [n for n in outputs if n in _BATCH_OUTPUTS]
     dynamic_axes = {name: {0: "batch"} for name in [*inputs, *batch_outputs]}
     started = time.perf_counter()
@@ -210,7 +239,7 @@ def export_actor(
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(
                 wrapper,
-                example_inputs(spec, visual_layout=visual_layout),
+                example_inputs(spec, visual_layout=visual_layout, mean_action_size=mean_action_size),
                 buffer,  # type: ignore[arg-type]  # a file object is documented and works; the stub says path
                 input_names=inputs,
                 output_names=outputs,

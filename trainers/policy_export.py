@@ -259,7 +259,7 @@ def read_manifest(run_path: str | Path) -> dict[str, Any]:
             raise RunExportError(
                 f"{run_path} is a mean-field run: its exportable policies are written at every checkpoint to "
                 f"{path.parent}/<policy>.onnx (listed in mean_field.json); pass a model file to "
-                "`unimarl play`. `unimarl export` rebuilds MAPPO runs only"
+                "`unimarl play`"
             ) from e
         raise RunExportError(
             f"{path} does not exist: {run_path} is not a run folder with exported policies "

@@ -101,6 +101,7 @@ class ReplayBuffer:
             )
         self.capacity = int(capacity)
         self.share_frames = share_frames
+        self.frame_slack = frame_slack
         # unshared, every transition writes two frames
         self.frame_capacity = int(
             capacity + math.ceil(capacity * frame_slack) if share_frames else 2 * capacity
@@ -265,22 +266,30 @@ class ReplayBuffer:
         )
 
     def sample(self, batch_size: int) -> ReplaySample:
-        """Uniformly sample ``batch_size`` transitions (with replacement) whose frames are still stored."""
+        """Exactly ``batch_size`` transitions drawn uniformly (with replacement) from those whose frames are
+        still stored (rows whose start frame was overwritten are never returned); :class:`MeanFieldError`
+        when no row has its frames."""
         n = len(self)
         if n == 0 or batch_size < 1:
             raise MeanFieldError(
                 f"cannot sample {batch_size} transitions from a buffer holding {n}; add some first"
             )
         rows = self._rng.integers(0, n, size=batch_size)
-        for _ in range(8):
+        for _ in range(8):  # rejection sampling: cheap while few rows lost their frames
             bad = ~self._valid(rows)
             if not bad.any():
-                break
+                return self._read(rows)
             rows[bad] = self._rng.integers(0, n, size=int(bad.sum()))
-        else:
-            rows = rows[self._valid(rows)]
-            if rows.size == 0:
-                raise MeanFieldError("no stored transition has its frames left; raise frame_slack")
+        bad = ~self._valid(rows)
+        if bad.any():  # many rows lost their frames: draw the rest from the intact rows directly
+            intact = np.flatnonzero(self._valid(np.arange(n)))
+            if intact.size == 0:
+                raise MeanFieldError(
+                    f"none of the {n} stored transitions has its frames left: agents' first frames "
+                    f"overwrote them (frame_slack={self.frame_slack}, frame capacity {self.frame_capacity}); "
+                    "raise frame_slack, or use share_frames=False"
+                )
+            rows[bad] = intact[self._rng.integers(0, intact.size, size=int(bad.sum()))]
         return self._read(rows)
 
     def iterate(self, batch_size: int) -> Iterator[ReplaySample]:

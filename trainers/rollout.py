@@ -14,10 +14,13 @@ truncation; bootstrap from the value of the current observation when the iterati
 a termination or truncation flag is treated as truncated and bootstrapped from its last value. Critic inputs
 for bootstrapping use the teammates ending at the same step (or all live teammates at a fragment cut).
 
-Agents whose ``infos["requested_decision"]`` is False (Unity decision period > 1) do not act; their rewards
-go to their last action. Each row of a batch is a real decision of a live agent, so ``loss_mask`` is all
-ones. An agent's behaviour, policy and team are looked up once, when it first acts (a Unity agent keeps its
-group for its whole episode).
+Decision periods: agents whose ``infos["requested_decision"]`` is False (Unity decision period > 1) do not
+act; every reward until their next decision (or their end) goes to their last action, as in ML-Agents. An
+agent that waits between decisions when the iteration ends keeps its last action open: the trajectory up to
+it ends bootstrapped from that action's value, and the action itself moves to the next iteration's batch
+(:mod:`~unimarl.trainers.rollout_records`), so no reward, terminal one included, is lost. Each row of a
+batch is a real decision of a live agent, so ``loss_mask`` is all ones. An agent's behaviour, policy and
+team are looked up once, when it first acts (a Unity agent keeps its group for its whole episode).
 
 Late behaviours: a behaviour whose agents first appear after reset gets its policy when they appear, from
 ``WorkerPlan.config`` (its mapping and settings; a new policy starts from the deterministic initial weights
@@ -32,16 +35,15 @@ import logging
 import platform
 import sys
 import time
-import zlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from unimarl.trainers.batch import CriticInput, PolicySpec, RolloutBatch
+from unimarl.trainers.batch import CriticInput, PolicySpec
 from unimarl.trainers.envs import (
     AgentView,
     EnvFactory,
@@ -52,68 +54,18 @@ from unimarl.trainers.envs import (
     team_key,
 )
 from unimarl.trainers.errors import ConfigError, EnvSetupError, TrainerError
-from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-from unimarl.trainers.teams import concat_critic, team_arrays
-from unimarl.trainers.trajectories import batched_gae
-
-if TYPE_CHECKING:
-    from unimarl.trainers.config import TrainConfig
+from unimarl.trainers.mappo import MAPPOPolicy
+from unimarl.trainers.rollout_plan import (
+    PolicySetup,
+    RolloutResult,
+    WorkerPlan,
+    late_policy_seed,
+    policy_setup,
+)
+from unimarl.trainers.rollout_records import StepRecord, assemble_batches, take_rows
+from unimarl.trainers.teams import team_arrays
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PolicySetup:
-    """What a worker needs to build one policy's local copy and to compute its advantages."""
-
-    spec: PolicySpec
-    hyperparameters: MAPPOHyperparameters
-    network: NetworkSettings
-
-
-@dataclass(frozen=True)
-class WorkerPlan:
-    """Which policy acts for which behaviour, and how group rewards are weighted.
-
-    ``config``: the run's config, used to map and set up behaviours that appear after reset (None: such a
-    behaviour raises :class:`EnvSetupError`).
-    """
-
-    policies: dict[str, PolicySetup]
-    behavior_policy: dict[str, str]
-    group_reward_weight: dict[str, float] = field(default_factory=dict)
-    config: TrainConfig | None = None
-
-
-@dataclass(frozen=True)
-class RolloutResult:
-    """One worker's output for one iteration."""
-
-    batches: dict[str, RolloutBatch]
-    env_steps: int
-    agent_steps: int
-    episode_returns: dict[str, list[float]]
-    """Per behaviour: the return of every agent episode that ended during the iteration."""
-    episode_lengths: dict[str, list[int]]
-    timers: dict[str, float]
-    node: str
-    new_policies: dict[str, PolicySetup] = field(default_factory=dict)
-    """Policies this worker created for late behaviours during the iteration."""
-    new_behaviors: dict[str, str] = field(default_factory=dict)
-    """Late behaviour -> its policy."""
-
-
-def policy_setup(config: TrainConfig, behavior: str, spec: PolicySpec) -> tuple[str, PolicySetup, float]:
-    """(policy name, its setup, group-reward weight) of ``behavior`` under ``config``."""
-    policy = config.policy_of(behavior)
-    settings = config.behaviors.get(policy) or config.behavior_settings(behavior)
-    setup = PolicySetup(spec, settings.hyperparameters, settings.network_settings)
-    return policy, setup, config.behavior_settings(behavior).group_reward_weight
-
-
-def late_policy_seed(seed: int, policy: str) -> int:
-    """Initial-weight seed of a policy created for a late behaviour (equal in workers and learner)."""
-    return seed + 1_000_003 + zlib.crc32(policy.encode()) % 1_000_000
 
 
 @dataclass
@@ -135,21 +87,6 @@ class _Open:
     behavior: str
     rec: int
     row: int
-
-
-@dataclass
-class _Record:
-    """One policy's batched act() at one step (rows = agents)."""
-
-    obs: tuple[np.ndarray, ...]
-    mask: np.ndarray | None
-    critic: CriticInput
-    continuous: np.ndarray
-    discrete: np.ndarray
-    logp: np.ndarray
-    values: np.ndarray
-    traj: np.ndarray
-    rewards: np.ndarray
 
 
 @dataclass
@@ -184,6 +121,18 @@ class GamePushing:
     def policy_status(self) -> list[dict[str, Any]]:
         """Per Unity/sim env, behaviour -> ``PolicyStatus`` (what the game acknowledged running)."""
         return [c.status() for env in self._envs if (c := getattr(env, "policy_channel", None)) is not None]
+
+
+def _game_layouts(env: Any, only: str | None = None) -> dict[str, str]:
+    """Visual layout per behaviour (or of ``only``) that the game behind ``env`` marks (Unity/sim envs)."""
+    from unimarl.trainers.policy_export import visual_layout_of  # imports torch.onnx: only when asked
+
+    layouts = {}
+    for behavior, spec in getattr(env, "behavior_specs", {}).items():
+        layout = visual_layout_of(spec.observation_specs) if only in (None, behavior) else None
+        if layout is not None:
+            layouts[behavior] = layout
+    return layouts
 
 
 def _node_name() -> str:
@@ -224,8 +173,11 @@ class RolloutWorker(GamePushing):
         self._teams: dict[tuple[int, tuple[str, int]], int] = {}
         self._open: list[dict[str, _Open]] = [{} for _ in self._envs]
         self._episode: list[dict[str, list[float]]] = [{} for _ in self._envs]  # agent -> [return, length]
-        self._records: dict[str, list[_Record]] = {}
+        self._new_layouts: dict[str, str] = {}
+        self._records: dict[str, list[StepRecord]] = {}
         self._ends: list[tuple[bool, float]] = []  # per trajectory id: (terminated, next value)
+        self._carried: dict[str, list[StepRecord]] = {}  # actions held over a cut (module docstring)
+        self._carried_trajs = 0
 
     # -- set-up ---------------------------------------------------------------------------------------
     def specs(self) -> dict[str, PolicySpec]:
@@ -239,15 +191,11 @@ class RolloutWorker(GamePushing):
 
     def visual_layouts(self) -> dict[str, str]:
         """Layout ("CHW" or "HWC") of the visual observations of each behaviour whose game marks one (Unity
-        and sim games); exports record it so a model feeds the layout the game sends."""
-        from unimarl.trainers.policy_export import visual_layout_of  # imports torch.onnx: only when asked
-
+        and sim games); exports record it so a model feeds the layout the game sends. Behaviours met later
+        are reported in ``RolloutResult.new_layouts``."""
         layouts: dict[str, str] = {}
         for env in self._envs:
-            for behavior, spec in getattr(env, "behavior_specs", {}).items():
-                layout = visual_layout_of(spec.observation_specs)
-                if layout is not None:
-                    layouts[behavior] = layout
+            layouts.update(_game_layouts(env))
         return layouts
 
     def _view(self, env_i: int, agent: str, behavior: str) -> AgentView:
@@ -300,6 +248,7 @@ class RolloutWorker(GamePushing):
             self._records[policy] = []
             logger.info("behaviour '%s' appeared after reset: acting with new policy '%s'", behavior, policy)
         self._views[behavior] = view
+        self._new_layouts.update(_game_layouts(self._envs[env_i], behavior))
         self._behavior_policy[behavior] = self._new_behaviors[behavior] = policy
         self._group_weight[behavior] = weight
 
@@ -324,9 +273,10 @@ class RolloutWorker(GamePushing):
                 self._policies[name].set_weights(w)
             else:
                 self._waiting_weights[name] = w
-        self._records = {name: [] for name in self._policies}
-        self._ends = []
-        self._new_policies, self._new_behaviors = {}, {}
+        self._records = {name: list(self._carried.get(name, ())) for name in self._policies}
+        self._ends = [(False, 0.0)] * self._carried_trajs  # the held actions' trajectories come first
+        self._carried, self._carried_trajs = {}, 0
+        self._new_policies, self._new_behaviors, self._new_layouts = {}, {}, {}
         returns: dict[str, list[float]] = defaultdict(list)
         lengths: dict[str, list[int]] = defaultdict(list)
         timers = {"act_s": 0.0, "env_s": 0.0}
@@ -341,7 +291,9 @@ class RolloutWorker(GamePushing):
             timers["act_s"] += t1 - t0
             self._process_steps(steps, returns, lengths)
         self._cut_fragments()
-        batches = self._assemble()
+        discount = {n: (s.hyperparameters.gamma, s.hyperparameters.lam) for n, s in self._setups.items()}
+        batches = assemble_batches(self._records, self._ends, discount)
+        self._records = {}
         timers["collect_s"] = time.perf_counter() - start
         return RolloutResult(
             batches,
@@ -353,6 +305,7 @@ class RolloutWorker(GamePushing):
             _node_name(),
             dict(self._new_policies),
             dict(self._new_behaviors),
+            dict(self._new_layouts),
         )
 
     def _step_all(self, actions: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -436,7 +389,7 @@ class RolloutWorker(GamePushing):
                 trajs[j] = slot.traj
                 self._episode[env_i].setdefault(agent, [0.0, 0])[1] += 1
             records.append(
-                _Record(
+                StepRecord(
                     obs,
                     mask,
                     critic,
@@ -471,14 +424,15 @@ class RolloutWorker(GamePushing):
                 self._records[slot.policy][slot.rec].rewards[slot.row] += r
                 episode[agent][0] += r
             live = set(self._envs[i].agents)
-            for agent in [
-                a for a in open_trajs if terminations.get(a) or truncations.get(a) or a not in live
-            ]:
-                slot = open_trajs.pop(agent)
+            for agent in [a for a in episode if terminations.get(a) or truncations.get(a) or a not in live]:
+                slot = open_trajs.pop(agent, None)
                 ended.append((i, agent))
                 ep_return, ep_length = episode.pop(agent)
-                returns[slot.behavior].append(ep_return)
-                lengths[slot.behavior].append(int(ep_length))
+                behavior = self._meta[i][agent].behavior if slot is None else slot.behavior
+                returns[behavior].append(ep_return)
+                lengths[behavior].append(int(ep_length))
+                if slot is None:  # no open action (every reward already credited)
+                    continue
                 if terminations.get(agent):
                     self._ends[slot.traj] = (True, 0.0)
                 elif truncations.get(agent) and agent in obs:
@@ -506,43 +460,37 @@ class RolloutWorker(GamePushing):
                 self._ends[slots[(env_i, agent)].traj] = (False, v)
 
     def _cut_fragments(self) -> None:
-        """End of the iteration: close every open trajectory as a fragment, bootstrapped."""
-        pending = [(i, agent, slot) for i in range(len(self._envs)) for agent, slot in self._open[i].items()]
+        """End of the iteration: close every open trajectory as a fragment, bootstrapped; an agent between
+        decisions keeps its last action open into the next iteration (module docstring)."""
+        pending: list[tuple[int, str, _Open]] = []
+        held: list[tuple[int, str, _Open]] = []
+        for i, open_trajs in enumerate(self._open):
+            infos = self._infos[i]
+            for agent, slot in open_trajs.items():
+                deciding = (infos.get(agent) or {}).get("requested_decision", True)
+                (pending if deciding else held).append((i, agent, slot))
         self._open = [{} for _ in self._envs]
         if pending:
             self._bootstrap(pending)
+        if held:
+            self._hold(held)
 
-    def _assemble(self) -> dict[str, RolloutBatch]:
-        """GAE per trajectory (vectorised), then one flat batch per policy."""
-        terminated = np.array([t for t, _ in self._ends], bool)
-        next_value = np.array([v for _, v in self._ends], np.float64)
-        batches = {}
-        for name, records in self._records.items():
-            if not records:
-                continue
-            values = np.concatenate([r.values for r in records]).astype(np.float32)
-            hp = self._setups[name].hyperparameters
-            advantages, returns = batched_gae(
-                np.concatenate([r.rewards for r in records]),
-                values,
-                np.concatenate([r.traj for r in records]),
-                terminated,
-                next_value,
-                hp.gamma,
-                hp.lam,
-            )
-            masks = [r.mask for r in records]
-            batches[name] = RolloutBatch(
-                obs=tuple(np.concatenate(parts) for parts in zip(*(r.obs for r in records), strict=True)),
-                critic=concat_critic([r.critic for r in records]),
-                continuous_actions=np.concatenate([r.continuous for r in records]),
-                discrete_actions=np.concatenate([r.discrete for r in records]),
-                action_mask=None if masks[0] is None else np.concatenate(masks),  # type: ignore[arg-type]
-                logp=np.concatenate([r.logp for r in records]),
-                values=values,
-                advantages=advantages,
-                returns=returns,
-                loss_mask=np.ones(len(values), np.float32),
-            )
-        self._records = {}
-        return batches
+    def _hold(self, held: list[tuple[int, str, _Open]]) -> None:
+        """Carry each agent's last action into the next iteration (``self._carried``; its trajectory ids
+        0..k-1 there) and end the trajectory before it with that action's value."""
+        by_record: dict[tuple[str, int], list[tuple[int, str, _Open]]] = defaultdict(list)
+        for entry in held:
+            by_record[(entry[2].policy, entry[2].rec)].append(entry)
+        for (policy, rec_index), entries in by_record.items():
+            rec = self._records[policy][rec_index]
+            rows = [slot.row for _, _, slot in entries]
+            part = take_rows(rec, np.asarray(rows))
+            first = self._carried_trajs
+            part.traj = np.arange(first, first + len(rows))
+            rec.held.extend(rows)
+            carried = self._carried.setdefault(policy, [])
+            for j, (env_i, agent, slot) in enumerate(entries):
+                self._ends[slot.traj] = (False, float(rec.values[slot.row]))
+                self._open[env_i][agent] = _Open(first + j, policy, slot.behavior, len(carried), j)
+            carried.append(part)
+            self._carried_trajs += len(rows)

@@ -7,19 +7,17 @@ result enters the pool (the oldest snapshot leaves beyond ``pool_size``). The op
 drawn from the pool: ``latest`` (the frozen weights), ``uniform``, or ``win_rate`` (snapshots the learner
 beats less often are drawn more often: weight 1 - wins / (games + 1), plus a floor).
 
-Seam for ONNX opponents pushed into the game (not wired): :meth:`SnapshotPool.current` is the single place
-the opponent's weights come from, and :attr:`SnapshotPool.version` changes with them. A game-side opponent
-would, on each version change, export the snapshot (:func:`unimarl.trainers.mf_export.contract_policy` +
-``onnx_export.export_actor``) and push it to the opponent behaviour (``pool.push_policy``) of games started
-with ``--behavior-type inference``, and drop the opponent from the rollout workers' actors. Limits: only
-policies the model contract can carry qualify (IQL / AC, ``encoder: mlp``; not MF-Q, whose policy needs the
-mean action); ``sides: both`` does not combine with it, since a game keeps running a pushed model for a
-behaviour and has no message to hand that behaviour back to the trainer's actions; and the opponent's
-transitions and kills still have to be read from the game, which the workers already do.
+Who plays the opponent: the rollout workers, with the weights :meth:`SnapshotPool.current` returns
+(``self_play.opponent_runs: trainer``), or the games themselves, from those weights exported as ONNX and
+pushed over the policy side channel whenever :attr:`SnapshotPool.version` changes (``opponent_runs: game``,
+:mod:`unimarl.trainers.selfplay_game`).
+
+The pool's state (snapshots, results, the draw generator) is saved in checkpoints and restored on resume.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -106,6 +104,7 @@ class SnapshotPool:
             "active": self.active,
             "version": self.version,
             "refreshes": self.refreshes,
+            "rng": json.dumps(self._rng.bit_generator.state),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -117,3 +116,5 @@ class SnapshotPool:
             int(state["version"]),
             int(state["refreshes"]),
         )
+        if "rng" in state:  # checkpoints written before the generator was saved draw from a fresh one
+            self._rng.bit_generator.state = json.loads(state["rng"])

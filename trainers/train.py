@@ -14,6 +14,7 @@ metrics line. Policies of behaviours that appear after reset are created when a 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -118,6 +119,16 @@ def _adopt_late_policies(
                 policies[name] = _late_policy(config, name, setup, device)
 
 
+def _adopt_late_layouts(results: list[RolloutResult], plan: WorkerPlan, layouts: dict[str, str]) -> bool:
+    """Add the visual layouts of behaviours that appeared after reset to ``layouts`` (policy -> layout);
+    returns whether any was added."""
+    found = {b: layout for r in results for b, layout in r.new_layouts.items()}
+    per_policy = _policy_layouts(found, plan.behavior_policy)
+    added = {policy: layout for policy, layout in per_policy.items() if policy not in layouts}
+    layouts.update(added)
+    return bool(added)
+
+
 def _schedule(config: TrainConfig, behaviors: list[str]) -> dict[str, int]:
     settings = [config.behavior_settings(b) for b in behaviors]
     return {
@@ -133,7 +144,8 @@ def _env_factory(config: TrainConfig, run: RunDir) -> EnvFactory:
     env.kind  # noqa: B018 - validates that exactly one env kind is set
     if env.pettingzoo and env.pettingzoo.partition(":")[0].endswith(".py"):
         module, _, attr = env.pettingzoo.rpartition(":")
-        env.pettingzoo = f"{Path(module).resolve()}:{attr}"  # Ray workers may run elsewhere
+        # absolute for Ray workers that may run elsewhere; a copy, so the caller's config stays as given
+        env = dataclasses.replace(env, pettingzoo=f"{Path(module).resolve()}:{attr}")
     if env.pettingzoo and config.environment_parameters:
         logger.warning("environment_parameters are sent to Unity/sim games only; ignored for PettingZoo envs")
     build = str(make_sim_build(env, run.path)) if env.sim else None
@@ -274,10 +286,15 @@ def _summarise(results: list[RolloutResult], acc: dict[str, list[float]]) -> Non
 
 
 def _checkpoint(
-    run: RunDir, policies: dict[str, MAPPOPolicy], c: _Counters, layouts: dict[str, str] | None = None
+    run: RunDir,
+    policies: dict[str, MAPPOPolicy],
+    c: _Counters,
+    layouts: dict[str, str] | None = None,
+    behavior_policy: dict[str, str] | None = None,
 ) -> None:
     run.save_checkpoint(
         {
+            "behavior_policy": dict(behavior_policy or {}),
             "counters": {
                 "env_steps": c.env_steps,
                 "agent_steps": c.agent_steps,
@@ -297,11 +314,23 @@ def _policy_layouts(behavior_layouts: dict[str, str], behavior_policy: dict[str,
     return {behavior_policy[b]: layout for b, layout in behavior_layouts.items() if b in behavior_policy}
 
 
+def _behavior_of(policy: str, config: TrainConfig, saved: dict[str, str]) -> str:
+    """A behaviour that ``policy`` acts for: from the checkpoint's mapping, else from ``policy_mapping``, else
+    the policy's own name (unmapped behaviours get a policy of their name)."""
+    for mapping in (saved, config.policy_mapping):
+        for behavior, name in sorted(mapping.items()):
+            if name == policy:
+                return behavior
+    return policy
+
+
 def _resume(run: RunDir, policies: dict[str, MAPPOPolicy], config: TrainConfig, device: str) -> _Counters:
     state = run.load_latest()
+    saved = state.get("behavior_policy", {})  # absent in checkpoints written before it was recorded
     for name in set(state["policies"]) - set(policies):  # policies of behaviours that appeared late
         spec = MAPPOPolicy.spec_from_state(state["policies"][name])
-        policies[name] = _late_policy(config, name, policy_setup(config, name, spec)[1], device)
+        behavior = _behavior_of(name, config, saved)
+        policies[name] = _late_policy(config, name, policy_setup(config, behavior, spec)[1], device)
     if set(state["policies"]) != set(policies):
         raise ResumeError(
             f"checkpoint holds policies {sorted(state['policies'])}, this config makes {sorted(policies)}; "
@@ -406,6 +435,8 @@ def train(
             results = pool.collect({n: p.get_weights() for n, p in policies.items()}, sched["time_horizon"])
             _adopt_late_policies(results, policies, plan, config, device)
             hotswap.behavior_policy.update(plan.behavior_policy)  # late behaviours are pushed too
+            if _adopt_late_layouts(results, plan, layouts):
+                hotswap.visual_layouts.update(layouts)
             t_learn = time.perf_counter()
             for name, policy in policies.items():
                 batches = [r.batches[name] for r in results if name in r.batches]
@@ -424,11 +455,13 @@ def train(
             session_s = cadence.clock()
             ending = _ending(stopper, config.run.max_seconds, session_s, c.env_steps >= sched["max_steps"])
             cadence.report(ending, plan.behavior_policy, hotswap.metrics)  # the last iteration always reports
-            cadence.checkpoint(lambda: _checkpoint(run, policies, c, layouts))
+            cadence.checkpoint(lambda: _checkpoint(run, policies, c, layouts, plan.behavior_policy))
             if ending:
                 stopped_by = ending
                 break
-        return cadence.finish(stopped_by, lambda: _checkpoint(run, policies, c, layouts))
+        return cadence.finish(
+            stopped_by, lambda: _checkpoint(run, policies, c, layouts, plan.behavior_policy)
+        )
     finally:
         stopper.restore()
         if pool is not None:

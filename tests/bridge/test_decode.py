@@ -52,8 +52,10 @@ def output(agents: list[AgentInfoProto], name: str = B) -> UnityRLOutputProto:
     return out
 
 
-def decode(out, brains=(), known=None, layout="HWC", nan_policy="raise"):
-    return decode_output(out, list(brains), known or {}, visual_layout=layout, nan_policy=nan_policy)
+def decode(out, brains=(), known=None, layout="HWC", nan_policy="raise", warned=None):
+    return decode_output(
+        out, list(brains), known or {}, visual_layout=layout, nan_policy=nan_policy, warned=warned
+    )
 
 
 def test_visual_layout_by_package_major() -> None:
@@ -254,17 +256,22 @@ def test_shape_differing_from_spec() -> None:
         decode(missing, known=known)
 
 
-def test_nan_policies(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(decode_module, "_warned", set())  # "log once" is per process
+def test_nan_policies(caplog: pytest.LogCaptureFixture) -> None:
     agents = [
         AgentInfoProto(id=i, observations=[float_obs([1.0, np.nan if i == 2 else 0.0])]) for i in range(3)
     ]
     with pytest.raises(ObservationError, match=r"agent\(s\) \[2\]: observation 0 holds NaN or inf"):
         decode(output(agents), [brain()])
+    game_a: set[tuple[str, str]] = set()
     with caplog.at_level(logging.WARNING, logger="unimarl.bridge.decode"):
-        warned = decode(output(agents), [brain()], nan_policy="warn")
-        decode(output(agents), [brain()], nan_policy="warn")
+        warned = decode(output(agents), [brain()], nan_policy="warn", warned=game_a)
+        decode(output(agents), [brain()], nan_policy="warn", warned=game_a)
     assert warned.steps[B].decision.obs[0][2].tolist() == [1.0, 0.0]
+    assert sum("NaN or inf" in r.message for r in caplog.records) == 1  # once per game
+    assert game_a == {(B, "observation 0")}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="unimarl.bridge.decode"):
+        decode(output(agents), [brain()], nan_policy="warn", warned=set())  # another game: its own warning
     assert sum("NaN or inf" in r.message for r in caplog.records) == 1
     ignored = decode(output(agents), [brain()], nan_policy="ignore")
     assert np.isnan(ignored.steps[B].decision.obs[0][2, 1])
@@ -330,7 +337,7 @@ def test_column_path_equals_per_agent_path(case: str) -> None:
     spec = result.new_specs[B]
     expected_ids = {"uniform": [1, 2, 3, 4, 5, 6], "defaults": [0, 1, 2, 3, 4, 5], "mixed": [0, 2, 3, 5]}
     assert result.steps[B].decision.agent_id.tolist() == expected_ids[case]
-    per_agent = decode_module._Decoder("HWC", "raise").behavior(spec, out.agentInfos[B].value)
+    per_agent = decode_module._Decoder("HWC", "raise", set()).behavior(spec, out.agentInfos[B].value)
     _steps_equal(result.steps[B], per_agent)
 
 

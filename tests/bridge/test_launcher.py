@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from unimarl.bridge import LaunchError
-from unimarl.bridge.launcher import build_command, launch, resolve_executable
+from unimarl.bridge.launcher import KILL_WAIT_S, GameProcess, build_command, launch, resolve_executable
 
 
 def _touch(path: Path, executable: bool = True) -> Path:
@@ -149,3 +151,33 @@ def test_terminate_kills_the_process_group(tmp_path: Path) -> None:
         time.sleep(0.02)
     assert not _alive(child)
     assert process.terminate(grace=0.1) == code  # safe to repeat
+
+
+class _UnkillablePopen:
+    """A process that never exits, not even on SIGKILL (as one stuck in uninterruptible I/O)."""
+
+    pid = 4_000_000  # never signalled: the test replaces the group signalling
+    returncode = None
+
+    def __init__(self) -> None:
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.waits.append(timeout)
+        raise subprocess.TimeoutExpired("game", timeout or 0.0)
+
+
+def test_terminate_gives_up_on_a_process_that_outlives_sigkill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    popen = _UnkillablePopen()
+    process = GameProcess(
+        popen, tmp_path / "Game.x86_64", tmp_path / "Player-0.log", tmp_path / "Player-0.out"
+    )
+    sent: list[int] = []
+    monkeypatch.setattr(process, "_signal_group", sent.append)
+    with caplog.at_level(logging.ERROR, logger="unimarl.bridge.launcher"):
+        assert process.terminate(grace=0.1) is None
+    assert sent == [signal.SIGTERM, signal.SIGKILL, signal.SIGKILL]
+    assert popen.waits == [0.1, 0.1, KILL_WAIT_S]  # every wait bounded
+    assert "still running" in caplog.text and str(tmp_path / "Player-0.log") in caplog.text

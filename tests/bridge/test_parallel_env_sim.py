@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -121,3 +122,23 @@ def test_reset_with_new_seed_relaunches(tmp_path: Path) -> None:
         assert len(env.agents) == 4
     finally:
         env.close()
+
+
+def test_nan_warning_is_logged_once_per_game(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two games with NaN observations under nan_policy="warn": each warns once (one never silences the
+    other's warning), however many messages hold NaN."""
+    build = sim.make_build("coop_nav", tmp_path / "build", extra_args=("--misbehave", "nan:1"))
+    envs = [
+        UnityParallelEnv(build, seed=0, timeout=30, log_dir=tmp_path / f"logs{k}", nan_policy="warn")
+        for k in range(2)
+    ]
+    try:
+        with caplog.at_level(logging.WARNING, logger="unimarl.bridge.decode"):
+            for env in envs:
+                env.reset()
+                for _ in range(3):  # NaN in every output after the first step
+                    env.step({agent: env.action_space(agent).sample() for agent in env.agents})
+    finally:
+        for env in envs:
+            env.close()
+    assert sum("NaN or inf" in r.message for r in caplog.records) == 2

@@ -68,3 +68,11 @@ def test_no_answer_within_timeout_exits_1(trainer, launch):
     trainer.receive()  # call #1, never answered
     assert proc.wait(timeout=20) == 1
     assert "no answer from the trainer" in proc.log_path.read_text()
+
+
+def test_an_unparsable_trainer_reply_exits_1_with_a_reason(trainer, launch):
+    proc = launch("coop_nav", trainer.port)
+    trainer.receive_raw()  # call #1: the initialization output
+    trainer.replies.put(b"\xff\xff\xff")  # not a UnityMessageProto
+    assert proc.wait(timeout=20) == 1
+    assert "answered 3 bytes that are not a message" in proc.log_path.read_text()

@@ -105,3 +105,10 @@ def test_large_team_matches_a_loop():
     for j in (0, 17, 127):
         nb = [k for k in range(128) if k != j and has[k] and alive[k]]
         np.testing.assert_allclose(out[j], acts[nb].mean(axis=0), rtol=1e-6)
+
+
+def test_a_step_without_acting_agents_records_nothing():
+    tracker = MeanActionTracker(ActionSpec(discrete_branches=(3, 2)), Neighbourhood.TEAM)
+    tracker.record(["a", "b"], np.array([[0, 1], [2, 0]]))
+    tracker.record([], np.zeros((0, 2), np.int64))  # every agent waits (decision period) or died
+    np.testing.assert_array_equal(tracker.mean_actions(["a", "b"]), np.zeros((2, 5), np.float32))

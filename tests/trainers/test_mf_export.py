@@ -1,4 +1,5 @@
-"""Mean-field export: IQL / AC policies become contract models that act like the learner; MF-Q is declined."""
+"""Mean-field export: IQL / AC policies become contract models that act like the learner, MF-Q models take the
+extension input ``mean_action``, conv encoders export too, and ``unimarl export`` rebuilds them."""
 
 from __future__ import annotations
 
@@ -47,15 +48,25 @@ def test_exported_policy_acts_like_the_learner(tmp_path: Path, kind: str) -> Non
     assert entry["exportable"] and entry["algorithm"] == kind and entry["env_steps"] == 7
 
 
-def test_mfq_and_conv_policies_are_recorded_as_not_exportable(tmp_path: Path) -> None:
-    learners: dict[str, Any] = {
-        "mfq": MFQLearner(SPEC, MFQConfig(network=MLP), seed=0),
-        "conv": MFACLearner(SPEC, MFACConfig(network=NetworkConfig(conv_channels=(4,), visual_hidden=8))),
-    }
-    assert export_mean_field(tmp_path, learners, 1) == {}
+def test_mfq_is_exported_with_mean_action_and_conv_acts_like_the_learner(tmp_path: Path) -> None:
+    conv = MFACLearner(SPEC, MFACConfig(network=NetworkConfig(conv_channels=(4,), visual_hidden=8)), seed=0)
+    learners: dict[str, Any] = {"mfq": MFQLearner(SPEC, MFQConfig(network=MLP), seed=0), "conv": conv}
+    written = export_mean_field(tmp_path, learners, 1)
+    assert set(written) == {"mfq", "conv"}
     manifest = json.loads((tmp_path / "onnx" / MANIFEST).read_text())
-    assert not manifest["mfq"]["exportable"] and "mean action" in manifest["mfq"]["reason"]
-    assert not manifest["conv"]["exportable"] and "Conv" in manifest["conv"]["reason"]
+    assert manifest["mfq"]["exportable"] and manifest["mfq"]["inputs"][-1] == "mean_action"
+    assert manifest["mfq"]["spec"] == {
+        "obs_shapes": [[5, 5, 2], [3]],
+        "continuous_size": 0,
+        "discrete_branches": [4],
+    }
+    assert manifest["conv"]["exportable"] and manifest["conv"]["visual_layout"] == "HWC"
+    rng = np.random.default_rng(1)
+    obs = [rng.normal(size=(6, 5, 5, 2)).astype(np.float32) * 3, rng.normal(size=(6, 3)).astype(np.float32)]
+    mask = rng.random((6, 4)) < 0.7
+    mask[:, 2] = True
+    expected = conv.act(obs, None, mask, deterministic=True).discrete_actions[:, 0]
+    np.testing.assert_array_equal(_greedy_onnx(written["conv"], obs, mask), expected)
 
 
 def test_training_exports_and_hot_swaps_mfac(tmp_path: Path) -> None:
@@ -85,10 +96,33 @@ def test_training_exports_and_hot_swaps_mfac(tmp_path: Path) -> None:
     assert result.last_metrics["counters/hotswap_rejected/Battle?team=0"] == 0
 
 
-def test_unimarl_export_on_a_mean_field_run_says_where_its_models_are(tmp_path: Path) -> None:
+def test_unimarl_export_rebuilds_a_mean_field_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unimarl.trainers.cli import main
     from unimarl.trainers.policy_export import RunExportError, export_checkpoint
 
-    learner = MFACLearner(SPEC, MFACConfig(network=MLP))
-    export_mean_field(tmp_path, {"agent": learner}, env_steps=10)
+    data = {
+        "env": {"sim": "battle", "num_envs": 1, "args": ["--team-size", "4", "--grid", "10", "--view", "5"]},
+        "run": {"run_id": "mfq", "results_dir": str(tmp_path), "device": "cpu", "max_steps": 24},
+        "behaviors": {
+            "Battle?team=0": {
+                "trainer_type": "mfq",
+                "hyperparameters": {
+                    "encoder": "mlp",
+                    "visual_hidden": 16,
+                    "head_hidden": [16],
+                    "push_every": 8,
+                },
+                "self_play": {"opponent": "Battle?team=1"},
+            }
+        },
+        "environment_parameters": {"max_steps": 10},
+    }
+    run = train(config_from_dict(data)).run_dir
+    model = run / "onnx" / "Battle_team_0.onnx"
+    before = model.read_bytes()
+    model.unlink()
+    assert main(["export", str(run)]) == 0
+    assert model.read_bytes() == before  # same checkpoint, same bytes
+    assert "Battle?team=0" in capsys.readouterr().out
     with pytest.raises(RunExportError, match=r"mean-field run.*mean_field\.json"):
-        export_checkpoint(tmp_path)
+        export_checkpoint(run)  # the MAPPO path says where the models are

@@ -112,3 +112,32 @@ def test_batch_larger_than_capacity_is_rejected():
         buf.add(step(np.arange(5), 0, keys=list(range(5))))
     with pytest.raises(MeanFieldError, match="needs agent_keys"):
         buf.add(step([1.0], 0))
+
+
+def _first_frames_only(capacity: int, frame_slack: float) -> ReplayBuffer:
+    """A full buffer whose every transition starts a new agent (two frames each): with little frame slack
+    the older rows lose their frames, so a share of the buffer cannot be sampled."""
+    buf = ReplayBuffer([(2,)], capacity=capacity, n_actions=3, mean_dim=3, frame_slack=frame_slack, seed=1)
+    for t in range(capacity // 10):
+        buf.add(step(np.arange(10) + 10 * t, t, keys=[("agent", 10 * t + k) for k in range(10)]))
+    return buf
+
+
+def test_sample_returns_exactly_the_size_asked_when_many_rows_lost_their_frames():
+    buf = _first_frames_only(1000, frame_slack=0.125)
+    stale = ~buf._valid(np.arange(len(buf)))
+    assert 0.3 < stale.mean() < 0.6  # the case that made rejection sampling come back short
+    s = buf.sample(20_000)
+    assert len(s.reward) == 20_000
+    # only rows whose frames are intact: the newest rows (their obs are the largest values)
+    newest = 1000 - int((~stale).sum())
+    assert s.reward.min() >= newest
+    np.testing.assert_array_equal(s.next_obs[0], s.obs[0] + 1)
+
+
+def test_sample_from_a_buffer_without_intact_frames_says_why():
+    buf = ReplayBuffer([(2,)], capacity=10, n_actions=3, mean_dim=3, frame_slack=0.0, seed=0)
+    buf.add(step(np.arange(5), 0, keys=list(range(5))))
+    buf._frames_written += buf.frame_capacity  # every frame overwritten (as by other agents' first frames)
+    with pytest.raises(MeanFieldError, match=r"none of the 5 stored transitions.*frame_slack=0\.0"):
+        buf.sample(4)

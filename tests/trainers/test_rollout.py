@@ -306,3 +306,118 @@ def test_worker_reports_the_games_visual_layout(tmp_path: Path, package: str, la
         worker.close()
     assert layouts == {"Visual?team=0": layout}
     assert _policy_layouts(layouts, {"Visual?team=0": "visual"}) == {"visual": layout}
+
+
+# agent -> (per-step reward, decides at t when (t + shift) % period == 0 or t == 0, terminates at step)
+PERIODIC: dict[str, tuple[float, int, int, int | None]] = {
+    "a_0": (1.0, 3, 0, 5),  # decides at t = 0, 3; between decisions at the first cut (t = 4); ends at step 5
+    "a_1": (0.5, 1, 0, None),  # decides every step
+    "a_2": (2.0, 3, 1, None),  # decides at t = 0, 2, 5, 8; between decisions at the first cut
+}
+
+
+class DecisionPeriodEnv(ParallelEnv):
+    """Unity decision periods as the bridge presents them: an agent between decisions stays in ``agents``
+    with its last observation, reward 0 and ``requested_decision`` False; at its next decision (or its end)
+    it gets the reward summed since its last one. Obs of a_i: [i, t of its last decision]."""
+
+    metadata = {"name": "decision_period_v0"}  # noqa: RUF012
+
+    def __init__(self) -> None:
+        self.possible_agents = list(PERIODIC)
+        self.agents: list[str] = []
+        self._t = 0
+        self._acc: dict[str, float] = {}
+        self._last: dict[str, np.ndarray] = {}
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return spaces.Box(-100, 100, (2,), np.float32)
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return spaces.Discrete(2)
+
+    def _decides(self, agent: str) -> bool:
+        _, period, shift, _ = PERIODIC[agent]
+        return self._t == 0 or (self._t + shift) % period == 0
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        self._t = 0
+        self.agents = list(PERIODIC)
+        self._acc = dict.fromkeys(self.agents, 0.0)
+        self._last = {a: np.array([int(a[-1]), 0], np.float32) for a in self.agents}
+        return dict(self._last), {a: {"requested_decision": True} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        self._t += 1
+        obs, rewards, terms, truncs, infos = {}, {}, {}, {}, {}
+        for agent in list(self.agents):
+            reward, _, _, end = PERIODIC[agent]
+            self._acc[agent] += reward
+            ends, decides = end == self._t, self._decides(agent)
+            if ends or decides:
+                self._last[agent] = np.array([int(agent[-1]), self._t], np.float32)
+                rewards[agent], self._acc[agent] = self._acc[agent], 0.0
+            else:
+                rewards[agent] = 0.0
+            obs[agent], terms[agent], truncs[agent] = self._last[agent], ends, False
+            infos[agent] = {"requested_decision": decides and not ends}
+            if ends:
+                self.agents.remove(agent)
+        return obs, rewards, terms, truncs, infos
+
+
+def make_periodic() -> DecisionPeriodEnv:
+    return DecisionPeriodEnv()
+
+
+def test_decision_period_rewards_accrue_to_the_last_action_across_fragment_cuts() -> None:
+    factory = EnvFactory(EnvSettings(pettingzoo=f"{__file__}:make_periodic"))
+    worker, policy = _worker(factory)
+    weights = {"a": policy.get_weights()}
+    first, second = worker.collect(weights, horizon=4), worker.collect(weights, horizon=4)
+    b1, b2 = first.batches["a"], second.batches["a"]
+    rows1 = {(int(o[0]), int(o[1])): k for k, o in enumerate(b1.obs[0])}
+    rows2 = {(int(o[0]), int(o[1])): k for k, o in enumerate(b2.obs[0])}
+    # a_0's action at t=3 and a_2's at t=2 were still collecting rewards at the first cut: next batch
+    assert sorted(rows1) == [(0, 0), (1, 0), (1, 1), (1, 2), (1, 3), (2, 0)]
+    assert sorted(rows2) == [(0, 3), (1, 4), (1, 5), (1, 6), (1, 7), (2, 2), (2, 5)]
+    ret1 = {key: float(b1.returns[k]) for key, k in rows1.items()}
+    ret2 = {key: float(b2.returns[k]) for key, k in rows2.items()}
+    value2 = {key: float(b2.values[k]) for key, k in rows2.items()}
+    # gamma = lam = 1: a fragment's returns are its rewards plus the bootstrap value
+    assert ret1[(0, 0)] == pytest.approx(3.0 + value2[(0, 3)], abs=1e-4)  # cut before the held action
+    assert ret1[(2, 0)] == pytest.approx(4.0 + value2[(2, 2)], abs=1e-4)
+    assert ret2[(0, 3)] == pytest.approx(2.0)  # the terminal reward, no bootstrap
+    assert ret2[(2, 2)] - ret2[(2, 5)] == pytest.approx(6.0, abs=1e-4)  # steps 3..5 reach the t=2 action
+    np.testing.assert_allclose(b2.advantages, b2.returns - b2.values, atol=1e-5)
+    assert first.episode_returns == {} and second.episode_returns == {"a": [5.0]}
+    assert second.episode_lengths == {"a": [2]}
+    assert (first.agent_steps, second.agent_steps) == (8, 5)
+    # nothing of the ended agent is left behind
+    assert set(worker._episode[0]) == set(worker._meta[0]) == {"a_1", "a_2"}
+    third = worker.collect(weights, horizon=4)
+    rows3 = sorted((int(o[0]), int(o[1])) for o in third.batches["a"].obs[0])
+    assert rows3 == [(1, 8), (1, 9), (1, 10), (1, 11), (2, 8)]  # a_2's action at t = 11 is held again
+    worker.close()
+
+
+def test_coop_nav_with_a_decision_period_credits_every_reward(tmp_path: Path) -> None:
+    """coop_nav gives each agent the team reward summed since its last decision, so with nothing lost every
+    agent of an area ends its episode with the same return, however the fragments cut the periods."""
+    from unimarl.trainers.envs import make_sim_build
+
+    args = ["--decision-period", "3", "--episode-length", "10"]
+    settings = EnvSettings(sim="coop_nav", args=args)
+    build = make_sim_build(settings, tmp_path)
+    worker, policy = _worker(EnvFactory(settings, run_dir=str(tmp_path), build_path=str(build)))
+    try:
+        returns: list[float] = []
+        for _ in range(5):  # 35 steps, cut every 7: agents are mid-period at most cuts
+            returns += worker.collect(
+                {"CoopNav?team=0": policy.get_weights()}, horizon=7
+            ).episode_returns.get("CoopNav?team=0", [])
+    finally:
+        worker.close()
+    assert len(returns) == 3 * 3  # three 10-step episodes of 3 agents ended
+    for k in range(0, len(returns), 3):
+        assert returns[k : k + 3] == pytest.approx([returns[k]] * 3, abs=1e-4), returns

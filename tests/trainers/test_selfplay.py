@@ -61,3 +61,19 @@ def test_state_dict_loads_with_weights_only() -> None:
     other.load_state_dict(torch.load(buf, weights_only=True))
     np.testing.assert_allclose(other.current()["w"], 0.99)
     assert other.version == 1 and other.games == pool.games
+
+
+def test_resumed_pool_draws_what_the_uninterrupted_one_draws() -> None:
+    settings = SelfPlaySettings(opponent="B", update="copy", sample="uniform", pool_size=6)
+    pool = SnapshotPool(settings, _w(0.0), seed=3)
+    for i in range(5):
+        pool.record(True, _w(float(i)))
+    buf = io.BytesIO()
+    torch.save(pool.state_dict(), buf)
+    buf.seek(0)
+    resumed = SnapshotPool(settings, _w(0.0), seed=99)  # a different seed: the state must win
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    for i in range(20):
+        pool.record(True, _w(float(i)))
+        resumed.record(True, _w(float(i)))
+        assert resumed.active == pool.active

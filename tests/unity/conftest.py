@@ -52,6 +52,21 @@ class CoreDriver:
         self.run("eval", str(model), str(src), str(dst), str(seed))
         return read_tensors(dst)
 
+    def policy(self, model: Path, inputs: dict[str, np.ndarray]) -> list[str]:
+        """One deterministic OnnxPolicy decision on batch-1 ``inputs``; the driver's output lines."""
+        self._count += 1
+        src = self.build_dir / f"policy{self._count}.bin"
+        write_tensors(src, inputs)
+        return self.run("policy", str(model), str(src)).splitlines()
+
+    def mean_action(self, continuous: int, branches: tuple[int, ...], script: list[str]) -> list[str]:
+        """Run a MeanActionRecorder script (format in CoreTestDriver.cs); the printed ``mean`` lines."""
+        self._count += 1
+        path = self.build_dir / f"mean{self._count}.txt"
+        path.write_text("\n".join(script) + "\n")
+        sizes = ",".join(map(str, branches)) or "-"
+        return self.run("meanaction", str(continuous), sizes, str(path)).splitlines()
+
     def compile_glue(self, editor: bool, examples: bool = False) -> subprocess.CompletedProcess[str]:
         """Compile the Unity-dependent glue (and the example agents) against the API stubs and the core
         (Editor or player variant)."""

@@ -1,15 +1,19 @@
 // Battle agent, the Unity counterpart of sim/battle.py (behaviours "Battle" team 0 and 1, Team Id in
 // Behavior Parameters).
 //
-// Observations: three VectorSensorComponents on the agent, named so that ML-Agents' ordinal sort by sensor
-// name keeps the sim's order: "LocalView" (V x V x 5 floats around the agent, row-major with channels last:
-// walls (also outside the map), own team, other team, own team's hp, other team's hp), "Status" (the sim's
-// "Features": own hp fraction, own team alive fraction, other team alive fraction, episode progress) and
-// "position" ((column, row) / (size - 1), for mean-field neighbourhoods). The view travels as a flat vector;
-// a policy exported from the sim (which sends it as a rank-3 observation) expects the same values in C, H, W
-// order, which TryDecide's caller would have to transpose.
-// Actions: one branch of 21 (BattleArena.Moves / Attacks); WriteDiscreteActionMask disables moves into walls,
-// obstacles or occupied cells and attacks on cells without an enemy. Rewards and episodes: BattleArena.
+// Observations, all in the agent's team's egocentric frame (team 1's columns mirrored, see BattleArena): three
+// VectorSensorComponents on the agent, named so that ML-Agents' ordinal sort by sensor name keeps the sim's
+// order: "LocalView" (V x V x 5 floats around the agent, row-major with channels last: walls (also outside the
+// map), own team, other team, own team's hp, other team's hp), "Status" (the sim's "Features": own hp fraction,
+// own team alive fraction, other team alive fraction, episode progress) and "position" ((column, row) /
+// (size - 1), team 1's column counted from the right; distances are the same in both frames, as mean-field
+// neighbourhoods need). The view travels as a flat vector; a policy exported from the sim (which sends it as a
+// rank-3 observation) expects the same values in C, H, W order, which TryDecide's caller would have to transpose.
+// Actions: one branch of 21 (BattleArena.Moves / Attacks, offsets in the team's frame: the same action number
+// moves or attacks team 1 to the mirrored side); WriteDiscreteActionMask disables moves into walls, obstacles or
+// occupied cells and attacks on cells without an enemy. Rewards, episodes and stats: BattleArena.
+// Heuristic (Behavior Type Heuristic Only, e.g. a self-play opponent team): the policy pushed to m_HotSwap, with
+// the agent's instance id so a mean-field policy (mean_action input) gets its team's mean action.
 using System.Collections.Generic;
 using Unimarl.Unity;
 using Unity.MLAgents;
@@ -56,13 +60,18 @@ namespace Unimarl.Examples
             ChosenAction = Mathf.Clamp(actions.DiscreteActions[0], 0, BattleArena.NumActions - 1);
         }
 
+        public override void OnEpisodeBegin()
+        {
+            if (m_HotSwap != null) m_HotSwap.OnAgentEpisodeBegin(GetInstanceID());
+        }
+
         public override void Heuristic(in ActionBuffers actionsOut)
         {
             m_HeuristicInputs[0] = m_Arena.LocalView(this);
             m_HeuristicInputs[1] = m_Arena.Status(this);
             m_HeuristicInputs[2] = m_Arena.Position(this);
             m_Arena.FillMask(this, m_Mask);
-            m_HotSwap.TryDecide(m_HeuristicInputs, m_Mask, actionsOut);
+            m_HotSwap.TryDecide(GetInstanceID(), m_HeuristicInputs, m_Mask, actionsOut);
         }
     }
 }

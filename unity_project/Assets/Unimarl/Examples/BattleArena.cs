@@ -1,10 +1,16 @@
 // One battle map (sim/battle.py): two teams on a size x size grid with walls on the border and random
-// obstacles. Before every Academy step the arena resolves the actions the agents chose: attacks first (on
-// positions before moving; hp 10, damage 2), then deaths, then moves in a random order (the first mover wins
-// a contested cell). Rewards: +0.2 per hit, +5 per kill to every attacker of the victim that step, -1 on
-// death, -0.005 per step alive. A dead agent ends its episode once (EndEpisode) and is switched off until the
-// next episode; the episode ends when a team is wiped out (EndEpisode) or after m_MaxSteps steps
-// (EpisodeInterrupted), then everybody restarts.
+// obstacles, mirror-symmetric (obstacles are drawn for the left half and mirrored). Team 0 starts in columns
+// [1, size / 2), team 1 in the mirrored columns [size - size / 2, size - 1). Each team sees and acts in its own
+// egocentric frame: team 1's columns are mirrored (column c is seen as size - 1 - c; rows never are), so a
+// team-1 agent gets exactly the view, status, position and mask a team-0 agent gets in the mirrored cell, and
+// the same action number does the mirrored thing (Frame negates its column offsets). Before every Academy
+// step the arena resolves the actions the agents chose: attacks first (on positions before moving; hp 10,
+// damage 2), then deaths, then moves in a random order (the first mover wins a contested cell). Rewards:
+// +0.2 per hit, +5 per kill to every attacker of the victim that step, -1 on death, -0.005 per step alive. A
+// dead agent ends its episode once (EndEpisode) and is switched off until the next episode; the episode ends
+// when a team is wiped out (EndEpisode) or after m_MaxSteps steps (EpisodeInterrupted), then everybody
+// restarts. Stats per episode (Average, as the sim): Battle/kills_team0, Battle/kills_team1, Battle/team0_win
+// (1: team 0 made more kills, 0: fewer, 0.5: as many; a wiped-out team has fewer).
 using System.Collections.Generic;
 using Unity.MLAgents;
 using UnityEngine;
@@ -15,7 +21,8 @@ namespace Unimarl.Examples
     {
         public const int NumActions = 21, FirstAttack = 13, Channels = 5;
         const float MaxHp = 10f, Damage = 2f, HitReward = 0.2f, KillReward = 5f, DeathPenalty = -1f, StepCost = -0.005f;
-        /// <summary>Actions 1-12: (row, column) offsets of the move targets; 13-20: of the attacked cells.</summary>
+        /// <summary>Actions 1-12: (row, column) offsets of the move targets; 13-20: of the attacked cells; in the
+        /// acting team's frame (see <see cref="Frame"/>).</summary>
         public static readonly Vector2Int[] Moves =
         {
             new Vector2Int(-1, 0), new Vector2Int(1, 0), new Vector2Int(0, -1), new Vector2Int(0, 1),
@@ -39,14 +46,18 @@ namespace Unimarl.Examples
         bool[,] m_Wall;
         BattleAgent[,] m_Occupant;
         int m_Step;
+        readonly int[] m_Kills = new int[2];
 
         void Start()
         {
             m_Random = new System.Random(m_Seed);
             m_Wall = new bool[m_Size, m_Size];
+            int left = (m_Size - 1) / 2;  // interior columns drawn: the left half, with the middle one if there is one
             for (int r = 0; r < m_Size; r++)
                 for (int c = 0; c < m_Size; c++)
-                    m_Wall[r, c] = r == 0 || c == 0 || r == m_Size - 1 || c == m_Size - 1 || m_Random.NextDouble() < m_Obstacles;
+                    m_Wall[r, c] = r == 0 || c == 0 || r == m_Size - 1 || c == m_Size - 1
+                        || (c <= left ? m_Random.NextDouble() < m_Obstacles : m_Wall[r, m_Size - 1 - c]);
+            CheckStartRoom();
             m_Occupant = new BattleAgent[m_Size, m_Size];
             Academy.Instance.AgentPreStep += OnPreStep;
             ResetArena();
@@ -64,14 +75,47 @@ namespace Unimarl.Examples
 
         BattleAgent At(Vector2Int cell) { return Blocked(cell) ? null : m_Occupant[cell.x, cell.y]; }
 
+        /// <summary>The map cell at (row, column) <paramref name="offset"/> from <paramref name="agent"/> in its
+        /// team's frame: team 1's column offsets are negated.</summary>
+        public static Vector2Int Frame(BattleAgent agent, Vector2Int offset)
+        {
+            return new Vector2Int(agent.Cell.x + offset.x, agent.Cell.y + (agent.Team == 0 ? offset.y : -offset.y));
+        }
+
+        /// <summary>First and end (exclusive) start column of <paramref name="team"/>: mirror images.</summary>
+        void StartColumns(int team, out int first, out int end)
+        {
+            int half = m_Size / 2;
+            first = team == 0 ? 1 : m_Size - half;
+            end = team == 0 ? half : m_Size - 1;
+        }
+
+        void CheckStartRoom()
+        {
+            for (int team = 0; team < 2; team++)
+            {
+                int first, end, free = 0, members = 0;
+                StartColumns(team, out first, out end);
+                for (int r = 1; r < m_Size - 1; r++)
+                    for (int c = first; c < end; c++)
+                        if (!m_Wall[r, c]) free++;
+                foreach (var agent in m_Agents) if (agent.Team == team) members++;
+                if (free < members)
+                    throw new System.InvalidOperationException(string.Format(
+                        "team {0} has {1} agents but {2} free start cells on a {3}x{3} map; raise m_Size or lower "
+                        + "m_Obstacles", team, members, free, m_Size));
+            }
+        }
+
         void ResetArena()
         {
             m_Step = 0;
+            m_Kills[0] = m_Kills[1] = 0;
             System.Array.Clear(m_Occupant, 0, m_Occupant.Length);
-            int half = m_Size / 2;
             foreach (var agent in m_Agents)
             {
-                int first = agent.Team == 0 ? 1 : half, end = agent.Team == 0 ? half : m_Size - 1;
+                int first, end;
+                StartColumns(agent.Team, out first, out end);
                 Vector2Int cell;
                 do cell = new Vector2Int(m_Random.Next(1, m_Size - 1), m_Random.Next(first, end));
                 while (m_Wall[cell.x, cell.y] || m_Occupant[cell.x, cell.y] != null);
@@ -83,23 +127,24 @@ namespace Unimarl.Examples
             }
         }
 
-        /// <summary>1 = allowed, 0 = masked, for the 21 actions of <paramref name="agent"/>.</summary>
+        /// <summary>1 = allowed, 0 = masked, for the 21 actions of <paramref name="agent"/> (its team's frame).</summary>
         public void FillMask(BattleAgent agent, float[] mask)
         {
             mask[0] = 1f;
             for (int i = 0; i < Moves.Length; i++)
             {
-                var to = agent.Cell + Moves[i];
+                var to = Frame(agent, Moves[i]);
                 mask[1 + i] = Blocked(to) || m_Occupant[to.x, to.y] != null ? 0f : 1f;
             }
             for (int i = 0; i < Attacks.Length; i++)
             {
-                var other = At(agent.Cell + Attacks[i]);
+                var other = At(Frame(agent, Attacks[i]));
                 mask[FirstAttack + i] = other != null && other.Team != agent.Team ? 1f : 0f;
             }
         }
 
-        /// <summary>The V x V x 5 view around <paramref name="agent"/>, row-major, channels last (as the sim).</summary>
+        /// <summary>The V x V x 5 view around <paramref name="agent"/>, row-major, channels last (as the sim); row i,
+        /// column j is the cell (i - V/2, j - V/2) away in the agent's team's frame.</summary>
         public float[] LocalView(BattleAgent agent)
         {
             int r = m_View / 2;
@@ -107,7 +152,7 @@ namespace Unimarl.Examples
             for (int i = 0; i < m_View; i++)
                 for (int j = 0; j < m_View; j++)
                 {
-                    var cell = agent.Cell + new Vector2Int(i - r, j - r);
+                    var cell = Frame(agent, new Vector2Int(i - r, j - r));
                     int at = (i * m_View + j) * Channels;
                     view[at] = Blocked(cell) ? 1f : 0f;
                     var other = At(cell);
@@ -130,9 +175,11 @@ namespace Unimarl.Examples
             return new[] { agent.Hp / MaxHp, ownAlive / (float)own, otherAlive / (float)Mathf.Max(other, 1), m_Step / (float)m_MaxSteps };
         }
 
+        /// <summary>(column, row) / (size - 1) in the agent's team's frame (team 1: column size - 1 - c).</summary>
         public float[] Position(BattleAgent agent)
         {
-            return new[] { agent.Cell.y / (float)(m_Size - 1), agent.Cell.x / (float)(m_Size - 1) };
+            int column = agent.Team == 0 ? agent.Cell.y : m_Size - 1 - agent.Cell.y;
+            return new[] { column / (float)(m_Size - 1), agent.Cell.x / (float)(m_Size - 1) };
         }
 
         void OnPreStep(int academyStepCount)
@@ -142,7 +189,7 @@ namespace Unimarl.Examples
             foreach (var agent in m_Agents)
             {
                 if (!agent.Alive || agent.ChosenAction < FirstAttack) continue;
-                var victim = At(agent.Cell + Attacks[agent.ChosenAction - FirstAttack]);
+                var victim = At(Frame(agent, Attacks[agent.ChosenAction - FirstAttack]));
                 if (victim == null || victim.Team == agent.Team) continue;
                 victim.Hp -= Damage;
                 agent.AddReward(HitReward);
@@ -153,6 +200,7 @@ namespace Unimarl.Examples
             {
                 if (!agent.Alive || agent.Hp > 0f) continue;
                 foreach (var hitter in hitters[agent]) hitter.AddReward(KillReward);
+                m_Kills[1 - agent.Team]++;
                 agent.AddReward(DeathPenalty);
                 agent.Alive = false;
                 m_Occupant[agent.Cell.x, agent.Cell.y] = null;
@@ -171,7 +219,18 @@ namespace Unimarl.Examples
                 if (wiped[0] || wiped[1]) agent.EndEpisode();
                 else agent.EpisodeInterrupted();
             }
+            RecordStats();
             ResetArena();
+        }
+
+        void RecordStats()
+        {
+            var stats = Academy.Instance.StatsRecorder;
+            stats.Add("Battle/kills_team0", m_Kills[0], StatAggregationMethod.Average);
+            stats.Add("Battle/kills_team1", m_Kills[1], StatAggregationMethod.Average);
+            // more kills wins (a team wiped out has fewer), as the sim and unimarl.trainers.evaluate count a battle
+            float team0Win = 0.5f + 0.5f * System.Math.Sign(m_Kills[0] - m_Kills[1]);
+            stats.Add("Battle/team0_win", team0Win, StatAggregationMethod.Average);
         }
 
         void Move()
@@ -189,7 +248,7 @@ namespace Unimarl.Examples
             var claimed = new HashSet<Vector2Int>();
             foreach (var agent in movers)
             {
-                var to = agent.Cell + Moves[agent.ChosenAction - 1];
+                var to = Frame(agent, Moves[agent.ChosenAction - 1]);
                 if (Blocked(to) || occupied.Contains(to) || !claimed.Add(to)) continue;
                 m_Occupant[agent.Cell.x, agent.Cell.y] = null;
                 m_Occupant[to.x, to.y] = agent;

@@ -3,10 +3,16 @@
 //   mono driver.exe eval  MODEL.onnx INPUTS.bin OUTPUTS.bin [SEED]   run the model once, write every output
 //   mono driver.exe bench MODEL.onnx INPUTS.bin ITERATIONS           print "seconds_per_run S" over ITERATIONS runs
 //   mono driver.exe codec MAX_MODEL_SIZE PAYLOAD...                  feed chunk payload files to one assembler
+//   mono driver.exe policy MODEL.onnx INPUTS.bin                     one OnnxPolicy decision (batch 1, deterministic)
+//   mono driver.exe meanaction CONTINUOUS BRANCHES SCRIPT            run a MeanActionRecorder script
 //
 // Tensor files: int32 count, then per tensor: int32 name length, UTF-8 name, int32 element type (1 float32,
 // 7 int64), int32 rank, int32 dims, data (little-endian). Codec lines, one per payload: "none",
 // "model BEHAVIOR VERSION SHA256HEX ACKHEX" or "reject REASON ACKHEX" (ACKHEX: the serialized acknowledgement).
+// policy prints "layout D CONTINUOUS BRANCH,SIZES", "continuous V..." and "discrete V..." (INPUTS: obs_i, action_masks,
+// mean_action, each [1, ...]; a missing mean_action is fed as zeros). meanaction: BRANCHES is "3,4" or "-"; SCRIPT
+// lines are "roll", "forget ID", "record ID V..." (continuous values, then one integer per branch) and "mean ID",
+// which prints "mean ID V...".
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;
@@ -25,6 +31,8 @@ static class CoreTestDriver
                 case "eval": return Eval(args);
                 case "bench": return Bench(args);
                 case "codec": return Codec(args);
+                case "policy": return Policy(args);
+                case "meanaction": return MeanAction(args);
                 default:
                     Console.Error.WriteLine("usage: driver.exe eval|bench|codec ...");
                     return 2;
@@ -77,6 +85,60 @@ static class CoreTestDriver
             }
         }
         return 0;
+    }
+
+    static int Policy(string[] args)
+    {
+        var policy = new OnnxPolicy(File.ReadAllBytes(args[1]), 0);
+        var inputs = ReadTensors(args[2]);
+        var observations = new List<float[]>();
+        for (int i = 0; i < policy.ObservationCount; i++) observations.Add(inputs["obs_" + i].AsFloats());
+        Tensor mask, mean;
+        inputs.TryGetValue("action_masks", out mask);
+        inputs.TryGetValue(OnnxPolicy.MeanActionInput, out mean);
+        var continuous = new float[policy.ContinuousSize];
+        var discrete = new int[policy.BranchSizes.Length];
+        policy.Decide(observations, mask == null ? null : mask.AsFloats(), mean == null ? null : mean.AsFloats(), true, continuous, discrete);
+        Console.WriteLine("layout " + policy.MeanActionSize + " " + policy.ContinuousSize + " " + Join(policy.BranchSizes));
+        Console.WriteLine("continuous " + string.Join(" ", Array.ConvertAll(continuous, v => v.ToString("R"))));
+        Console.WriteLine("discrete " + string.Join(" ", Array.ConvertAll(discrete, v => v.ToString())));
+        return 0;
+    }
+
+    static int MeanAction(string[] args)
+    {
+        int continuousSize = int.Parse(args[1]);
+        var branches = args[2] == "-" ? new int[0] : Array.ConvertAll(args[2].Split(','), int.Parse);
+        var recorder = new MeanActionRecorder(continuousSize, branches);
+        var mean = new float[recorder.Size];
+        foreach (var line in File.ReadAllLines(args[3]))
+        {
+            var parts = line.Split(new[] { ' ' }, StringSplitOptions.RemoveEmptyEntries);
+            if (parts.Length == 0) continue;
+            switch (parts[0])
+            {
+                case "roll": recorder.RollOver(); break;
+                case "forget": recorder.Forget(int.Parse(parts[1])); break;
+                case "record":
+                    var continuous = new float[continuousSize];
+                    for (int i = 0; i < continuousSize; i++) continuous[i] = float.Parse(parts[2 + i], System.Globalization.CultureInfo.InvariantCulture);
+                    var discrete = new int[branches.Length];
+                    for (int b = 0; b < branches.Length; b++) discrete[b] = int.Parse(parts[2 + continuousSize + b]);
+                    recorder.Record(int.Parse(parts[1]), continuous, discrete);
+                    break;
+                case "mean":
+                    recorder.MeanAction(int.Parse(parts[1]), mean);
+                    Console.WriteLine("mean " + parts[1] + " " + string.Join(" ", Array.ConvertAll(mean, v => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture))));
+                    break;
+                default: throw new ArgumentException("unknown script line '" + line + "'");
+            }
+        }
+        return 0;
+    }
+
+    static string Join(int[] values)
+    {
+        return values.Length == 0 ? "-" : string.Join(",", Array.ConvertAll(values, v => v.ToString()));
     }
 
     static string Hex(byte[] bytes)

@@ -2,9 +2,12 @@
 //
 // Float32 tensors, any batch size >= 1. Nodes run in file order (ONNX graphs are topologically sorted).
 // The operator set is the one unimarl's exporter documents and enforces (trainers/onnx_export.py,
-// SUPPORTED_OPERATORS); any other operator is refused when the model is loaded, not when it first runs.
+// SUPPORTED_OPERATORS); any other operator, or an attribute value an operator does not support (e.g. a Conv that is
+// not 2-D), is refused when the model is loaded, not when it first runs.
 // Sampling operators (Multinomial, RandomNormalLike) draw from one System.Random seeded at construction, so a
 // seeded evaluator is reproducible; the deterministic outputs do not depend on it.
+// Constant weights that Gemm / MatMul need in another layout are rearranged once, at construction
+// (OnnxLinearAlgebra.cs) and only read by Run.
 using System;
 using System.Collections.Generic;
 
@@ -14,10 +17,10 @@ namespace Unimarl.Core
     {
         static readonly HashSet<string> Supported = new HashSet<string>
         {
-            "Add", "ArgMax", "Cast", "Clip", "Concat", "Constant", "Div", "Exp", "Flatten", "Gather", "Gemm",
-            "Identity", "Log", "MatMul", "Mul", "Multinomial", "Neg", "Pow", "RandomNormalLike", "ReduceMean",
-            "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh",
-            "Transpose", "Unsqueeze",
+            "Add", "ArgMax", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Exp", "Flatten", "Gather",
+            "Gemm", "Identity", "Log", "MatMul", "Mul", "Multinomial", "Neg", "Pow", "RandomNormalLike",
+            "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze",
+            "Sub", "Tanh", "Transpose", "Unsqueeze",
         };
 
         readonly OnnxModel m_Model;
@@ -35,6 +38,8 @@ namespace Unimarl.Core
                 if ((node.Domain != "" && node.Domain != "ai.onnx") || !Supported.Contains(node.OpType))
                     throw new OnnxModelException("operator '" + node.OpType + "' (node '" + node.Name + "') is not in the " +
                         "evaluator's operator set; export the policy with unimarl's exporter, which only emits supported operators");
+                if (node.OpType == "Conv") CheckConv(node);
+                PrepareWeights(node);
             }
             if (model.Opset > 15)
                 throw new OnnxModelException("opset " + model.Opset + " is newer than 15; re-export with opset 15 or lower");
@@ -106,22 +111,23 @@ namespace Unimarl.Core
         {
             switch (node.OpType)
             {
-                case "Add": return One(Binary(x[0], x[1], (a, b) => a + b, (a, b) => a + b));
-                case "Sub": return One(Binary(x[0], x[1], (a, b) => a - b, (a, b) => a - b));
-                case "Mul": return One(Binary(x[0], x[1], (a, b) => a * b, (a, b) => a * b));
-                case "Div": return One(Binary(x[0], x[1], (a, b) => a / b, (a, b) => a / b));
-                case "Pow": return One(Binary(x[0], x[1], (a, b) => b == 2f ? a * a : (float)Math.Pow(a, b), (a, b) => (long)Math.Pow(a, b)));
-                case "Neg": return One(Unary(x[0], a => -a));
+                case "Add": return One(Binary(x[0], x[1], BinaryOp.Add));
+                case "Sub": return One(Binary(x[0], x[1], BinaryOp.Sub));
+                case "Mul": return One(Binary(x[0], x[1], BinaryOp.Mul));
+                case "Div": return One(Binary(x[0], x[1], BinaryOp.Div));
+                case "Pow": return One(Binary(x[0], x[1], BinaryOp.Pow));
+                case "Neg": return One(Neg(x[0]));
                 case "Exp": return One(Unary(x[0], a => (float)Math.Exp(a)));
                 case "Log": return One(Unary(x[0], a => (float)Math.Log(a)));
                 case "Sqrt": return One(Unary(x[0], a => (float)Math.Sqrt(a)));
                 case "Tanh": return One(Unary(x[0], a => (float)Math.Tanh(a)));
-                case "Relu": return One(Unary(x[0], a => a > 0f ? a : 0f));
+                case "Relu": return One(Relu(x[0]));
                 case "Sigmoid": return One(Unary(x[0], a => (float)(1.0 / (1.0 + Math.Exp(-a)))));
                 case "Identity": return One(x[0]);
                 case "Clip": return One(Clip(node, x));
                 case "Gemm": return One(Gemm(node, x));
-                case "MatMul": return One(MatMul(x[0], x[1]));
+                case "Conv": return One(Conv(node, x));
+                case "MatMul": return One(MatMul(node, x[0], x[1]));
                 case "Softmax": return One(Softmax(x[0], (int)node.Int("axis", m_Model.Opset >= 13 ? -1 : 1)));
                 case "ReduceMean": return One(ReduceMean(node, x[0]));
                 case "ArgMax": return One(ArgMax(node, x[0]));

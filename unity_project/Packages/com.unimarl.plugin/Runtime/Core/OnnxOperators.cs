@@ -1,175 +1,17 @@
-// Arithmetic, linear-algebra, reduction and sampling operators of the engine-free evaluator (ONNX opset <= 15
-// semantics; numpy-style broadcasting for the element-wise binary operators).
+// Clip, Softmax, reduction, sampling and Constant operators of the engine-free evaluator (ONNX opset <= 15
+// semantics). Element-wise operators: OnnxElementwise.cs; Gemm and MatMul: OnnxLinearAlgebra.cs.
 using System;
 
 namespace Unimarl.Core
 {
     public sealed partial class OnnxEvaluator
     {
-        static Tensor Unary(Tensor x, Func<float, float> f)
-        {
-            var src = x.AsFloats();
-            var dst = new float[src.Length];
-            for (int i = 0; i < src.Length; i++) dst[i] = f(src[i]);
-            return new Tensor(x.Shape, dst);
-        }
-
-        static int[] BroadcastShape(int[] a, int[] b)
-        {
-            int rank = Math.Max(a.Length, b.Length);
-            var shape = new int[rank];
-            for (int i = 0; i < rank; i++)
-            {
-                int da = i - rank + a.Length >= 0 ? a[i - rank + a.Length] : 1;
-                int db = i - rank + b.Length >= 0 ? b[i - rank + b.Length] : 1;
-                if (da != db && da != 1 && db != 1)
-                    throw new ArgumentException("shapes cannot broadcast: dim " + da + " vs " + db);
-                shape[i] = da == 1 ? db : da;
-            }
-            return shape;
-        }
-
-        /// <summary>Strides of <paramref name="shape"/> aligned right to <paramref name="outShape"/>, 0 where broadcast.</summary>
-        static int[] BroadcastStrides(int[] shape, int[] outShape)
-        {
-            var own = Tensor.Strides(shape);
-            var strides = new int[outShape.Length];
-            for (int i = 0; i < outShape.Length; i++)
-            {
-                int j = i - outShape.Length + shape.Length;
-                strides[i] = j >= 0 && shape[j] != 1 ? own[j] : 0;
-            }
-            return strides;
-        }
-
-        /// <summary>Source offsets of each output element into a and b (odometer over the output shape).</summary>
-        static void ForEachBroadcast(int[] outShape, int[] sa, int[] sb, Action<int, int, int> body)
-        {
-            int n = Tensor.Count(outShape), rank = outShape.Length;
-            var index = new int[rank];
-            int ia = 0, ib = 0;
-            for (int k = 0; k < n; k++)
-            {
-                body(k, ia, ib);
-                for (int d = rank - 1; d >= 0; d--)
-                {
-                    index[d]++;
-                    ia += sa[d];
-                    ib += sb[d];
-                    if (index[d] < outShape[d]) break;
-                    ia -= sa[d] * outShape[d];
-                    ib -= sb[d] * outShape[d];
-                    index[d] = 0;
-                }
-            }
-        }
-
-        static Tensor Binary(Tensor a, Tensor b, Func<float, float, float> f, Func<long, long, long> g)
-        {
-            if (a.IsInt && b.IsInt)
-            {
-                var shapeI = BroadcastShape(a.Shape, b.Shape);
-                var outI = new long[Tensor.Count(shapeI)];
-                long[] xa = a.Ints, xb = b.Ints;
-                ForEachBroadcast(shapeI, BroadcastStrides(a.Shape, shapeI), BroadcastStrides(b.Shape, shapeI),
-                    (k, i, j) => outI[k] = g(xa[i], xb[j]));
-                return new Tensor(shapeI, outI);
-            }
-            float[] fa = a.AsFloats(), fb = b.AsFloats();
-            if (fb.Length == 1 && a.Rank >= b.Rank)
-            {
-                var dst = new float[fa.Length];
-                float s = fb[0];
-                for (int i = 0; i < dst.Length; i++) dst[i] = f(fa[i], s);
-                return new Tensor(a.Shape, dst);
-            }
-            var shape = BroadcastShape(a.Shape, b.Shape);
-            var result = new float[Tensor.Count(shape)];
-            if (fa.Length == result.Length && fb.Length == result.Length)
-            {
-                for (int i = 0; i < result.Length; i++) result[i] = f(fa[i], fb[i]);
-                return new Tensor(shape, result);
-            }
-            int[] sa = BroadcastStrides(a.Shape, shape), sb = BroadcastStrides(b.Shape, shape);
-            int last = shape.Length - 1;
-            if (last >= 0 && sa[last] == 1 && (sb[last] == 1 || sb[last] == 0))
-            {
-                // Row-wise: rows of a against a row (or one value per row) of b, e.g. LayerNorm and bias adds.
-                int width = shape[last], rows = result.Length / Math.Max(width, 1), bStep = sb[last];
-                var rowA = new int[rows];
-                var rowB = new int[rows];
-                int[] rowShape = (int[])shape.Clone();
-                rowShape[last] = 1;
-                ForEachBroadcast(rowShape, sa, sb, (r, i, j) => { rowA[r] = i; rowB[r] = j; });
-                for (int r = 0; r < rows; r++)
-                    for (int c = 0, o = r * width; c < width; c++, o++) result[o] = f(fa[rowA[r] + c], fb[rowB[r] + c * bStep]);
-                return new Tensor(shape, result);
-            }
-            ForEachBroadcast(shape, sa, sb, (k, i, j) => result[k] = f(fa[i], fb[j]));
-            return new Tensor(shape, result);
-        }
-
         static Tensor Clip(OnnxNode node, Tensor[] x)
         {
             // Opset 11+: min and max are optional inputs; before, attributes.
             float lo = x.Length > 1 && x[1] != null ? (float)x[1].Get(0) : node.Float("min", float.NegativeInfinity);
             float hi = x.Length > 2 && x[2] != null ? (float)x[2].Get(0) : node.Float("max", float.PositiveInfinity);
             return Unary(x[0], a => a < lo ? lo : a > hi ? hi : a);
-        }
-
-        static Tensor Gemm(OnnxNode node, Tensor[] x)
-        {
-            Tensor a = x[0], b = x[1];
-            bool ta = node.Int("transA", 0) != 0, tb = node.Int("transB", 0) != 0;
-            float alpha = node.Float("alpha", 1f), beta = node.Float("beta", 1f);
-            int m = ta ? a.Shape[1] : a.Shape[0], k = ta ? a.Shape[0] : a.Shape[1];
-            int n = tb ? b.Shape[0] : b.Shape[1];
-            if ((tb ? b.Shape[1] : b.Shape[0]) != k)
-                throw new ArgumentException("Gemm inner dims differ: " + a.ShapeString() + " x " + b.ShapeString());
-            float[] fa = a.AsFloats(), fb = b.AsFloats();
-            var y = new float[m * n];
-            for (int i = 0; i < m; i++)
-                for (int j = 0; j < n; j++)
-                {
-                    float sum = 0f;
-                    if (!ta && tb)  // Linear layers: x [m, k] times W [n, k]^T, both rows contiguous
-                    {
-                        int ra = i * k, rb = j * k;
-                        for (int p = 0; p < k; p++) sum += fa[ra + p] * fb[rb + p];
-                    }
-                    else
-                        for (int p = 0; p < k; p++)
-                            sum += fa[ta ? p * m + i : i * k + p] * fb[tb ? j * k + p : p * n + j];
-                    y[i * n + j] = alpha * sum;
-                }
-            var result = new Tensor(new[] { m, n }, y);
-            if (x.Length > 2 && x[2] != null && beta != 0f)
-            {
-                var c = beta == 1f ? x[2] : Unary(x[2], v => beta * v);
-                result = Binary(result, c, (p, q) => p + q, (p, q) => p + q);
-            }
-            return result;
-        }
-
-        static Tensor MatMul(Tensor a, Tensor b)
-        {
-            if (a.Rank < 2 || b.Rank != 2)
-                throw new ArgumentException("MatMul supports [..., M, K] x [K, N], got " + a.ShapeString() + " x " + b.ShapeString());
-            int k = a.Shape[a.Rank - 1], n = b.Shape[1];
-            if (b.Shape[0] != k) throw new ArgumentException("MatMul inner dims differ: " + a.ShapeString() + " x " + b.ShapeString());
-            int rows = a.Length / k;
-            float[] fa = a.AsFloats(), fb = b.AsFloats();
-            var y = new float[rows * n];
-            for (int i = 0; i < rows; i++)
-                for (int j = 0; j < n; j++)
-                {
-                    float sum = 0f;
-                    for (int p = 0; p < k; p++) sum += fa[i * k + p] * fb[p * n + j];
-                    y[i * n + j] = sum;
-                }
-            var shape = (int[])a.Shape.Clone();
-            shape[shape.Length - 1] = n;
-            return new Tensor(shape, y);
         }
 
         /// <summary>Splits a shape around <paramref name="axis"/> into outer count, axis size and inner count.</summary>

@@ -10,6 +10,7 @@ namespace UnityEngine
     public class Object
     {
         public string name { get; set; }
+        public int GetInstanceID() { return 0; }
         public static T[] FindObjectsByType<T>(FindObjectsSortMode sortMode) where T : Object { return new T[0]; }
         public static void Destroy(Object obj) { }
     }
@@ -175,6 +176,7 @@ namespace Unity.MLAgents
     public class Agent : UnityEngine.MonoBehaviour
     {
         public void SetModel(string behaviorName, Unity.Sentis.ModelAsset model, InferenceDevice inferenceDevice = InferenceDevice.Default) { }
+        public virtual void OnEpisodeBegin() { }
         public virtual void CollectObservations(VectorSensor sensor) { }
         public virtual void WriteDiscreteActionMask(IDiscreteActionMask actionMask) { }
         public virtual void OnActionReceived(ActionBuffers actions) { }
@@ -189,7 +191,15 @@ namespace Unity.MLAgents
         public static Academy Instance { get { return null; } }
         public static bool IsInitialized { get { return false; } }
         public event Action<int> AgentPreStep { add { } remove { } }
+        public StatsRecorder StatsRecorder { get { return null; } }
         public void Dispose() { }
+    }
+
+    public enum StatAggregationMethod { Average = 0, MostRecent = 1, Sum = 2, Histogram = 3 }
+
+    public sealed class StatsRecorder
+    {
+        public void Add(string key, float value, StatAggregationMethod aggregationMethod = StatAggregationMethod.Average) { }
     }
 
     public class SimpleMultiAgentGroup : IDisposable
