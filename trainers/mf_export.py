@@ -28,7 +28,6 @@ same metrics); behaviours of a policy that is not exportable are not pushed.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -39,21 +38,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.hotswap import HotSwap
 from unimarl.trainers.meanfield import MeanFieldError
 from unimarl.trainers.mf_config import MeanFieldHyperparameters, MFLearner, make_learner
 from unimarl.trainers.mfq import MFQLearner
-from unimarl.trainers.onnx_export import ExportError, export_actor, input_names
+from unimarl.trainers.onnx_export import ExportError, input_names
 from unimarl.trainers.policy_export import (
     ONNX_DIR,
     ExportedPolicy,
     RunExportError,
+    export_model,
     infer_visual_layout,
+    load_latest_checkpoint,
     model_file_name,
+    spec_entry,
+    spec_from_entry,
 )
-from unimarl.trainers.run_dir import checkpoint_files
 
 logger = logging.getLogger(__name__)
 
@@ -85,66 +85,50 @@ class ContractPolicy(nn.Module):
         return _Logits([out * self.scale])
 
 
-def contract_policy(
-    learner: MFLearner, *, with_mean_action: bool = False, temperature: float | None = None
-) -> ContractPolicy | None:
-    """A CPU copy of the learner's policy as a contract actor.
+def acting_mean_size(learner: MFLearner) -> int:
+    """Width of the mean action the learner's *policy* takes: MF-Q's (its Q network's), else 0 (an actor or
+    IQL sees the observation alone)."""
+    return learner.mean_dim if isinstance(learner, MFQLearner) else 0
 
-    MF-Q's policy needs the mean action: None unless ``with_mean_action`` (then the model takes the
-    extension's ``mean_action`` input). Q policies are exported as logits ``Q / temperature`` (default: the
-    schedule's last temperature, ``T_end``).
+
+def contract_policy(learner: MFLearner, *, temperature: float | None = None) -> ContractPolicy:
+    """A CPU copy of the learner's policy as a contract actor (MF-Q's takes the ``mean_action`` input).
+
+    Q policies are exported as logits ``Q / temperature`` (default ``T_end``, the schedule's last value).
     """
     if isinstance(learner, MFQLearner):
-        if learner.mean_dim and not with_mean_action:
-            return None
         t = learner.config.temperature[-1][1] if temperature is None else temperature
         net = copy.deepcopy(learner.q_online).cpu().eval()
-        return ContractPolicy(net, 1.0 / t, learner.mean_dim)
+        return ContractPolicy(net, 1.0 / t, acting_mean_size(learner))
     return ContractPolicy(copy.deepcopy(learner.actor).cpu().eval())
 
 
 def policy_model(
-    learner: MFLearner, path: Path, *, temperature: float | None = None, visual_layout: str | None = None
-) -> bytes:
-    """Export ``learner``'s acting policy to ``path`` for a game to run and return the bytes.
+    learner: MFLearner,
+    path: Path,
+    *,
+    name: str = "",
+    env_steps: int = 0,
+    temperature: float | None = None,
+    visual_layout: str | None = None,
+) -> ExportedPolicy:
+    """Export ``learner``'s acting policy (:func:`contract_policy`) to ``path`` for a game to run.
 
-    MF-Q with the mean action is exported with the ``mean_action`` input. Raises
-    :class:`~unimarl.trainers.onnx_export.ExportError` when the network cannot be exported (an
+    Raises :class:`~unimarl.trainers.onnx_export.ExportError` when the network cannot be exported (an
     operator outside the evaluator's set).
     """
-    actor = contract_policy(learner, with_mean_action=True, temperature=temperature)
-    assert actor is not None
+    actor = contract_policy(learner, temperature=temperature)
     layout = visual_layout or infer_visual_layout(learner.spec.obs_shapes)
-    tmp = path.with_suffix(".onnx.tmp")
-    try:
-        with torch.random.fork_rng(devices=[]):  # tracing draws random inputs
-            export_actor(
-                actor,
-                learner.spec,
-                tmp,
-                visual_layout=layout,  # type: ignore[arg-type]
-                mean_action_size=actor.mean_action_size,
-            )
-        data = tmp.read_bytes()
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return data
-
-
-def _spec_entry(spec: PolicySpec) -> dict[str, Any]:
-    act = spec.action_spec
-    return {
-        "obs_shapes": [list(s) for s in spec.obs_shapes],
-        "continuous_size": act.continuous_size,
-        "discrete_branches": list(act.discrete_branches),
-    }
+    with torch.random.fork_rng(devices=[]):  # tracing draws random inputs
+        return export_model(
+            name or path.stem, actor, learner.spec, path, env_steps, layout, actor.mean_action_size
+        )
 
 
 def export_mean_field(
     run_path: str | Path, learners: dict[str, MFLearner], env_steps: int, *, strict: bool = False
-) -> dict[str, Path]:
-    """Export every exportable policy and rewrite the manifest (module docstring); returns the files written.
+) -> dict[str, ExportedPolicy]:
+    """Export every exportable policy and rewrite the manifest (module docstring); returns what was written.
 
     A failed export is logged and recorded in the manifest, not raised (the checkpoint is already written),
     unless ``strict`` (``unimarl export``), which raises :class:`RunExportError` naming the policy.
@@ -152,34 +136,32 @@ def export_mean_field(
     folder = Path(run_path) / ONNX_DIR
     folder.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {}
-    written: dict[str, Path] = {}
+    written: dict[str, ExportedPolicy] = {}
     for name, learner in sorted(learners.items()):
         entry: dict[str, Any] = {
             "algorithm": learner.algorithm,
             "env_steps": env_steps,
-            "spec": _spec_entry(learner.spec),
+            "spec": spec_entry(learner.spec),
         }
         manifest[name] = entry
         path = folder / model_file_name(name)
         layout = infer_visual_layout(learner.spec.obs_shapes)
         try:
-            data = policy_model(learner, path, visual_layout=layout)
+            done = policy_model(learner, path, name=name, env_steps=env_steps, visual_layout=layout)
         except (ExportError, OSError) as e:
             if strict:
                 raise RunExportError(f"policy {name!r} cannot be exported: {e}") from e
             logger.warning("policy %s not exported at %d env steps: %s", name, env_steps, e)
             entry.update(exportable=False, reason=str(e))
             continue
-        written[name] = path
-        sha = hashlib.sha256(data).hexdigest()
-        mean = bool(getattr(learner, "mean_dim", 0)) and isinstance(learner, MFQLearner)
+        written[name] = done
         entry.update(
             exportable=True,
             file=path.name,
-            sha256=sha,
-            size_bytes=len(data),
+            sha256=done.sha256,
+            size_bytes=done.size_bytes,
             visual_layout=layout,
-            inputs=input_names(learner.spec, learner.mean_dim if mean else 0),
+            inputs=input_names(learner.spec, acting_mean_size(learner)),
         )
     tmp_manifest = folder / (MANIFEST + ".tmp")
     tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -194,10 +176,7 @@ def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:
         manifest = json.loads((run_path / ONNX_DIR / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise RunExportError(f"cannot read {run_path / ONNX_DIR / MANIFEST}: {e}") from e
-    checkpoints = checkpoint_files(run_path / "checkpoints")
-    if not checkpoints:
-        raise RunExportError(f"no checkpoint in {run_path / 'checkpoints'}: train (or resume) the run first")
-    state = torch.load(checkpoints[-1], weights_only=True, map_location="cpu")
+    checkpoint, state = load_latest_checkpoint(run_path)
     learners: dict[str, MFLearner] = {}
     for name, setup in sorted(state["setups"].items()):
         entry = manifest.get(name, {})
@@ -206,24 +185,16 @@ def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:
                 f"{MANIFEST} has no spec for policy {name!r} (written by an older unimarl): resume the run "
                 "for one checkpoint to rewrite it, then export"
             )
-        spec = PolicySpec(
-            tuple(tuple(int(d) for d in s) for s in entry["spec"]["obs_shapes"]),
-            ActionSpec(int(entry["spec"]["continuous_size"]), tuple(entry["spec"]["discrete_branches"])),
-        )
+        spec = spec_from_entry(entry["spec"])
         hp = MeanFieldHyperparameters(**setup["hyperparameters"])
         learner = make_learner(setup["trainer_type"], spec, hp, acting_only=True)
         try:
             learner.load_state_dict(state["policies"][name])
         except (MeanFieldError, KeyError) as e:
-            raise RunExportError(f"policy {name!r}: {checkpoints[-1]} does not fit its manifest: {e}") from e
+            raise RunExportError(f"policy {name!r}: {checkpoint} does not fit its manifest: {e}") from e
         learners[name] = learner
     env_steps = int(state["counters"]["env_steps"])
-    rows = []
-    for name, path in export_mean_field(run_path, learners, env_steps, strict=True).items():
-        data = path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        rows.append(ExportedPolicy(name, path, sha, len(data), env_steps, 0.0))
-    return rows
+    return list(export_mean_field(run_path, learners, env_steps, strict=True).values())
 
 
 class MFHotSwap(HotSwap):
@@ -236,6 +207,6 @@ class MFHotSwap(HotSwap):
         for behavior, policy in sorted(self.behavior_policy.items()):
             if policy not in written:
                 continue
-            games = self.pool.push_policy(behavior, self.version, written[policy].read_bytes())
+            games = self.pool.push_policy(behavior, self.version, written[policy].path.read_bytes())
             logger.info("hot-swap: %s v%d queued for %d games", behavior, self.version, games)
         return self.version

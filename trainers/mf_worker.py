@@ -281,6 +281,8 @@ class MFRolloutWorker(GamePushing):
 
     def _game_status(self) -> dict[str, list[Any]]:
         assert self._plan is not None
+        if not self._plan.game_driven:
+            return {}
         statuses = self.policy_status()
         return {b: [s.get(b) for s in statuses] for b in self._plan.game_driven}
 

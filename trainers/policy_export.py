@@ -163,7 +163,7 @@ def _export_all(
         path = folder / model_file_name(name)
         described = _describe(specs[name], nets[name], layouts[name])
         try:
-            done = _export_one(name, actor, specs[name], path, env_steps, layouts[name])
+            done = export_model(name, actor, specs[name], path, env_steps, layouts[name])
         except Exception as e:  # any failure of this optional artefact must not end a training run
             if strict:
                 raise
@@ -191,12 +191,25 @@ def _export_all(
     return exported
 
 
-def _export_one(
-    name: str, actor: torch.nn.Module, spec: PolicySpec, path: Path, env_steps: int, layout: str
+def export_model(
+    name: str,
+    actor: torch.nn.Module,
+    spec: PolicySpec,
+    path: Path,
+    env_steps: int,
+    layout: str,
+    mean_action_size: int = 0,
 ) -> ExportedPolicy:
+    """Export ``actor`` to ``path`` through a temporary file (a failed export leaves the old model)."""
     tmp = path.with_suffix(".onnx.tmp")
     try:
-        report: ExportReport = export_actor(actor, spec, tmp, visual_layout=layout)  # type: ignore[arg-type]
+        report: ExportReport = export_actor(
+            actor,
+            spec,
+            tmp,
+            visual_layout=layout,  # type: ignore[arg-type]
+            mean_action_size=mean_action_size,
+        )
         data = tmp.read_bytes()
         tmp.replace(path)
     finally:
@@ -210,13 +223,18 @@ def _describe(spec: PolicySpec, net: NetworkSettings, layout: str) -> dict[str, 
     return {
         "visual_layout": layout,
         "input_shapes": [list(contract_obs_shape(s, layout)) for s in spec.obs_shapes],
-        "spec": {
-            "obs_shapes": [list(s) for s in spec.obs_shapes],
-            "continuous_size": spec.action_spec.continuous_size,
-            "discrete_branches": list(spec.action_spec.discrete_branches),
-            "state_shape": None if spec.state_shape is None else list(spec.state_shape),
-        },
+        "spec": spec_entry(spec),
         "network_settings": dataclasses.asdict(net),
+    }
+
+
+def spec_entry(spec: PolicySpec) -> dict[str, Any]:
+    """A policy spec as the manifests record it (JSON types); :func:`spec_from_entry` reads it back."""
+    return {
+        "obs_shapes": [list(s) for s in spec.obs_shapes],
+        "continuous_size": spec.action_spec.continuous_size,
+        "discrete_branches": list(spec.action_spec.discrete_branches),
+        "state_shape": None if spec.state_shape is None else list(spec.state_shape),
     }
 
 
@@ -269,8 +287,8 @@ def read_manifest(run_path: str | Path) -> dict[str, Any]:
         raise RunExportError(f"{path} is not valid JSON ({e}); run `unimarl export` to rewrite it") from e
 
 
-def _spec_of(entry: dict[str, Any]) -> PolicySpec:
-    spec = entry["spec"]
+def spec_from_entry(spec: dict[str, Any]) -> PolicySpec:
+    """The :class:`PolicySpec` a manifest's ``spec`` field records (:func:`spec_entry`)."""
     state = spec["state_shape"]
     return PolicySpec(
         tuple(tuple(int(d) for d in s) for s in spec["obs_shapes"]),
@@ -279,22 +297,27 @@ def _spec_of(entry: dict[str, Any]) -> PolicySpec:
     )
 
 
+def load_latest_checkpoint(run_path: Path) -> tuple[Path, dict[str, Any]]:
+    """The run's newest checkpoint file and its contents (on the CPU); RunExportError when there is none."""
+    checkpoints = checkpoint_files(run_path / "checkpoints")
+    if not checkpoints:
+        raise RunExportError(f"no checkpoint in {run_path / 'checkpoints'}: train (or resume) the run first")
+    return checkpoints[-1], torch.load(checkpoints[-1], weights_only=True, map_location="cpu")
+
+
 def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:
     """Rewrite the run's models from its latest checkpoint (``unimarl export RUN_DIR``); raises on failure."""
     run_path = Path(run_path)
     manifest = read_manifest(run_path)
-    checkpoints = checkpoint_files(run_path / "checkpoints")
-    if not checkpoints:
-        raise RunExportError(f"no checkpoint in {run_path / 'checkpoints'}: train (or resume) the run first")
-    state = torch.load(checkpoints[-1], weights_only=True, map_location="cpu")
+    checkpoint, state = load_latest_checkpoint(run_path)
     if set(state["policies"]) != set(manifest):
         raise RunExportError(
-            f"{checkpoints[-1]} holds policies {sorted(state['policies'])}, the manifest {sorted(manifest)}; "
+            f"{checkpoint} holds policies {sorted(state['policies'])}, the manifest {sorted(manifest)}; "
             "the run folder mixes two runs: export from a folder written by one run"
         )
     actors, specs, nets, layouts = {}, {}, {}, {}
     for name, entry in manifest.items():
-        specs[name] = _spec_of(entry)
+        specs[name] = spec_from_entry(entry["spec"])
         nets[name] = NetworkSettings(**entry["network_settings"])
         layouts[name] = entry.get("visual_layout") or "CHW"  # manifests before layouts were recorded: CHW
         net = nets[name]

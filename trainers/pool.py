@@ -25,7 +25,8 @@ import numpy as np
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.envs import EnvFactory
 from unimarl.trainers.errors import RayClusterError, TrainerError
-from unimarl.trainers.rollout import RolloutResult, RolloutWorker, WorkerPlan
+from unimarl.trainers.rollout import RolloutWorker
+from unimarl.trainers.rollout_plan import RolloutResult, WorkerPlan
 
 logger = logging.getLogger(__name__)
 

@@ -102,12 +102,14 @@ class GameOpponents:
             temperature = learner.temperature
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            return policy_model(learner, self.folder / model_file_name(name), temperature=temperature)
+            path = self.folder / model_file_name(name)
+            done = policy_model(learner, path, name=name, temperature=temperature)
         except ExportError as e:
             raise SelfPlayError(
                 f"self_play.opponent_runs game: the snapshot of policy '{name}' cannot be exported for the "
                 f"game to run: {e}. Use opponent_runs: trainer to keep the opponent in the workers"
             ) from e
+        return done.path.read_bytes()
 
     def observe(self, worker: int, game_status: dict[str, list[Any]]) -> None:
         """Take one chunk's acknowledgements; raises :class:`SelfPlayError` on a rejected model."""

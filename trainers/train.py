@@ -36,7 +36,7 @@ from unimarl.trainers.hotswap import HotSwap
 from unimarl.trainers.mappo import MAPPOPolicy
 from unimarl.trainers.policy_export import export_policies
 from unimarl.trainers.pool import make_pool
-from unimarl.trainers.rollout import (
+from unimarl.trainers.rollout_plan import (
     PolicySetup,
     RolloutResult,
     WorkerPlan,

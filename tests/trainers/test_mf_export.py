@@ -43,7 +43,7 @@ def test_exported_policy_acts_like_the_learner(tmp_path: Path, kind: str) -> Non
     mask = rng.random((6, 4)) < 0.6
     mask[:, 1] = True
     expected = learner.act(obs, None, mask, deterministic=True).discrete_actions[:, 0]
-    np.testing.assert_array_equal(_greedy_onnx(written["p"], obs, mask), expected)
+    np.testing.assert_array_equal(_greedy_onnx(written["p"].path, obs, mask), expected)
     entry = json.loads((tmp_path / "onnx" / MANIFEST).read_text())["p"]
     assert entry["exportable"] and entry["algorithm"] == kind and entry["env_steps"] == 7
 
@@ -59,6 +59,7 @@ def test_mfq_is_exported_with_mean_action_and_conv_acts_like_the_learner(tmp_pat
         "obs_shapes": [[5, 5, 2], [3]],
         "continuous_size": 0,
         "discrete_branches": [4],
+        "state_shape": None,  # the same spec record as MAPPO's policies.json
     }
     assert manifest["conv"]["exportable"] and manifest["conv"]["visual_layout"] == "HWC"
     rng = np.random.default_rng(1)
@@ -66,17 +67,17 @@ def test_mfq_is_exported_with_mean_action_and_conv_acts_like_the_learner(tmp_pat
     mask = rng.random((6, 4)) < 0.7
     mask[:, 2] = True
     expected = conv.act(obs, None, mask, deterministic=True).discrete_actions[:, 0]
-    np.testing.assert_array_equal(_greedy_onnx(written["conv"], obs, mask), expected)
+    np.testing.assert_array_equal(_greedy_onnx(written["conv"].path, obs, mask), expected)
 
 
-def test_training_exports_and_hot_swaps_mfac(tmp_path: Path) -> None:
-    data = {
+def _small_battle(tmp_path: Path, trainer: str, max_steps: int, **settings: Any) -> dict[str, Any]:
+    """A short self-play run on a 4-vs-4 battle with a small mlp network."""
+    return {
         "env": {"sim": "battle", "num_envs": 1, "args": ["--team-size", "4", "--grid", "10", "--view", "5"]},
-        "run": {"run_id": "mfac", "results_dir": str(tmp_path), "device": "cpu", "max_steps": 48},
-        "hotswap": {"every": 2},
+        "run": {"run_id": trainer, "results_dir": str(tmp_path), "device": "cpu", "max_steps": max_steps},
         "behaviors": {
             "Battle?team=0": {
-                "trainer_type": "mfac",
+                "trainer_type": trainer,
                 "hyperparameters": {
                     "encoder": "mlp",
                     "visual_hidden": 16,
@@ -84,11 +85,15 @@ def test_training_exports_and_hot_swaps_mfac(tmp_path: Path) -> None:
                     "push_every": 8,
                 },
                 "self_play": {"opponent": "Battle?team=1"},
-                "summary_freq": 24,
+                **settings,
             }
         },
         "environment_parameters": {"max_steps": 10},
     }
+
+
+def test_training_exports_and_hot_swaps_mfac(tmp_path: Path) -> None:
+    data = {**_small_battle(tmp_path, "mfac", 48, summary_freq=24), "hotswap": {"every": 2}}
     result = train(config_from_dict(data))
     assert (result.run_dir / "onnx" / "Battle_team_0.onnx").exists()
     assert json.loads((result.run_dir / "onnx" / MANIFEST).read_text())["Battle?team=0"]["env_steps"] == 48
@@ -100,23 +105,7 @@ def test_unimarl_export_rebuilds_a_mean_field_run(tmp_path: Path, capsys: pytest
     from unimarl.trainers.cli import main
     from unimarl.trainers.policy_export import RunExportError, export_checkpoint
 
-    data = {
-        "env": {"sim": "battle", "num_envs": 1, "args": ["--team-size", "4", "--grid", "10", "--view", "5"]},
-        "run": {"run_id": "mfq", "results_dir": str(tmp_path), "device": "cpu", "max_steps": 24},
-        "behaviors": {
-            "Battle?team=0": {
-                "trainer_type": "mfq",
-                "hyperparameters": {
-                    "encoder": "mlp",
-                    "visual_hidden": 16,
-                    "head_hidden": [16],
-                    "push_every": 8,
-                },
-                "self_play": {"opponent": "Battle?team=1"},
-            }
-        },
-        "environment_parameters": {"max_steps": 10},
-    }
+    data = _small_battle(tmp_path, "mfq", 24)
     run = train(config_from_dict(data)).run_dir
     model = run / "onnx" / "Battle_team_0.onnx"
     before = model.read_bytes()

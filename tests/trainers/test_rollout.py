@@ -16,7 +16,8 @@ from unimarl.trainers.envs import EnvFactory
 from unimarl.trainers.errors import EnvSetupError
 from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
 from unimarl.trainers.pool import RayPool, SerialPool, cpus_per_worker, init_ray
-from unimarl.trainers.rollout import PolicySetup, RolloutWorker, WorkerPlan
+from unimarl.trainers.rollout import RolloutWorker
+from unimarl.trainers.rollout_plan import PolicySetup, WorkerPlan
 from unimarl.trainers.teams import concat_batches, team_arrays
 
 NAV = str(Path(__file__).with_name("nav_env.py"))
@@ -230,7 +231,7 @@ def make_late() -> LateTeamEnv:
 
 def test_behaviour_appearing_after_reset_gets_its_own_policy() -> None:
     from unimarl.trainers.config import config_from_dict
-    from unimarl.trainers.rollout import late_policy_seed
+    from unimarl.trainers.rollout_plan import late_policy_seed
 
     config = config_from_dict({"env": {"pettingzoo": f"{__file__}:make_late"}})
     worker = RolloutWorker(EnvFactory(config.env), 2, seed=5)

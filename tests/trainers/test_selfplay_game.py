@@ -60,7 +60,7 @@ def _config(tmp_path: Path, trainer: str = "mfq", sim_args: list[str] | None = N
 
 def test_mfq_snapshot_takes_the_mean_action_and_acts_like_the_learner(tmp_path: Path) -> None:
     learner = MFQLearner(SPEC, MFQConfig(network=MLP), seed=0)
-    data = policy_model(learner, tmp_path / "p.onnx", temperature=0.5)
+    data = policy_model(learner, tmp_path / "p.onnx", temperature=0.5).path.read_bytes()
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["obs_0", "obs_1", "action_masks", "mean_action"]
     rng = np.random.default_rng(1)
