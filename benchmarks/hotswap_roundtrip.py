@@ -1,13 +1,16 @@
 """Hot-swap round trip (push to acknowledgement) against a plain step, same game, same run.
 
-A coop_nav sim game (3 agents, ``--behavior-type inference``) is opened over real gRPC with a policy channel.
-Baseline: one ``step()`` with no side-channel payload. Measured: ``push()`` of an exported actor followed by
-``step()`` calls until the game's acknowledgement is back (the model travels with the step input, is
-reassembled, hash-checked and loaded with onnxruntime in the game, and the ack returns with the output).
-Model sizes: the default network (2 x 64) and a large one (3 x 512, several 512 KiB chunks). A final series
-measures steps while the game acts from the pushed model (its onnxruntime call per decision included).
+A battle sim game is opened over real gRPC with a policy channel: team 0 is *Default* (reported, stepped by
+this script with no-op actions), team 1 is ``--inference-behavior`` (as in Unity, not reported to the trainer;
+the game runs it from pushed models). A game needs a Default agent that keeps stepping: without one it never
+exchanges after the handshake, and a push would never travel. Baseline: one ``step()`` with no side-channel
+payload. Measured: ``push()`` of an exported actor for team 1 followed by ``step()`` calls until the game's
+acknowledgement is back (the model travels with the step input, is reassembled, hash-checked and loaded with
+onnxruntime in the game, and the ack returns with the output). Model sizes: the default network (2 x 64) and a
+large one (3 x 512, several 512 KiB chunks). A final series measures steps while team 1 acts from the pushed
+model (its onnxruntime call per decision included).
 
-    .venv/bin/python benchmarks/hotswap_roundtrip.py [--repeats 20]
+    .venv/bin/python benchmarks/hotswap_roundtrip.py [--repeats 20] [--team-size 16]
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.networks import Actor
 from unimarl.trainers.onnx_export import export_actor
 
-BEHAVIOR = "CoopNav?team=0"
-SPEC = PolicySpec(((14,),), ActionSpec(0, (5,)))
+BEHAVIOR = "Battle?team=1"  # pushed to; run by the game
+VIEW = 5
+SPEC = PolicySpec(((5, VIEW, VIEW), (2,), (4,)), ActionSpec(0, (21,)))
+"""Battle's inputs in ML-Agents' sensor order (LocalView as CHW, position, Status); one 21-way branch."""
 
 
 def model_bytes(folder: Path, hidden: int, layers: int) -> tuple[bytes, float]:
@@ -65,7 +70,8 @@ def time_round_trips(
             if channel.status()[BEHAVIOR].running_version == version:
                 break
         else:
-            raise RuntimeError(f"no acknowledgement of v{version} within 10 steps")
+            last = channel.status()[BEHAVIOR].last_ack
+            raise RuntimeError(f"no acceptance of v{version} within 10 steps (last acknowledgement: {last})")
         times.append(time.perf_counter() - t0)
     return times
 
@@ -73,16 +79,22 @@ def time_round_trips(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--team-size", type=int, default=16, help="agents per team")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         models = {"2x64": model_bytes(folder, 64, 2), "3x512": model_bytes(folder, 512, 3)}
         channel = PolicyChannel()
-        build = sim.make_build("coop_nav", folder / "build", extra_args=["--behavior-type", "inference"])
+        flags = ["--team-size", str(args.team_size), "--grid", "24", "--view", str(VIEW)]
+        build = sim.make_build(
+            "battle", folder / "build", extra_args=[*flags, "--inference-behavior", BEHAVIOR]
+        )
         env = UnityParallelEnv(build, seed=0, timeout=60, side_channels=[channel], log_dir=folder / "logs")
         try:
             env.reset()
+            if BEHAVIOR in env.behavior_specs or not env.agents:
+                raise RuntimeError(f"expected only Default agents reported, got {sorted(env.behavior_specs)}")
             time_steps(env, 5)  # warm-up
             base = statistics.median(time_steps(env, args.repeats * 5))
             print(f"baseline: plain step (no side-channel payload), median {base * 1e3:.3f} ms")

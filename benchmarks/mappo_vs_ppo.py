@@ -47,9 +47,11 @@ def random_return(task: str, episodes: int, work: Path) -> float:
             for agent in env.agents:
                 mask = obs[agent]["action_mask"] if isinstance(obs[agent], dict) else None
                 actions[agent] = env.action_space(agent).sample(mask=mask)
-            obs, rewards, terminations, truncations, _ = env.step(actions)
+            obs, rewards, terminations, truncations, infos = env.step(actions)
             for agent, reward in rewards.items():
-                running[agent] = running.get(agent, 0.0) + float(reward)
+                # as return/...: own reward + group_reward_weight (default 1.0) x the Unity group reward
+                group = float((infos.get(agent) or {}).get("group_reward", 0.0))
+                running[agent] = running.get(agent, 0.0) + float(reward) + group
             for agent in [a for a in running if terminations.get(a) or truncations.get(a)]:
                 finished.append(running.pop(agent))
             if not env.agents:

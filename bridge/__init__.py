@@ -15,6 +15,7 @@ from unimarl.bridge.errors import (
     PortInUseError,
     ProtocolError,
     SideChannelError,
+    UnityClosedError,
     UnityProcessExitedError,
     UnityTimeoutError,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "SideChannelManager",
     "StatsAggregationMethod",
     "StatsSideChannel",
+    "UnityClosedError",
     "UnityConnection",
     "UnityParallelEnv",
     "UnityProcessExitedError",

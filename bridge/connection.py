@@ -13,6 +13,8 @@ Semantics (ML-Agents communicator, API 1.5.0):
   Actions are matched *by position* to each behaviour's decision agents of the previous output.
 * :meth:`~UnityConnection.close` answers the held call with ``header.status=400`` (the game quits), stops the
   server and reaps the process.
+* A game that quits on its own (Play stopped, ``Application.Quit``) sends a bare ``header.status=400``
+  exchange; it is answered at once and the wait raises :class:`UnityClosedError`.
 
 Every wait polls the game process every 0.2 s and has a deadline: a dead process raises
 :class:`UnityProcessExitedError` (exit code, log tail), a silent one :class:`UnityTimeoutError`.
@@ -30,12 +32,13 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from unimarl.bridge.decode import NAN_POLICIES, decode_output, visual_layout_for
+from unimarl.bridge.decode import NAN_POLICIES, decode_output, floats_hwc_under_chw, visual_layout_for
 from unimarl.bridge.encode import encode_actions
 from unimarl.bridge.errors import (
     BridgeError,
     IncompatibleVersionError,
     ProtocolError,
+    UnityClosedError,
     UnityProcessExitedError,
     UnityTimeoutError,
 )
@@ -131,6 +134,8 @@ class UnityConnection:
         self.unity_package_version = ""
         self.unity_api_version = ""
         self.visual_layout = "CHW"
+        self.hwc_floats = False
+        """The game writes rank-3 floats H, W, C under a [C, H, W] shape (packages 3.0.0-4.0.0)."""
         self._opened = False
         self._closed = False
 
@@ -188,6 +193,7 @@ class UnityConnection:
         check_api_compatible(init.communication_version)
         # Every package since API 1.0 sends its version; an empty one is treated as the current layout.
         self.visual_layout = visual_layout_for(init.package_version or "3.0.0")
+        self.hwc_floats = floats_hwc_under_chw(init.package_version)
         if init.HasField("capabilities") and not init.capabilities.baseRLCapabilities:
             logger.warning("the game reports baseRLCapabilities=false; training may not work as expected")
         self._pending_brains = list(init.brain_parameters)
@@ -245,6 +251,7 @@ class UnityConnection:
             visual_layout=self.visual_layout,
             nan_policy=self.nan_policy,
             warned=self._nan_warned,
+            hwc_floats=self.hwc_floats,
         )
         self._specs.update(output.new_specs)
         self._n_decisions = {name: len(steps.decision) for name, steps in output.steps.items()}
@@ -272,7 +279,10 @@ class UnityConnection:
                 f"is it an ML-Agents game speaking API {API_VERSION}? First bytes: {data[:32]!r}"
             ) from e
         if message.header.status != 200:
-            raise ProtocolError(
+            # Unity's Academy.Dispose (on quit, or when Play stops) sends a bare header-400 exchange and
+            # ignores the answer (RpcCommunicator.cs:269-285): answer it at once so the game can exit.
+            self._server.reply(close_message("the game closed the connection"))
+            raise UnityClosedError(
                 f"{self._who()} sent header.status={message.header.status} ({message.header.message!r}) "
                 f"during {what}: the game closed its side (Play stopped, or it quit). Open a new connection."
             )

@@ -17,6 +17,9 @@ Semantics:
   does not fit (observation counts, observations that differ in more than their floats) takes the per-agent
   path, which validates and names the faulty agent.
 - PNG observations are decoded by :mod:`unimarl.bridge.png` to HWC and moved to CHW for 3.x games.
+- Packages 3.0.0 to 4.0.0 declare uncompressed rank-3 observations [C, H, W] but write their floats in H, W, C
+  order (fixed in 4.0.1, #6239; :func:`floats_hwc_under_chw` cites the C# lines); with ``hwc_floats`` the
+  decoder reorders them, so every version decodes to the same [C, H, W] array.
 - Variable-length observations (``VARIABLE_SIZE`` flag) are zero-padded to the declared shape.
 - NaN/inf in observations or rewards: ``nan_policy`` "raise" (ObservationError), "warn" (replace with 0 and
   log once per behaviour and observation of one game: the caller passes its own ``warned`` set, so one game's
@@ -29,6 +32,7 @@ import itertools
 import logging
 import math
 import operator
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -73,6 +77,33 @@ def visual_layout_for(package_version: str) -> str:
     return "CHW" if int(head) >= 3 else "HWC"
 
 
+def _version_tuple(package_version: str) -> tuple[int, int, int] | None:
+    match = re.match(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?", package_version)
+    if match is None:
+        return None
+    return int(match[1]), int(match[2] or 0), int(match[3] or 0)
+
+
+def floats_hwc_under_chw(package_version: str) -> bool:
+    """True for C# packages 3.0.0 up to 4.0.0: rank-3 float observations declared CHW, written HWC.
+
+    3.0.0 ``ObservationWriter[ch, h, w]`` writes the proto's float list at ``TensorShape.Index(n, c, h, w)``
+    (Runtime/Sensors/ObservationWriter.cs:151), which is ``h * W * C + w * C + c`` in 3.0.0
+    (Runtime/Inference/TensorExtensions.cs:56-63) while ``ObservationSpec.Visual`` declares [C, H, W]
+    (Runtime/Sensors/ObservationSpec.cs:98-107); 4.0.1 writes ``c * H * W + h * W + w``
+    (TensorExtensions.cs:60-62; CHANGELOG.md:13 "Fixed tensor indexing to use correct CHW layout (#6239)").
+    4.0.0 is taken to have the bug, as the fix first shipped in 4.0.1.
+    """
+    version = _version_tuple(package_version)
+    return version is not None and (3, 0, 0) <= version < (4, 0, 1)
+
+
+def _chw_from_hwc(batch: np.ndarray) -> np.ndarray:
+    """``[n, C, H, W]`` floats that arrived in H, W, C order -> the same observations in C, H, W order."""
+    n, c, h, w = batch.shape
+    return np.ascontiguousarray(batch.reshape(n, h, w, c).transpose(0, 3, 1, 2))
+
+
 def decode_output(
     rl_output: UnityRLOutputProto,
     brain_parameters: Sequence[BrainParametersProto],
@@ -81,8 +112,12 @@ def decode_output(
     visual_layout: str,
     nan_policy: str = "raise",
     warned: set[tuple[str, str]] | None = None,
+    hwc_floats: bool = False,
 ) -> GameOutput:
     """Decode one output of the game; ``brain_parameters`` are those announced in this same message.
+
+    ``hwc_floats``: the game is a 3.0.0-4.0.0 package (:func:`floats_hwc_under_chw`); its uncompressed rank-3
+    observations are reordered from H, W, C to the declared C, H, W.
 
     ``warned``: (behaviour, observation) pairs already warned about under ``nan_policy="warn"``, updated in
     place; keep one set per game (:class:`~unimarl.bridge.connection.UnityConnection` does). None: warn for
@@ -113,6 +148,7 @@ def decode_output(
             f"known behaviours: {sorted(specs)}"
         )
     decoder = _Decoder(visual_layout, nan_policy, set() if warned is None else warned)
+    decoder.hwc_floats = hwc_floats and visual_layout == "CHW"
     steps = {
         name: decoder.behavior(spec, infos_by_name.get(name, ()), lists.get(name))
         for name, spec in specs.items()
@@ -155,6 +191,7 @@ class _Decoder:
         self.layout = layout
         self.nan_policy = nan_policy
         self.warned = warned
+        self.hwc_floats = False
 
     def behavior(
         self, spec: BehaviorSpec, infos: Sequence[AgentInfoProto], records: Any = None
@@ -253,6 +290,8 @@ class _Decoder:
         batch = None
         if first.compression_type != _PNG and not obs_spec.is_variable_length:
             batch = float_rows(chunks, first, obs_spec.shape)
+            if batch is not None and self.hwc_floats and batch.ndim == 4:
+                batch = _chw_from_hwc(batch)
         if batch is None:
             batch = np.empty((len(chunks), *obs_spec.shape), np.float32)
             for row, (chunk, aid) in enumerate(zip(chunks, agent_id.tolist(), strict=True)):
@@ -300,6 +339,8 @@ class _Decoder:
         batch = None
         if protos[0].compression_type != _PNG and not obs_spec.is_variable_length:
             batch = float_fast_path(protos, obs_spec.shape)
+            if batch is not None and self.hwc_floats and batch.ndim == 4:
+                batch = _chw_from_hwc(batch)
         if batch is None:
             batch = np.empty((len(protos), *obs_spec.shape), np.float32)
             for row, (proto, aid) in enumerate(zip(protos, agent_id.tolist(), strict=True)):
@@ -320,6 +361,8 @@ class _Decoder:
         data = np.asarray(proto.float_data.data, np.float32)
         size = math.prod(obs_spec.shape)
         if data.size == size:
+            if self.hwc_floats and len(obs_spec.shape) == 3:
+                return _chw_from_hwc(data.reshape(1, *obs_spec.shape))[0]
             return data.reshape(obs_spec.shape)
         if obs_spec.is_variable_length and data.size < size:
             padded = np.zeros(size, np.float32)

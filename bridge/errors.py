@@ -28,6 +28,10 @@ class UnityProcessExitedError(BridgeError):
     """The game process exited while the trainer was waiting for it."""
 
 
+class UnityClosedError(BridgeError):
+    """The game closed its side with a header-400 exchange (it quit, or Play was stopped in the Editor)."""
+
+
 class IncompatibleVersionError(BridgeError):
     """The game speaks a communication API version this trainer cannot talk to."""
 

@@ -6,7 +6,9 @@ tried (Linux ``X.x86_64`` / ``X.x86``; macOS ``X.app/Contents/MacOS/*``; Windows
 other than ``UnityCrashHandler*``). A path that is itself an executable file is taken as is.
 
 The game is started in its own session (process group) so that :meth:`GameProcess.terminate` can end it and
-anything it spawned. Command line::
+anything it spawned. A game still running when the trainer's interpreter exits (its env never closed) is
+killed then: a player with no Default agent never calls the trainer, so nothing else would ever end it.
+Command line::
 
     exe -batchmode [-nographics] --mlagents-port N [-logFile <log_dir>/Player-<k>.log] *additional_args
 
@@ -17,6 +19,7 @@ handshake.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -35,6 +38,25 @@ logger = logging.getLogger(__name__)
 _SUFFIXES = (".app", ".exe", ".x86_64", ".x86")
 KILL_WAIT_S = 5.0
 """How long :meth:`GameProcess.terminate` waits for the game to go after SIGKILL before giving up on it."""
+
+
+_RUNNING: dict[int, GameProcess] = {}
+"""Launched games not yet terminated, by pid; killed at interpreter exit."""
+
+
+def _kill_leftover_games() -> None:
+    for process in list(_RUNNING.values()):
+        if process.poll() is None:
+            logger.warning(
+                "killing game pid %d (%s): its env was never closed", process.pid, process.build_path
+            )
+            process._signal_group(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=1.0)
+    _RUNNING.clear()
+
+
+atexit.register(_kill_leftover_games)
 
 
 def _strip_suffix(path: Path) -> Path:
@@ -158,6 +180,7 @@ class GameProcess:
                 self._wait_after_kill()
         # Children the game left behind in its group go too.
         self._signal_group(signal.SIGKILL)
+        _RUNNING.pop(self.pid, None)
         return self.popen.returncode
 
     def _wait_after_kill(self) -> None:
@@ -228,4 +251,6 @@ def launch(
                 f"could not start {exe}: {e}. Check that the build is for this platform ({sys.platform}) and "
                 "complete (its _Data folder beside it)."
             ) from e
-    return GameProcess(popen=popen, build_path=exe, log_path=log_path, output_path=output_path)
+    process = GameProcess(popen=popen, build_path=exe, log_path=log_path, output_path=output_path)
+    _RUNNING[process.pid] = process
+    return process

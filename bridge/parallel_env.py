@@ -32,7 +32,10 @@ several) so ``action_space(agent).sample(mask=obs["action_mask"])`` works. Actio
 
 Global state: a game marks an observation as the global state by naming its sensor ``"global_state"``. It is
 removed from the agents' observations; :meth:`~UnityParallelEnv.state` returns the latest one (from the first
-agent that carried it) and ``state_space`` is its Box. Games without one raise :class:`NoGlobalStateError`.
+agent that carried it) and ``state_space`` is its Box. Each area or group of a game has its own state:
+:meth:`~UnityParallelEnv.agent_state` gives the one an agent reported at its latest step (for an agent that
+ended, its terminal step's, even when its area restarted in the same message). Games without one raise
+:class:`NoGlobalStateError`.
 
 Seeds: Unity takes the seed only in the handshake, so ``reset(seed=s)`` with ``s`` different from the current
 connection's seed closes the game and opens it again with the new seed (for the Editor: press Play again).
@@ -146,6 +149,7 @@ class UnityParallelEnv(ParallelEnv):
         self._obs_spaces: dict[str, spaces.Space] = {}
         self._act_spaces: dict[str, spaces.Space] = {}
         self._state: np.ndarray | None = None
+        self._agent_states: dict[str, np.ndarray] = {}
 
     # ----------------------------------------------------------------------------------------- connection
     @property
@@ -203,6 +207,18 @@ class UnityParallelEnv(ParallelEnv):
             raise NoGlobalStateError(self._no_state_message())
         return self._state.copy()
 
+    def agent_state(self, agent: str) -> np.ndarray:
+        """The global state ``agent`` reported at its latest step (see the module docstring)."""
+        state = self._agent_states.get(agent)
+        if state is None:
+            if self._state is None:
+                raise NoGlobalStateError(self._no_state_message())
+            raise NoGlobalStateError(
+                f"agent {agent!r} reported no global state at the latest step; ask only for agents of the "
+                "latest step whose behaviour has a 'global_state' sensor"
+            )
+        return state.copy()
+
     def _no_state_message(self) -> str:
         if self._connection is None:
             return "the game is not open yet: call reset() first"
@@ -223,6 +239,7 @@ class UnityParallelEnv(ParallelEnv):
         self._current.clear()
         self._live.clear()
         self._state = None
+        self._agent_states = {}
         obs, _, _, _, infos = self._apply(self.connection.reset())
         return obs, infos
 
@@ -303,9 +320,11 @@ class UnityParallelEnv(ParallelEnv):
         infos: dict[str, dict[str, Any]] = {}
         self._decision_names = {}
         state_found = False
+        agent_states: dict[str, np.ndarray] = {}
         for behavior, steps in output.steps.items():
             spec = self._spec(behavior)
             state_found = state_found or self._update_state(spec, steps.decision, steps.terminal)
+            state_k = next((k for k, o in enumerate(spec.observation_specs) if o.name == GLOBAL_STATE), None)
             interrupted_rows = steps.terminal.interrupted.tolist()
             terminal_rewards = steps.terminal.reward.tolist()
             for row, key, name, entry in self._rows(spec, steps.terminal, requested=False):
@@ -315,6 +334,8 @@ class UnityParallelEnv(ParallelEnv):
                 if interrupted:
                     entry["info"]["interrupted"] = True
                 obs[name], infos[name] = entry["obs"], entry["info"]
+                if state_k is not None:
+                    agent_states[name] = steps.terminal.obs[state_k][row]
                 rewards[name] = terminal_rewards[row]
                 terminations[name], truncations[name] = not interrupted, interrupted
                 del self._live[name], self._current[key]
@@ -331,6 +352,8 @@ class UnityParallelEnv(ParallelEnv):
                 self._live[name] = entry
                 names.append(name)
                 obs[name], infos[name] = entry["obs"], entry["info"]
+                if state_k is not None:
+                    agent_states[name] = steps.decision.obs[state_k][row]
                 rewards[name] = decision_rewards[row]
                 terminations[name] = truncations[name] = False
             self._decision_names[behavior] = names
@@ -339,6 +362,9 @@ class UnityParallelEnv(ParallelEnv):
                 entry["info"] = {**entry["info"], "requested_decision": False}
                 obs[name], infos[name], rewards[name] = entry["obs"], entry["info"], 0.0
                 terminations[name] = truncations[name] = False
+                if name in self._agent_states:
+                    agent_states[name] = self._agent_states[name]
+        self._agent_states = agent_states
         self.agents = list(self._live)
         return obs, rewards, terminations, truncations, infos
 

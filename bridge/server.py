@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
+from typing import Any
 
 import grpc
 
@@ -106,6 +107,48 @@ def check_port_free(host: str, port: int) -> None:
             ) from e
 
 
+class _DaemonThreadPool(futures.Executor):
+    """A fixed pool of daemon threads for gRPC's handlers.
+
+    A handler holds the game's call until the trainer replies (up to ``reply_timeout``, an hour by default).
+    ``concurrent.futures.ThreadPoolExecutor`` threads are joined at interpreter exit, so a trainer that exits
+    without closing its env would hang there for as long; daemon threads do not hold up the exit.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        self._work: queue.SimpleQueue[tuple[futures.Future, Callable[..., Any], tuple, dict] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{thread_name_prefix}_{i}", daemon=True)
+            for i in range(max_workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as e:  # handed to the future's owner, as ThreadPoolExecutor does
+                future.set_exception(e)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future:
+        future: futures.Future = futures.Future()
+        self._work.put((future, fn, args, kwargs))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for _ in self._threads:
+            self._work.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
 class ExchangeServer:
     """gRPC server for ``Exchange`` with a thread handoff between gRPC's handler and the trainer."""
 
@@ -125,7 +168,7 @@ class ExchangeServer:
         self._current: _PendingCall | None = None
         self._closed = threading.Event()
         self._server: grpc.Server | None = None
-        self._executor: futures.ThreadPoolExecutor | None = None
+        self._executor: _DaemonThreadPool | None = None
 
     def start(self) -> int:
         """Bind and start serving; returns the port actually bound."""
@@ -140,7 +183,7 @@ class ExchangeServer:
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
         ]
-        self._executor = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="unimarl-exchange")
+        self._executor = _DaemonThreadPool(max_workers=4, thread_name_prefix="unimarl-exchange")
         server = grpc.server(self._executor, options=options)
         handler = grpc.unary_unary_rpc_method_handler(self._handle)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, {_METHOD: handler}),))

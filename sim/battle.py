@@ -14,12 +14,13 @@ on one side plays the other identically. Rows are never mirrored. The wire forma
 for both teams.
 
 Observations (rank-3 layout follows the package version, see :mod:`unimarl.sim.encode`), all in the
-observing team's frame:
+observing team's frame, sent in ML-Agents' sensor order LocalView, position, Status
+(:mod:`unimarl.sim.sensors`; the names are those of the Unity example's sensors):
 
 * ``LocalView``: ``(V, V, 5)`` floats around the agent (``--view`` V, default 13; row r, column c of the
   view is the cell ``(r - V//2, c - V//2)`` away in the team's frame); channels: walls (also outside the
   map), own team, other team, own team's hp, other team's hp (hp / max hp);
-* ``Features``: own hp fraction, own team alive fraction, other team alive fraction, episode progress;
+* ``Status``: own hp fraction, own team alive fraction, other team alive fraction, episode progress;
 * ``position``: ``(x, y)`` = (column, row) / (size - 1) in the team's frame (team 1: ``x = 1 - column /
   (size - 1)``); distances are the same in both frames, as radius-based mean-field neighbourhoods need.
 
@@ -34,8 +35,17 @@ Hp 10, damage 2 per attack. Rewards: +0.2 per hit dealt, +5 per kill (to every a
 victim that step), -1 on death, -0.005 per step. A dead agent is reported done once and not again in that
 episode. The episode ends when a team is wiped out (done) or after ``max_steps`` steps (flag or
 EnvironmentParameters key ``max_steps``, default 400; ``max_step_reached``); then every agent restarts with
-the same id. Stats per episode (AVERAGE): ``Battle/kills_team0``, ``Battle/kills_team1``,
-``Battle/team0_win`` (1: team 0 made more kills, 0: fewer, 0.5: as many; a wiped-out team has fewer).
+the same id. ``--reenable-dead`` models the Unity example, which switches a dead agent off
+(``SetActive(false)``) and on again at the next episode: ``Agent.OnEnable`` draws a new episode id and
+subscribes the agent to the Academy's events again, at the end of the list (Agent.cs:480-499, 574-593), so a
+revived agent comes back under a new id, after every agent of its behaviour that stayed enabled. Stats per
+episode (AVERAGE): ``Battle/kills_team0``, ``Battle/kills_team1``,
+``Battle/team0_win`` (1: team 0 made more kills, 0: fewer, 0.5: as many; a wiped-out team has fewer), one
+value per area whose battle ended, in area order.
+
+Groups: each team of each area is one Unity group (a ``SimpleMultiAgentGroup`` per team, created area by
+area, team 0 first, so ids count from 1 as Unity numbers groups): ``group_id = 2 * area + team + 1``; group
+reward 0. A trainer tells the areas' battles apart by these groups.
 """
 
 from __future__ import annotations
@@ -223,6 +233,12 @@ class Battle(Game):
         add("--view", type=int, default=13, help="side of the (odd) local view")
         add("--obstacles", type=float, default=0.03, help="fraction of interior cells blocked")
         add("--max-steps", type=int, default=400, help="steps before an episode is interrupted")
+        add(
+            "--reenable-dead",
+            action="store_true",
+            help="Unity rule: dead agents are re-enabled at the next episode under new ids, reported after "
+            "the agents that stayed enabled",
+        )
 
     def __init__(self, args: argparse.Namespace, seed: int, num_areas: int) -> None:
         super().__init__(args, seed, num_areas)
@@ -237,9 +253,15 @@ class Battle(Game):
         ]
         self.max_steps = args.max_steps
         self._pending: dict[str, AgentBatch] = {}
+        n = 2 * args.team_size
+        #: Per area, each agent's current id and its place in the Academy's event lists (enable order).
+        self.agent_ids = [np.arange(k * n, (k + 1) * n, dtype=np.int32) for k in range(self.num_areas)]
+        self._enable_order = [ids.astype(np.int64) for ids in self.agent_ids]
+        self._next = self.num_areas * n
+        self._where: dict[int, tuple[int, int]] = {}  # id -> (area, agent), with --reenable-dead only
         obs = (
             ObsDef("LocalView", (args.view, args.view, 5)),
-            ObsDef("Features", (4,)),
+            ObsDef("Status", (4,)),
             ObsDef("position", (2,)),
         )
         self._behaviors = [
@@ -255,27 +277,57 @@ class Battle(Game):
         rewards = arena.acc[agents].copy()
         arena.acc[agents] = 0
         return AgentBatch(
-            ids=(area * 2 * self.args.team_size + agents).astype(np.int32),
+            ids=self.agent_ids[area][agents],
             rewards=rewards,
             done=np.full(len(agents), done),
             max_step=np.full(len(agents), max_step),
             obs=arena.observe(agents, self.max_steps),
             mask=arena.masks(agents),
+            group_id=(2 * area + arena.team[agents] + 1).astype(np.int32),
+            group_reward=np.zeros(len(agents), np.float32),
         )
 
     def reset(self, params: EnvParams) -> None:
         self.max_steps = max(1, int(params.get("max_steps", self.args.max_steps)))
         parts: dict[int, list[AgentBatch]] = {0: [], 1: []}
         for k, arena in enumerate(self.arenas):
-            arena.reset()
+            self._restart(k)
             for team in (0, 1):
                 parts[team].append(self._part(k, np.nonzero(arena.team == team)[0], False, False))
-        self._pending = {BEHAVIORS[t]: AgentBatch.concat(parts[t]) for t in (0, 1)}
+        self._pending = {BEHAVIORS[t]: self._in_order(AgentBatch.concat(parts[t])) for t in (0, 1)}
+
+    def _restart(self, area: int) -> None:
+        """Restart an arena; ``--reenable-dead``: its dead agents come back under new ids, last in order."""
+        arena = self.arenas[area]
+        if self.args.reenable_dead:
+            dead = np.nonzero(~arena.alive)[0] if arena.ep_step or arena.kills.any() else np.zeros(0, int)
+            fresh = np.arange(self._next, self._next + len(dead))
+            self._next += len(dead)
+            for old in self.agent_ids[area][dead].tolist():  # a switched-off agent's id never returns
+                self._where.pop(old, None)
+            self.agent_ids[area][dead] = fresh
+            self._enable_order[area][dead] = fresh
+            for agent in range(len(arena.alive)):
+                self._where[int(self.agent_ids[area][agent])] = (area, agent)
+        arena.reset()
+
+    def _in_order(self, batch: AgentBatch) -> AgentBatch:
+        """``--reenable-dead``: terminal agents first, then the deciding ones in enable order (all areas)."""
+        if not self.args.reenable_dead or not len(batch):
+            return batch
+        order = {int(i): int(self._enable_order[a][j]) for i, (a, j) in self._where.items()}
+        keys = np.array([order.get(int(i), 0) for i in batch.ids], np.int64)  # done rows: no key needed
+        rows = np.lexsort((np.where(batch.done, 0, keys), ~batch.done))
+        return _take(batch, rows)
 
     def set_actions(
         self, behavior: str, ids: np.ndarray, continuous: np.ndarray, discrete: np.ndarray
     ) -> None:
-        area, local = np.divmod(ids.astype(np.int64), 2 * self.args.team_size)
+        if self.args.reenable_dead:
+            where = [self._where.get(int(i), (len(self.arenas), 0)) for i in ids]
+            area, local = np.array(where, np.int64).reshape(-1, 2).T
+        else:
+            area, local = np.divmod(ids.astype(np.int64), 2 * self.args.team_size)
         if np.any(area >= len(self.arenas)):
             raise ValueError(f"actions for unknown agent ids {ids[area >= len(self.arenas)].tolist()[:8]}")
         for k in np.unique(area):
@@ -299,13 +351,15 @@ class Battle(Game):
                     parts[team].append(self._part(k, survivors, True, not any(wiped)))
             if ended:
                 self._episode_stats(arena)
-                arena.reset()
+                self._restart(k)
             for team in (0, 1):
                 parts[team].append(
                     self._part(k, np.nonzero(arena.alive & (arena.team == team))[0], False, False)
                 )
         self._pending = {
-            BEHAVIORS[t]: AgentBatch.concat(parts[t]) for t in (0, 1) if any(len(p) for p in parts[t])
+            BEHAVIORS[t]: self._in_order(AgentBatch.concat(parts[t]))
+            for t in (0, 1)
+            if any(len(p) for p in parts[t])
         }
 
     def _episode_stats(self, arena: Arena) -> None:
@@ -317,3 +371,21 @@ class Battle(Game):
     def collect(self) -> dict[str, AgentBatch]:
         pending, self._pending = self._pending, {}
         return pending
+
+
+def _take(batch: AgentBatch, rows: np.ndarray) -> AgentBatch:
+    """The rows ``rows`` of ``batch``."""
+
+    def pick(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[rows]
+
+    return AgentBatch(
+        ids=batch.ids[rows],
+        rewards=batch.rewards[rows],
+        done=batch.done[rows],
+        max_step=batch.max_step[rows],
+        obs=[o[rows] for o in batch.obs],
+        mask=pick(batch.mask),
+        group_id=pick(batch.group_id),
+        group_reward=pick(batch.group_reward),
+    )

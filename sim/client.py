@@ -2,57 +2,42 @@
 
 Command line as a player build: ``--mlagents-port N`` (required: a build without it would run inference;
 the sim exits with code 2), ``-batchmode``, ``-nographics``, ``-logFile PATH`` (``-`` = stderr); other
-Unity flags are ignored. The sim's own flags: ``--package-version`` (default 2.2.1-exp.1; major >= 3 sends
-rank-3 observations CHW), ``--timeout`` (seconds to wait for the trainer on each call, default 60, 0 =
-forever), ``--record PATH``, ``--misbehave MODE[:N]``, plus each game's flags.
+Unity flags are ignored. The sim's own flags are listed by ``unimarl sim NAME --help``
+(:mod:`unimarl.sim.player_args`).
 
-Wire behaviour (Academy + RpcCommunicator): dial ``localhost:N``; call #1 sends the initialization output
-(name "AcademySingleton", API 1.5.0, package version, all capabilities) without brain parameters; its reply
-holds seed, num_areas and capabilities; call #2 sends a bare header 200 and its reply is the first input.
-Then per input: header 400 or QUIT -> exit 0; side channels applied; RESET -> reset; STEP -> actions
-matched by position to the previous output's deciding agents, then academy steps until some agent has
-something to report. Each output carries brain parameters for behaviours seen for the first time.
+Wire behaviour (Academy + RpcCommunicator; docs/unity-semantics.md cites the C# lines): dial ``localhost:N``;
+call #1 sends the initialization output (name "AcademySingleton", API 1.5.0, package version, all
+capabilities) without brain parameters; its reply holds seed, num_areas and capabilities; call #2 sends a bare
+header 200 and its reply is the first input. Then per input: header 400 or QUIT -> exit 0; side channels
+applied; RESET -> reset; STEP -> actions matched by position to the previous output's deciding agents (0 < k
+< n actions for n agents: Unity throws, the sim exits with code 1; none: zeros), then academy steps until
+some reported agent has something to report. Each output carries brain parameters for behaviours seen for the
+first time. Each agent's observations travel in ML-Agents' sensor order (:mod:`unimarl.sim.sensors`).
 
-Cost per step: a game that sets ``reads_actions = False`` (``bench``) gets no actions (the client checks
-only their count); the record file is built only with ``--record``.
+Behaviour types (``--behavior-type``, ``--inference-behavior``): only agents of type *Default* have a
+``RemotePolicy`` and are reported; *Inference Only* and *Heuristic Only* agents are never sent. When no
+behaviour is reported, Unity never calls ``DecideBatch``, so the game sends nothing after the handshake: the
+sim keeps playing (one academy step every 20 ms) until it is killed.
+
+``--record PATH`` appends one JSON line per input received (:mod:`unimarl.sim.record`).
 
 Faults (``--misbehave``, N = number of STEP commands applied first): ``die:N`` exit 3; ``hang:N`` stop
 answering (block forever); ``malformed:N`` send bytes that are not a message; ``bad-version`` announce API
 2.0.0; ``bad-shape:N`` one observation shorter than its shape; ``nan:N`` a NaN in one observation.
 
-``--record PATH`` appends one JSON line per input received: ``status``, ``command``, ``sent`` (per behaviour
-the ``ids``, ``done`` flags and ``rewards`` of the output this input answers, in message order) and
-``actions`` (per behaviour ``continuous`` and ``discrete`` lists, in received order), and, for behaviours that
-act from a pushed policy, ``inferred`` (per behaviour the ``continuous`` and ``discrete`` actions the game
-applied instead, aligned with the deciding agents of ``sent``; for an ``--inference-behavior`` behaviour,
-which is never sent, also the ``ids`` of its agents that decided with that output, the latest decision).
-
-Pushed policies (policy side channel, :mod:`unimarl.sim.policy_runner`) are always received and
-acknowledged; ``--behavior-type inference`` makes the agents of a behaviour with a received policy act from
-it (Unity's *Inference Only*), ``default`` keeps the trainer's actions (a connected *Default* agent).
-
-``--inference-behavior NAME`` (repeatable; the full name, e.g. ``Battle?team=1``; an unknown name is a usage
-error listing the game's behaviours) plays a Unity team whose Behavior Type is *Heuristic Only* and whose
-``Heuristic`` calls ``PolicyHotSwap.TryDecide`` (e.g. a self-play opponent run inside the game): its agents
-are never reported (no AgentInfos, no brain parameters; ML-Agents sends only agents with a remote policy);
-they decide at every academy step they request a decision, silent steps included, with the deterministic
-outputs of the newest model received for the behaviour, and with zero actions before one arrives. Its game
-stats are sent as usual; its models are received and acknowledged like any other.
-
-Exit codes: 0 quit, 1 trainer unreachable / no answer in time, 2 usage, 3 ``--misbehave die``.
-
-The command line itself is parsed by :mod:`unimarl.sim.player_args`.
+Exit codes: 0 quit, 1 trainer unreachable / no answer in time / an exception Unity would throw, 2 usage,
+3 ``--misbehave die``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import threading
-from dataclasses import fields
-from typing import IO, Any
+import time
+from dataclasses import dataclass, field, fields
+from typing import IO
 
 import grpc
 import numpy as np
@@ -63,54 +48,52 @@ from unimarl.protos import (
     EXCHANGE_METHOD,
     CommandProto,
     UnityMessageProto,
+    UnityRLInputProto,
     all_capabilities,
 )
 from unimarl.protos.policy_wire import POLICY_CHANNEL_ID
 from unimarl.sim import encode
 from unimarl.sim.channels import SideChannels, stats_bytes
 from unimarl.sim.game import AgentBatch, BehaviorDef, Game
-from unimarl.sim.player_args import build_parser, configure_logging
+from unimarl.sim.player_args import build_parser, configure_logging, usage_problem
 from unimarl.sim.policy_runner import PolicyRunner
+from unimarl.sim.record import record_line
+from unimarl.sim.sensors import reorder_batch, sorted_behavior
+from unimarl.sim.wire_rules import (
+    CHW_SHAPE_HWC_DATA,
+    EXIT_DIE,
+    EXIT_ERROR,
+    EXIT_QUIT,
+    EXIT_USAGE,
+    HWC,
+    SimExit,
+    check_action_count,
+    parse_actions,
+    visual_layout,
+)
 
-__all__ = ["Client", "SimExit", "build_parser", "parse_actions", "run_client"]
+__all__ = ["EXIT_USAGE", "Client", "SimExit", "build_parser", "parse_actions", "run_client"]
 
 logger = logging.getLogger(__name__)
 
-EXIT_QUIT, EXIT_ERROR, EXIT_USAGE, EXIT_DIE = 0, 1, 2, 3
 STATUS_OK, STATUS_CLOSE = 200, 400
 MALFORMED_BYTES = b"\xff\xff\xff\xff this is not a UnityMessageProto"
 _MAX_SILENT_STEPS = 100_000
+#: Seconds between academy steps when nothing is sent (Unity's default fixed timestep, 0.02 s).
+_QUIET_STEP_S = 0.02
 
 
-class SimExit(Exception):
-    """Ends the client with an exit code (raised inside the loop, caught by :meth:`Client.run`)."""
+@dataclass(frozen=True)
+class _GameView:
+    """What follows from the game's behaviours and the flags alone: derived once per game, not per step."""
 
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-def _check_action_count(behavior: BehaviorDef, received: int, n: int) -> None:
-    if received != n:
-        logger.warning("behaviour %s: %d actions for %d deciding agents", behavior.name, received, n)
-
-
-def parse_actions(behavior: BehaviorDef, actions: list[Any], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Actions for ``n`` deciding agents -> (continuous [n, c], discrete [n, b]); missing rows are zero."""
-    n_cont, n_disc = behavior.num_continuous, len(behavior.discrete_branches)
-    continuous = np.zeros((n, n_cont), np.float32)
-    discrete = np.zeros((n, n_disc), np.int32)
-    _check_action_count(behavior, len(actions), n)
-    for i, action in enumerate(actions[:n]):
-        cont, disc = list(action.continuous_actions), list(action.discrete_actions)
-        if not cont and not disc and action.vector_actions_deprecated:  # trainer without hybrid actions
-            legacy = list(action.vector_actions_deprecated)
-            cont, disc = (legacy, []) if n_cont else ([], [int(v) for v in legacy])
-        if n_cont:
-            continuous[i, : len(cont[:n_cont])] = cont[:n_cont]
-        if n_disc:
-            discrete[i, : len(disc[:n_disc])] = disc[:n_disc]
-    return continuous, discrete
+    game: Game | None = None
+    behaviors: list[BehaviorDef] = field(default_factory=list)
+    """The game's behaviours, observations in ML-Agents' sensor order."""
+    reorder: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Behaviours whose declared observation order is not the sensor order: the sensor order (indices)."""
+    hidden: frozenset[str] = frozenset()
+    """Behaviours not reported: not *Default* (all of them under a non-default ``--behavior-type``)."""
 
 
 class Client:
@@ -119,16 +102,19 @@ class Client:
     def __init__(self, game_cls: type[Game], args: argparse.Namespace) -> None:
         self.game_cls = game_cls
         self.args = args
-        self.chw = _package_major(args.package_version) >= 3
+        layout = visual_layout(args.package_version)
+        self.chw, self.hwc_data = layout != HWC, layout == CHW_SHAPE_HWC_DATA
         self.channels = SideChannels()
-        self.hidden = frozenset(args.inference_behavior)
         self.policies = PolicyRunner(
-            self.chw, inference=args.behavior_type == "inference", hidden=self.hidden
+            self.chw,
+            inference=args.behavior_type == "inference",
+            hidden=frozenset(args.inference_behavior),
         )
         self.channels.handlers[POLICY_CHANNEL_ID] = self._receive_policy
         self._inferred: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._hidden_applied: dict[str, dict[str, list]] = {}  # for the record file only
         self.game: Game | None = None
+        self._view = _GameView()
         self.announced: set[str] = set()
         self.deciding: dict[str, np.ndarray] = {}
         self.steps = 0
@@ -141,6 +127,36 @@ class Client:
         self._exchange = self._channel.unary_unary(
             EXCHANGE_METHOD, request_serializer=None, response_deserializer=None
         )
+
+    @property
+    def behaviors(self) -> list[BehaviorDef]:
+        """The game's behaviours with their observations in ML-Agents' sensor order."""
+        return self._game_view().behaviors
+
+    @property
+    def hidden(self) -> frozenset[str]:
+        """Behaviours not reported: not *Default* (all of them under a non-default ``--behavior-type``)."""
+        return self._game_view().hidden
+
+    def _game_view(self) -> _GameView:
+        """The sorted behaviours and hidden names of the current game, sorted once per game instance."""
+        view = self._view
+        if view.game is not self.game:
+            assert self.game is not None
+            declared = self.game.behaviors
+            pairs = [sorted_behavior(b) for b in declared]
+            behaviors = [b for b, _ in pairs]
+            reorder = {
+                b.name: order
+                for b, (_, order) in zip(declared, pairs, strict=True)
+                if order != tuple(range(len(order)))
+            }
+            if self.args.behavior_type != "default":
+                hidden = frozenset(b.name for b in behaviors)
+            else:
+                hidden = frozenset(self.args.inference_behavior)
+            view = self._view = _GameView(self.game, behaviors, reorder, hidden)
+        return view
 
     def call(self, payload: bytes) -> UnityMessageProto:
         """One Exchange: send ``payload``, wait (``--timeout``) for and parse the answer."""
@@ -198,33 +214,85 @@ class Client:
         self.channels.process(rl_input.side_channel)
         if rl_input.command == CommandProto.QUIT:
             raise SimExit(EXIT_QUIT, "QUIT command received")
-        if rl_input.command == CommandProto.RESET or not self._started:
+        if not self._started:
+            # The first input is processed inside RpcCommunicator.Initialize, before the Academy subscribes to
+            # ResetCommandReceived (3.0.0 Academy.cs:462 vs 490-491, 4.0.1: one line later): its command does
+            # nothing, and the first EnvironmentStep resets (Academy.cs:572-575), with no action in between.
             self._started = True
             self.game.reset(self.channels.params)
             return
-        reads_actions = self.game.reads_actions
-        for behavior in self.game.behaviors:
-            ids = self.deciding.get(behavior.name)
-            if ids is None or not len(ids):
-                continue
-            lists = rl_input.agent_actions
-            received = lists[behavior.name].value if behavior.name in lists else []
-            if not reads_actions:  # the game ignores actions: check their count, parse nothing
-                _check_action_count(behavior, len(received), len(ids))
-                continue
-            continuous, discrete = parse_actions(behavior, list(received), len(ids))
-            if behavior.name in self._inferred:  # agents acting from a pushed policy ignore the trainer
-                continuous, discrete = self._inferred[behavior.name]
-            self.game.set_actions(behavior.name, ids, continuous, discrete)
-            self.policies.record(behavior.name, ids, continuous, discrete)
+        if rl_input.command == CommandProto.RESET:
+            self.game.reset(self.channels.params)
+            if self.args.unity_reset:
+                self._zero_action_step()
+            return
+        self._apply_actions(rl_input)
         self.steps += 1
         self._fault_before_output()
+        if self.args.quit_after is not None and self.steps >= self.args.quit_after:
+            self.quit_by_itself()
         for _ in range(_MAX_SILENT_STEPS):
             self.game.step(self.channels.params)
             self._collected = self._collect()
             if any(len(b) for b in self._collected.values()):
                 return
         raise SimExit(EXIT_ERROR, f"no agent requested a decision in {_MAX_SILENT_STEPS} steps")
+
+    def _apply_actions(self, rl_input: UnityRLInputProto) -> None:
+        assert self.game is not None
+        lists = rl_input.agent_actions
+        reads_actions = self.game.reads_actions
+        for behavior in self._game_view().behaviors:
+            ids = self.deciding.get(behavior.name)
+            if ids is None or not len(ids):
+                continue
+            received = lists[behavior.name].value if behavior.name in lists else []
+            if not reads_actions:  # the game ignores actions: check their count, parse nothing
+                check_action_count(behavior, len(received), len(ids))
+                continue
+            continuous, discrete = parse_actions(behavior, list(received), len(ids))
+            if behavior.name in self._inferred:  # agents acting from a pushed policy ignore the trainer
+                continuous, discrete = self._inferred[behavior.name]
+            self.game.set_actions(behavior.name, ids, continuous, discrete)
+            self.policies.record(behavior.name, ids, continuous, discrete)
+
+    def _zero_action_step(self) -> None:
+        """``--unity-reset``: after a RESET every agent executes one zero action before it is observed.
+
+        The RESET arrives inside ``DecideAction`` (RpcCommunicator.cs:416 -> 300-307 -> 3.0.0
+        Academy.cs:520-523, 557-562; 4.0.1 one line later): ``_AgentReset`` clears the stored actions, then
+        ``AgentAct`` of the same EnvironmentStep executes them (Academy.cs:599-602, Agent.cs:1390-1396); the
+        first new observations follow at the next step's ``AgentSendState``. The sims count that step as the
+        episode's first.
+        """
+        assert self.game is not None
+        pending = self.game.collect()  # the reset agents, not observed yet
+        if self.game.reads_actions:
+            for behavior in self.behaviors:
+                batch = pending.get(behavior.name)
+                if batch is None or not len(batch):
+                    continue
+                ids = batch.ids[~batch.done]
+                continuous = np.zeros((len(ids), behavior.num_continuous), np.float32)
+                discrete = np.zeros((len(ids), len(behavior.discrete_branches)), np.int32)
+                self.game.set_actions(behavior.name, ids, continuous, discrete)
+        self.game.step(self.channels.params)
+        self._collected = self._collect()
+
+    def quit_by_itself(self) -> None:
+        """``--quit-after``: the player quits on its own; ``Academy.Dispose`` sends a bare header 400.
+
+        ``Application.quitting += Dispose`` (Academy.cs:253) -> ``Communicator.Dispose`` ->
+        ``m_Client.Exchange(WrapMessage(null, 400))`` (RpcCommunicator.cs:269-285), the reply ignored.
+        """
+        logger.info("--quit-after %d: quitting; sending header 400 to the trainer", self.args.quit_after)
+        bye = UnityMessageProto()
+        bye.header.status = STATUS_CLOSE
+        try:
+            self.call(bye.SerializeToString())
+        except SimExit as e:  # as Dispose: an exchange that fails is ignored
+            logger.info("the trainer did not answer the closing exchange: %s", e)
+        raise SimExit(EXIT_QUIT, "quit by itself (--quit-after)")
 
     def _fault(self, *modes: str) -> bool:
         fault = self.args.misbehave
@@ -247,7 +315,7 @@ class Client:
             return MALFORMED_BYTES
         infos, new_brains = [], []
         self.deciding, self._last_sent, self._inferred = {}, {}, {}
-        for behavior in self.game.behaviors:
+        for behavior in self._game_view().behaviors:
             batch = batches.get(behavior.name)
             if batch is None or not len(batch):
                 continue
@@ -257,7 +325,8 @@ class Client:
                 plain = {f.name: getattr(batch, f.name) for f in fields(AgentBatch)}
                 batch = AgentBatch(**{**plain, "obs": [first, *batch.obs[1:]]})
             corrupt = self._fault("bad-shape")
-            infos.append((behavior.name, encode.encode_batch(behavior, batch, self.chw, corrupt)))
+            wire = encode.encode_batch(behavior, batch, self.chw, corrupt, self.hwc_data)
+            infos.append((behavior.name, wire))
             if behavior.name not in self.announced:
                 self.announced.add(behavior.name)
                 new_brains.append(behavior)
@@ -270,6 +339,12 @@ class Client:
                 "ids": batch.ids.tolist(),
                 "done": batch.done.tolist(),
                 "rewards": batch.rewards.tolist(),
+                # as encoded: a group reward travels only with a group id (Unity's default 0 otherwise)
+                "group_rewards": (
+                    batch.group_reward.tolist()
+                    if batch.group_id is not None and batch.group_reward is not None
+                    else [0.0] * len(batch)
+                ),
             }
         side_channel = stats_bytes(self.game.pop_stats()) + self.policies.pop_ack_frames()
         return encode.output_message(infos, side_channel, new_brains)
@@ -279,22 +354,30 @@ class Client:
         live = ~batch.done
         mask = None if batch.mask is None else batch.mask[live]
         obs = [o[live] for o in batch.obs]
-        return self.policies.act(behavior, obs, mask, batch.ids[live], batch.ids[batch.done])
+        groups = None if batch.group_id is None else batch.group_id[live]
+        return self.policies.act(behavior, obs, mask, batch.ids[live], batch.ids[batch.done], groups)
 
     def _collect(self) -> dict[str, AgentBatch]:
-        """The game's batches to report; ``--inference-behavior`` behaviours decide here and are left out."""
+        """The batches to report, observations in sensor order; hidden behaviours decide here, left out."""
         assert self.game is not None
+        view = self._game_view()
         batches = self.game.collect()
-        if not self.hidden:
+        if view.reorder:  # a behaviour declared in sensor order keeps its batch (and its cached wire bytes)
+            batches = {
+                name: reorder_batch(b, view.reorder[name]) if name in view.reorder else b
+                for name, b in batches.items()
+            }
+        hidden = view.hidden
+        if not hidden:
             return batches
-        for behavior in self.game.behaviors:
+        for behavior in view.behaviors:
             batch = batches.get(behavior.name)
-            if behavior.name in self.hidden and batch is not None and len(batch):
+            if behavior.name in hidden and batch is not None and len(batch):
                 self._decide_hidden(behavior, batch)
-        return {name: batch for name, batch in batches.items() if name not in self.hidden}
+        return {name: batch for name, batch in batches.items() if name not in hidden}
 
     def _decide_hidden(self, behavior: BehaviorDef, batch: AgentBatch) -> None:
-        """A Heuristic Only team's decision: the newest model's actions, zeros before one arrives."""
+        """A hidden team's decision: the newest model's actions where it acts from one, else zeros."""
         assert self.game is not None
         ids = batch.ids[~batch.done]
         if not len(ids) or not self.game.reads_actions:
@@ -309,41 +392,45 @@ class Client:
         if self.record is not None:
             self._hidden_applied[behavior.name] = {
                 "ids": ids.tolist(),
+                "ended": batch.ids[batch.done].tolist(),
+                "groups": [] if batch.group_id is None else batch.group_id[~batch.done].tolist(),
                 "continuous": continuous.tolist(),
                 "discrete": discrete.tolist(),
             }
 
     def _receive_policy(self, payload: bytes) -> None:
-        behaviors = {b.name: b for b in self.game.behaviors} if self.game is not None else {}
+        behaviors = {b.name: b for b in self.behaviors} if self.game is not None else {}
         self.policies.receive(payload, behaviors)
 
     def write_record(self, message: UnityMessageProto) -> None:
         if self.record is None:
             return
-        rl_input = message.unity_input.rl_input
-        actions = {
-            name: {
-                "continuous": [list(a.continuous_actions) for a in lst.value],
-                "discrete": [list(a.discrete_actions) for a in lst.value],
-            }
-            for name, lst in sorted(rl_input.agent_actions.items())
-        }
-        line = {
-            "status": message.header.status,
-            "command": CommandProto.Name(rl_input.command),
-            "sent": self._last_sent,
-            "actions": actions,
-        }
-        inferred: dict[str, dict[str, list]] = {
-            name: {"continuous": c.tolist(), "discrete": d.tolist()}
-            for name, (c, d) in self._inferred.items()
-        }
-        inferred.update(self._hidden_applied)
-        self._hidden_applied = {}
-        if inferred:
-            line["inferred"] = inferred
-        self.record.write(json.dumps(line) + "\n")
+        self.record.write(record_line(message, self._last_sent, self._inferred, self._hidden_applied))
         self.record.flush()
+        self._hidden_applied = {}
+
+    def play_quietly(self) -> None:
+        """No behaviour is reported: nothing calls ``DecideBatch``, so nothing is sent; play until killed.
+
+        ``RpcCommunicator.DecideBatch`` exchanges only after ``PutObservations`` (RpcCommunicator.cs:320-329,
+        362), which only ``RemotePolicy`` calls, and only *Default* agents with a trainer get one
+        (Policies/BehaviorParameters.cs:229-263).
+        """
+        logger.info(
+            "no agent has Behavior Type Default (--behavior-type %s): nothing is sent to the trainer after "
+            "the handshake, as in a Unity player; playing until killed",
+            self.args.behavior_type,
+        )
+        self._collect()  # the agents' first decisions after the reset
+        while True:
+            time.sleep(_QUIET_STEP_S)
+            self.quiet_step()
+
+    def quiet_step(self) -> None:
+        """One academy step with nothing sent: hidden agents decide, nobody is reported."""
+        assert self.game is not None
+        self.game.step(self.channels.params)
+        self._collect()
 
     def run(self) -> int:
         """Handshake, then exchange until told to quit; returns the exit code."""
@@ -354,6 +441,9 @@ class Client:
             while True:
                 self.write_record(message)
                 self.apply(message)
+                view = self._game_view()
+                if len(view.hidden) == len(view.behaviors):
+                    self.play_quietly()
                 message = self.call(self.output())
         except SimExit as e:
             log = logger.info if e.code == EXIT_QUIT else logger.error
@@ -365,14 +455,6 @@ class Client:
                 self.record.close()
 
 
-def _package_major(version: str) -> int:
-    try:
-        return int(version.split(".")[0])
-    except ValueError:
-        logger.warning("package version %r has no numeric major; assuming the 2.x layout", version)
-        return 2
-
-
 def run_client(game_cls: type[Game], argv: list[str], prog: str | None = None) -> int:
     """Parse a player command line for ``game_cls`` and run it; returns the process exit code."""
     parser = build_parser(game_cls, prog)
@@ -380,37 +462,10 @@ def run_client(game_cls: type[Game], argv: list[str], prog: str | None = None) -
     configure_logging(args.log_file)
     if unknown:
         logger.info("ignoring unrecognised arguments: %s", " ".join(unknown))
-    if args.mlagents_port is None:
-        return _usage_error(
-            args,
-            "no --mlagents-port given: a player build would run inference without a trainer; "
-            "the headless sim needs one: pass --mlagents-port N",
-        )
-    unknown_behaviors = _unknown_behaviors(game_cls, args)
-    if unknown_behaviors:
-        return _usage_error(args, unknown_behaviors)
+    problem = usage_problem(game_cls, args)
+    if problem:
+        logger.error(problem)
+        if args.log_file and args.log_file != "-":
+            sys.stderr.write(problem + "\n")
+        return EXIT_USAGE
     return Client(game_cls, args).run()
-
-
-def _unknown_behaviors(game_cls: type[Game], args: argparse.Namespace) -> str:
-    """Why ``--inference-behavior`` names no behaviour of the game ('' when every name is known)."""
-    if not args.inference_behavior:
-        return ""
-    try:  # behaviours follow from the flags; a throw-away instance lists them before dialing the trainer
-        known = [b.name for b in game_cls(args, 0, 1).behaviors]
-    except ValueError as e:
-        return f"invalid flags for {game_cls.name}: {e}"
-    unknown = [name for name in args.inference_behavior if name not in known]
-    if not unknown:
-        return ""
-    return (
-        f"--inference-behavior {', '.join(map(repr, unknown))}: no such behaviour in {game_cls.name}; "
-        f"pass a full name, one of {known}"
-    )
-
-
-def _usage_error(args: argparse.Namespace, message: str) -> int:
-    logger.error(message)
-    if args.log_file and args.log_file != "-":
-        sys.stderr.write(message + "\n")
-    return EXIT_USAGE

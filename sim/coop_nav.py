@@ -10,8 +10,10 @@ handshake sets the number of areas. One behaviour, ``CoopNav?team=0``; agent ids
 * Actions: one discrete branch of 5 (0 no-op, 1 +x, 2 -x, 3 +y, 4 -y), or with ``--continuous`` 2
   continuous actions (force, clipped to [-1, 1]). Dynamics: velocity damping 0.25, acceleration 5, dt 0.1.
 * Reward: the team reward ``-sum over landmarks of the nearest agent's distance - number of colliding
-  agent pairs`` (agents of radius 0.15). It is given as ``group_reward`` with ``group_id = area + 1`` and
-  also as every agent's individual reward, summed since the agent's last decision.
+  agent pairs`` (agents of radius 0.15), summed since the agent's last decision. As in ML-Agents' cooperative
+  games (PushBlockCollab, DungeonEscape: ``SimpleMultiAgentGroup.AddGroupReward``) it is only the
+  ``group_reward`` of group ``area + 1``; the individual reward is 0 (there is no individual shaping term).
+  A trainer counts it with ``group_reward_weight`` (default 1.0).
 * Episodes last ``episode_length`` steps (flag, or EnvironmentParameters key ``episode_length``, default
   25) and end with ``max_step_reached``; the area restarts at once, so each agent is reported done and
   deciding in the same message.
@@ -117,19 +119,19 @@ class CoopNav(Game):
         return obs
 
     def _batch(self, select: np.ndarray, done: bool) -> AgentBatch:
-        """Agents where ``select`` [A, N] holds, with current observations and accumulated rewards."""
+        """Agents where ``select`` [A, N] holds, with current observations and accumulated group rewards."""
         area = np.nonzero(select)[0].astype(np.int32)
-        rewards = self.acc[select].astype(np.float32)
+        team = self.acc[select].astype(np.float32)
         self.acc[select] = 0
         flags = np.full(len(area), done)
         return AgentBatch(
             ids=self.ids[select],
-            rewards=rewards,
+            rewards=np.zeros(len(area), np.float32),  # the team reward is the group's only
             done=flags,
             max_step=flags.copy(),
             obs=[o[select] for o in self._observe()],
             group_id=area + 1,
-            group_reward=rewards.copy(),
+            group_reward=team,
         )
 
     def _team_reward(self) -> np.ndarray:

@@ -12,7 +12,9 @@ objects: each is encoded once per layout and its bytes are reused.
 
 Layout rule (reference 1.5): rank-3 observations are HWC with dimension properties [TE, TE, None] when the
 announced package major version is < 3, CHW with [None, TE, TE] otherwise. PNG images are always encoded
-from HWC pixels; only the announced shape changes.
+from HWC pixels; only the announced shape changes. ``hwc_data``: packages 3.0.0 to 4.0.0 declare CHW but
+write the floats of an uncompressed rank-3 observation in H, W, C order
+(:func:`unimarl.sim.wire_rules.visual_layout` cites the C# lines).
 """
 
 from __future__ import annotations
@@ -63,9 +65,9 @@ def dimension_properties(obs: ObsDef, chw: bool) -> tuple[int, ...]:
     return (DIM_NONE,) * len(obs.shape)
 
 
-def wire_floats(data: np.ndarray, chw: bool) -> np.ndarray:
+def wire_floats(data: np.ndarray, chw: bool, hwc_data: bool = False) -> np.ndarray:
     """``[n, *shape]`` observations as little-endian float32 in wire layout, ``[n, size]``."""
-    if data.ndim == 4 and chw:
+    if data.ndim == 4 and chw and not hwc_data:
         data = data.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(data, dtype="<f4").reshape(len(data), -1)
 
@@ -76,7 +78,7 @@ def _obs_header(obs: ObsDef, chw: bool) -> ObservationProto:
     )
 
 
-def encode_batch_fast(behavior: BehaviorDef, batch: AgentBatch, chw: bool) -> bytes:
+def encode_batch_fast(behavior: BehaviorDef, batch: AgentBatch, chw: bool, hwc_data: bool = False) -> bytes:
     """``ListAgentInfoProto`` bytes for a float-only behaviour, vectorised over agents."""
     n = len(batch)
     segments: list[Segment] = [b"\x3d", le_float_bytes(batch.rewards.reshape(n, 1))]
@@ -86,7 +88,7 @@ def encode_batch_fast(behavior: BehaviorDef, batch: AgentBatch, chw: bool) -> by
     if batch.mask is not None:
         segments += [b"\x5a" + varint(batch.mask.shape[1]), batch.mask.astype(np.uint8)]
     for obs_def, data in zip(behavior.observations, batch.obs, strict=True):
-        floats = wire_floats(data, chw).view(np.uint8)
+        floats = wire_floats(data, chw, hwc_data).view(np.uint8)
         float_data = b"\x0a" + varint(floats.shape[1])
         data_field = b"\x22" + varint(len(float_data) + floats.shape[1]) + float_data
         head = _obs_header(obs_def, chw).SerializeToString() + data_field
@@ -99,12 +101,16 @@ def encode_batch_fast(behavior: BehaviorDef, batch: AgentBatch, chw: bool) -> by
 
 
 def encode_batch_proto(
-    behavior: BehaviorDef, batch: AgentBatch, chw: bool, corrupt_shape: bool = False
+    behavior: BehaviorDef,
+    batch: AgentBatch,
+    chw: bool,
+    corrupt_shape: bool = False,
+    hwc_data: bool = False,
 ) -> bytes:
     """``ListAgentInfoProto`` bytes built from protobuf objects (handles PNG observations)."""
     headers = [_obs_header(o, chw) for o in behavior.observations]
     payloads = [
-        _png_all(data, obs_def) if obs_def.png else wire_floats(data, chw).tolist()
+        _png_all(data, obs_def) if obs_def.png else wire_floats(data, chw, hwc_data).tolist()
         for obs_def, data in zip(behavior.observations, batch.obs, strict=True)
     ]
     parts = []
@@ -142,19 +148,26 @@ class CachedBatch(AgentBatch):
     The game must not modify the arrays after handing the batch out (``bench`` makes them read-only).
     """
 
-    wire: dict[bool, bytes] = field(default_factory=dict, repr=False)
+    wire: dict[tuple[bool, bool], bytes] = field(default_factory=dict, repr=False)
 
 
-def encode_batch(behavior: BehaviorDef, batch: AgentBatch, chw: bool, corrupt_shape: bool = False) -> bytes:
+def encode_batch(
+    behavior: BehaviorDef,
+    batch: AgentBatch,
+    chw: bool,
+    corrupt_shape: bool = False,
+    hwc_data: bool = False,
+) -> bytes:
     """``ListAgentInfoProto`` bytes: cached bytes, the fast path where it applies, else the protobuf path."""
     if corrupt_shape or any(o.png for o in behavior.observations):
-        return encode_batch_proto(behavior, batch, chw, corrupt_shape)
+        return encode_batch_proto(behavior, batch, chw, corrupt_shape, hwc_data)
     if isinstance(batch, CachedBatch):
-        data = batch.wire.get(chw)
+        key = (chw, hwc_data)
+        data = batch.wire.get(key)
         if data is None:
-            data = batch.wire[chw] = encode_batch_fast(behavior, batch, chw)
+            data = batch.wire[key] = encode_batch_fast(behavior, batch, chw, hwc_data)
         return data
-    return encode_batch_fast(behavior, batch, chw)
+    return encode_batch_fast(behavior, batch, chw, hwc_data)
 
 
 def brain_parameters(behavior: BehaviorDef) -> BrainParametersProto:

@@ -2,7 +2,8 @@
 
 Unity's flags: ``--mlagents-port N``, ``-batchmode``, ``-nographics``, ``-logFile PATH`` (``-`` = stderr).
 The sim's: ``--package-version``, ``--timeout``, ``--record``, ``--misbehave MODE[:N]``, ``--behavior-type``,
-``--inference-behavior NAME`` (repeatable), then each game's own flags
+``--inference-behavior NAME`` (repeatable), the Unity rules a test can turn on (``--unity-reset``,
+``--quit-after N``; battle's ``--reenable-dead``), then each game's own flags
 (:meth:`unimarl.sim.game.Game.add_arguments`). :mod:`unimarl.sim.client` says what they do on the wire.
 """
 
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimarl.sim.game import Game
-from unimarl.sim.policy_runner import BEHAVIOR_TYPES
+
+#: Unity's BehaviorType values the sim models (Policies/BehaviorType in Policies/BehaviorParameters.cs).
+BEHAVIOR_TYPES = ("default", "inference", "heuristic")
 
 DEFAULT_PACKAGE_VERSION = "2.2.1-exp.1"
 MISBEHAVE_MODES = ("die", "hang", "malformed", "bad-version", "bad-shape", "nan")
@@ -68,7 +71,8 @@ def build_parser(game_cls: type[Game], prog: str | None = None) -> argparse.Argu
     add(
         "--package-version",
         default=DEFAULT_PACKAGE_VERSION,
-        help="C# package version to announce; major >= 3 sends images CHW, older HWC",
+        help="C# package version to announce; < 3: rank-3 observations HWC; 3.0.0 to 4.0.0: declared CHW, "
+        "uncompressed floats written HWC (the bug fixed in 4.0.1, #6239); >= 4.0.1: CHW",
     )
     add("--timeout", type=float, default=60.0, help="seconds to wait for each answer, 0: forever")
     add("--record", type=Path, default=None, help="append one JSON line per input received to this file")
@@ -83,7 +87,9 @@ def build_parser(game_cls: type[Game], prog: str | None = None) -> argparse.Argu
         "--behavior-type",
         choices=BEHAVIOR_TYPES,
         default="default",
-        help="inference: agents with a pushed policy act from it instead of the trainer's actions",
+        help="Unity's Behavior Type of every agent: default (reported to the trainer); inference "
+        "(Inference Only: acts from the newest pushed model, zeros before one) and heuristic (Heuristic "
+        "Only: zeros) are never reported; with no default agent nothing is sent after the handshake",
     )
     add(
         "--inference-behavior",
@@ -93,8 +99,46 @@ def build_parser(game_cls: type[Game], prog: str | None = None) -> argparse.Argu
         help="full behaviour name (e.g. 'Battle?team=1') run as Unity's Heuristic Only + PolicyHotSwap: "
         "not reported to the trainer, acts from the newest pushed model (zeros before one); repeatable",
     )
+    unity = parser.add_argument_group(
+        "Unity rules a test can turn on (docs/unity-semantics.md cites the C# source of each)"
+    )
+    unity.add_argument(
+        "--unity-reset",
+        action="store_true",
+        help="after a RESET (not the first input's, which Unity ignores) agents execute one zero action "
+        "before their first new observation",
+    )
+    unity.add_argument(
+        "--quit-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="quit on its own after N steps, sending a bare header-400 exchange as Academy.Dispose does",
+    )
     game_cls.add_arguments(parser)
     return parser
+
+
+def usage_problem(game_cls: type[Game], args: argparse.Namespace) -> str:
+    """Why the command line cannot run ('' when it can)."""
+    if args.mlagents_port is None:
+        return (
+            "no --mlagents-port given: a player build would run inference without a trainer; "
+            "the headless sim needs one: pass --mlagents-port N"
+        )
+    if not args.inference_behavior:
+        return ""
+    try:  # behaviours follow from the flags; a throw-away instance lists them before dialing the trainer
+        known = [b.name for b in game_cls(args, 0, 1).behaviors]
+    except ValueError as e:
+        return f"invalid flags for {game_cls.name}: {e}"
+    unknown = [name for name in args.inference_behavior if name not in known]
+    if not unknown:
+        return ""
+    return (
+        f"--inference-behavior {', '.join(map(repr, unknown))}: no such behaviour in {game_cls.name}; "
+        f"pass a full name, one of {known}"
+    )
 
 
 def configure_logging(log_file: str | None) -> None:

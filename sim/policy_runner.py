@@ -10,15 +10,18 @@ mismatch, out of order, duplicate chunk, load failed). A rejected model never re
 Which agents act from a received model depends on the behaviour type, as in Unity: with ``--behavior-type
 default`` (the default) the game keeps applying the trainer's actions (a connected Unity agent of type
 *Default* does the same), with ``--behavior-type inference`` (*Inference Only*) the agents of every behaviour
-that has received a model act from it with its deterministic outputs, whatever the trainer sends.
+that has received a model act from it with its deterministic outputs (as in Unity, such agents are never
+reported to the trainer: :mod:`unimarl.sim.client`).
 
 Observations are fed in the layout the model declares, whatever the game's own wire layout: ML-Agents'
 contract (and ``unimarl`` exports, whose manifest records ``input_shapes``) takes rank-3 observations NCHW,
 so a model trained on a 3.x (CHW) game runs in a 2.x (HWC) game and the other way round; a model whose
 ``obs_i`` is declared ``[batch, H, W, C]`` (exported before the layout was recorded, from a 2.x game) is fed
 HWC. An input that fits neither layout fails the load (acknowledged as load failed, with both shapes). Masks
-are fed as ``action_masks`` with 1 = allowed. Continuous actions are the model's
-``deterministic_continuous_actions`` (ML-Agents' ``clip(mean, -3, 3) / 3``).
+are fed as ``action_masks`` with 1 = allowed. The model's outputs are the actions, applied as they are, as
+Unity's ML-Agents runner does: continuous actions are ``deterministic_continuous_actions``, which already went
+through the trainer's one mapping inside the graph (ML-Agents' ``clip(mean, -3, 3) / 3``,
+``unimarl.trainers.action_map``); no second mapping here.
 
 Behaviours named with ``--inference-behavior`` (Unity's *Heuristic Only* agents whose ``Heuristic`` calls
 ``PolicyHotSwap.TryDecide``) act from their received model whatever ``--behavior-type`` says; the client
@@ -28,12 +31,15 @@ Mean action (mean-field policies, e.g. MF-Q's Boltzmann policy over ``Q(obs, a, 
 take one input after the contract's, ``mean_action``, float32 ``[batch, D]`` with ``D = continuous size + sum
 of the discrete branch sizes``; any other extra input fails the load. Each deciding agent is fed the mean of
 the *encoded* actions (continuous values, then a one-hot per discrete branch, as
-``unimarl.trainers.meanfield.encode_actions``) that the other agents of its behaviour (all areas) applied at
-the behaviour's previous decision, counting only agents that decide now and are not starting a new episode
-(an id reported done in this output restarted: a new agent without a previous action); the zero vector when
-there is none. This is ``MeanActionTracker`` with the ``team`` neighbourhood. The runner keeps, per
-behaviour, the ids and actions the game applied at the last decision (:meth:`PolicyRunner.record`), whoever
-chose them (model, trainer, or zeros before a model); discrete actions are clipped into their branch.
+``unimarl.trainers.meanfield.encode_actions``) that the other agents of its behaviour *and Unity group* (one
+area's team: a battle's group is ``2 * area + team + 1``; agents without a group, id 0, form one group)
+applied at the behaviour's previous decision, counting only agents that decide now and are not starting a new
+episode (an id reported done in this output restarted: a new agent without a previous action); the zero
+vector when there is none. An agent's group is the one reported with this decision. This is
+``MeanActionTracker`` with the ``team`` neighbourhood and the Unity group as ``segment``, as the trainer's
+mean-field worker runs it. The runner keeps, per behaviour, the ids and actions the game applied at the last
+decision (:meth:`PolicyRunner.record`), whoever chose them (model, trainer, or zeros before a model); discrete
+actions are clipped into their branch.
 """
 
 from __future__ import annotations
@@ -165,16 +171,18 @@ class PolicyRunner:
         mask: np.ndarray | None,
         ids: np.ndarray | None = None,
         ended: np.ndarray | None = None,
+        groups: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Deterministic actions (float32 ``[n, c]``, int32 ``[n, branches]``) of the received model.
 
-        ``ids``: the deciding agents (rows of ``obs``); ``ended``: ids reported done in the same output.
-        Both only matter to a model with a ``mean_action`` input (without ``ids`` it gets zeros).
+        ``ids``: the deciding agents (rows of ``obs``); ``ended``: ids reported done in the same output;
+        ``groups``: the deciding agents' Unity group ids (None: no groups). They only matter to a model with a
+        ``mean_action`` input (without ``ids`` it gets zeros).
         """
         policy = self.policies[behavior.name]
         mean = None
         if policy.mean_action and ids is not None:
-            mean = self.mean_actions(behavior, ids, ended)
+            mean = self.mean_actions(behavior, ids, ended, groups)
         return _act(policy, behavior, obs, mask, mean)
 
     def record(self, behavior: str, ids: np.ndarray, continuous: np.ndarray, discrete: np.ndarray) -> None:
@@ -182,10 +190,21 @@ class PolicyRunner:
         self.applied[behavior] = AppliedActions(ids, continuous, discrete)
 
     def mean_actions(
-        self, behavior: BehaviorDef, ids: np.ndarray, ended: np.ndarray | None = None
+        self,
+        behavior: BehaviorDef,
+        ids: np.ndarray,
+        ended: np.ndarray | None = None,
+        groups: np.ndarray | None = None,
     ) -> np.ndarray:
-        """float32 ``[len(ids), D]``: each agent's mean action at this decision (see the module docstring)."""
+        """float32 ``[len(ids), D]``: each agent's mean action at this decision (see the module docstring).
+
+        ``groups``: Unity group id per row of ``ids`` (None: every agent in group 0).
+        """
+        ids = np.asarray(ids)
         out = np.zeros((len(ids), action_size(behavior)), np.float32)
+        group = np.zeros(len(ids), np.int64) if groups is None else np.asarray(groups, np.int64).reshape(-1)
+        if len(group) != len(ids):
+            raise ValueError(f"{len(group)} group ids for {len(ids)} deciding agents; pass one per agent")
         previous = self.applied.get(behavior.name)
         if previous is None or not len(ids):
             return out
@@ -196,14 +215,23 @@ class PolicyRunner:
             return out
         rows = encode_applied(behavior, previous.continuous[counted], previous.discrete[counted])
         counted_ids = previous.ids[counted]
+        by_id = np.argsort(ids, kind="stable")
+        # every counted agent decides now (it is in ids), so its group is the one reported with this decision
+        counted_group = group[by_id[np.searchsorted(ids[by_id], counted_ids)]]
+        keys, key_of = np.unique(np.concatenate([counted_group, group]), return_inverse=True)
+        key_of = key_of.reshape(-1)
+        sums = np.zeros((len(keys), out.shape[1]), np.float64)
+        np.add.at(sums, key_of[: len(rows)], rows)
+        counts = np.bincount(key_of[: len(rows)], minlength=len(keys))
+        mine = key_of[len(rows) :]
         order = np.argsort(counted_ids, kind="stable")
         where = np.minimum(np.searchsorted(counted_ids[order], ids), len(order) - 1)
-        own = counted_ids[order][where] == ids  # the agent itself is among those counted
-        sums = np.broadcast_to(rows.sum(axis=0, dtype=np.float64), out.shape).copy()
-        sums[own] -= rows[order[where[own]]]
-        counts = len(rows) - own.astype(np.int64)
-        has = counts > 0
-        out[has] = sums[has] / counts[has, None]
+        own = counted_ids[order][where] == ids  # the agent itself is among those counted (in its own group)
+        agent_sums = sums[mine]
+        agent_sums[own] -= rows[order[where[own]]]
+        agent_counts = counts[mine] - own.astype(np.int64)
+        has = agent_counts > 0
+        out[has] = agent_sums[has] / agent_counts[has, None]
         return out
 
 

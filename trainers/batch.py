@@ -3,7 +3,7 @@
 Experience is assembled per agent into trajectories; the rollout side computes advantages per trajectory (GAE,
 bootstrapping on truncation, not on termination) and hands the learner one :class:`RolloutBatch` per policy,
 flattened over all agent steps of the iteration (first axis ``N``). Variable team sizes are handled by padding
-the teammate axis ``K`` with a mask, never by assuming a fixed agent set.
+the teammate axis ``K`` (row references, -1 = empty), never by assuming a fixed agent set.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unimarl.bridge.spec import ActionSpec
+from unimarl.trainers.action_map import ActionBounds
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,14 @@ class PolicySpec:
     ``obs_shapes``: one shape per sensor of the agent's own observation (global state excluded).
     ``state_shape``: shape of the game-provided global state, or None when the critic must build an
     agent-specific global state from the agent's own and its teammates' observations.
+    ``action_bounds``: the continuous action Box when it is not ``[-1, 1]`` (None: Unity's ``[-1, 1]``); the
+    mapping from network output to game action (:mod:`unimarl.trainers.action_map`) depends on it.
     """
 
     obs_shapes: tuple[tuple[int, ...], ...]
     action_spec: ActionSpec
     state_shape: tuple[int, ...] | None = None
+    action_bounds: ActionBounds | None = None
 
     @property
     def obs_size(self) -> int:
@@ -41,26 +45,43 @@ class PolicySpec:
 
 @dataclass(frozen=True)
 class CriticInput:
-    """Input of the centralised critic for B agent steps.
+    """Input of the centralised critic for B agent steps, besides their own observations.
 
-    Either ``state`` [B, *state_shape] (the game's global state), or ``team_obs`` [B, K, obs_size] with
-    ``team_mask`` bool [B, K]: the flattened observations of the agent's live teammates at that step (the
-    agent itself excluded, padded to K with False in the mask). Dead agents' own rows are zeroed by the caller
-    (death masking) and excluded from the loss through ``RolloutBatch.loss_mask``.
+    Either ``state`` [B, *state_shape] (the game's global state of each agent's area or group), or the
+    agent's live teammates at that step (the agent itself excluded), in two parts whose union the critic
+    pools:
+
+    - ``team_rows`` int32 [B, K]: rows of the same batch holding a teammate's observation (-1 = empty slot).
+      Observations are stored once and referenced, never copied per teammate; the critic encodes each row
+      once and gathers the embeddings.
+    - ``team_embeddings`` float32 [B, M, W] with ``team_embedding_mask`` bool [B, M]: teammates whose rows
+      are not in the batch (another policy's agents in the same group, or rows left in an earlier iteration),
+      as their own critic's teammate embedding at acting time (no gradient flows into them).
     """
 
     state: np.ndarray | None = None
-    team_obs: np.ndarray | None = None
-    team_mask: np.ndarray | None = None
+    team_rows: np.ndarray | None = None
+    team_embeddings: np.ndarray | None = None
+    team_embedding_mask: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        for part in (self.state, self.team_rows, self.team_embeddings):
+            if part is not None:
+                return int(part.shape[0])
+        return 0
 
 
 @dataclass(frozen=True)
 class RolloutBatch:
     """One policy's experience for one iteration, flattened over agent steps (first axis N).
 
+    ``obs``: one array per sensor; image sensors may be uint8 holding ``k / 255`` (see
+    :mod:`unimarl.trainers.rollout_records`), everything else float32.
     ``action_mask``: float32 [N, sum(branches)], 1 = allowed (None without discrete actions).
     ``values``/``returns`` are in reward units (not normalised); ``logp`` is the behaviour policy's log-prob
-    of the taken (continuous + discrete) action. ``loss_mask`` is 1 for steps that count in the loss.
+    of the taken (continuous + discrete) action. ``loss_mask``: 1 for rows that count in the losses and
+    metrics, 0 for rows to ignore; rollout workers emit only real decisions of live agents, so their batches
+    are all ones (the mask is for callers that pad rows).
     """
 
     obs: tuple[np.ndarray, ...]
@@ -86,3 +107,5 @@ class ActOutput:
     discrete_actions: np.ndarray  # int64 [B, branches]
     logp: np.ndarray  # float32 [B]
     values: np.ndarray  # float32 [B], reward units
+    embeddings: np.ndarray | None = None
+    """float32 [B, W]: each agent's teammate embedding in its critic (what its teammates' critics pool)."""

@@ -119,7 +119,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         _apply_flags(config, args)
-        if config.env.editor:
+        if config.env.kind == "editor":
             print(f"Press Play in the Unity Editor (listening on port {config.env.editor_port})", flush=True)
         progress = _Progress()
         result = train(config, on_summary=progress)

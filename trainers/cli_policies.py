@@ -1,8 +1,10 @@
 """The ``unimarl export`` and ``unimarl play`` sub-commands (parsers and handlers; see ``trainers/cli.py``).
 
 ``unimarl export RUN_DIR`` rewrites ``RUN_DIR/onnx/*.onnx`` from the run's latest checkpoint and prints one
-row per policy. ``unimarl play MODEL.onnx|RUN_DIR --env sim:NAME|BUILD [--episodes N]`` pushes the models into
-a game running in inference mode and prints the episode returns per behaviour.
+row per policy. ``unimarl play MODEL.onnx|RUN_DIR --env sim:NAME|BUILD [--episodes N] [--stochastic]
+[--group-reward-weight W]`` runs the models in Python (onnxruntime), drives the game's Default agents with
+their actions and prints the episode returns per behaviour, group rewards weighted as in the run
+(:mod:`unimarl.trainers.play`).
 """
 
 from __future__ import annotations
@@ -25,14 +27,27 @@ def add_parsers(sub: Any) -> None:
     add_log_level(p, "WARNING")
     p = sub.add_parser(
         "play",
-        help="run a game with ONNX policies pushed into it and report episode returns",
-        description="Push MODEL.onnx (or every policy of RUN_DIR) into the game, let its agents act from it, "
-        "and report the returns of the episodes that follow.",
+        help="drive a game's agents with ONNX policies and report episode returns",
+        description="Run MODEL.onnx (or every policy of RUN_DIR) with onnxruntime on the observations of the "
+        "game's Default agents, send its deterministic actions, and report the returns of the episodes: own "
+        "rewards plus group_reward_weight times Unity group rewards (the run's weight per behaviour; 1.0 for "
+        "a .onnx file).",
     )
     p.add_argument("model", help="a .onnx file or a run folder")
     p.add_argument("--env", required=True, help=ENV_HELP)
     p.add_argument("--episodes", type=int, default=10, help="agent episodes to play (default 10)")
-    p.add_argument("--behavior", help="push only to this behaviour (default: all)")
+    p.add_argument("--behavior", help="play only this behaviour; others act at random (default: all)")
+    p.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="sample actions (the model's continuous_actions / discrete_actions)",
+    )
+    p.add_argument(
+        "--group-reward-weight",
+        type=float,
+        help="weight of Unity group rewards in the returns, for every behaviour (default: the run's "
+        "behaviors.<name>.group_reward_weight; 1.0 for a .onnx file)",
+    )
     p.add_argument("--seed", type=int, default=0, help="game seed")
     p.add_argument("--max-steps", type=int, default=100_000, help="give up after this many steps")
     p.add_argument("--env-arg", action="append", default=[], help="extra game argument (repeatable)")
@@ -75,13 +90,16 @@ def run_play(args: argparse.Namespace) -> int:
             behavior=args.behavior,
             seed=args.seed,
             max_steps=args.max_steps,
+            stochastic=args.stochastic,
+            group_reward_weight=args.group_reward_weight,
         )
     except expected_errors() as e:
         return report_error(e)
-    print(f"{'behaviour':<28} {'episodes':>8} {'mean return':>12} {'std':>8}  model")
+    print(f"{'behaviour':<28} {'episodes':>8} {'mean return':>12} {'std':>8} {'group w':>8}  model")
     for behavior, path in sorted(result.models.items()):
         returns = np.asarray(result.returns.get(behavior, []), np.float64)
         mean = f"{returns.mean():12.3f}" if len(returns) else f"{'-':>12}"
         std = f"{returns.std():8.3f}" if len(returns) else f"{'-':>8}"
-        print(f"{behavior:<28} {len(returns):>8} {mean} {std}  {path}")
+        weight = result.group_reward_weights.get(behavior, 1.0)
+        print(f"{behavior:<28} {len(returns):>8} {mean} {std} {weight:>8.3g}  {path}")
     return 0

@@ -41,12 +41,14 @@ DEFAULT_BEHAVIOR = "default"
 
 @dataclass
 class EnvSettings:
-    """What to train on: exactly one of ``build``, ``editor``, ``sim``, ``pettingzoo``."""
+    """What to train on: at most one of ``build``, ``editor``, ``sim``, ``pettingzoo``; none means the Editor
+    (as with ``mlagents-learn``, a config that names only its behaviours waits for Play in the Editor)."""
 
     build: str | None = None
     """Path to a Unity player build (launched headless, one process per environment)."""
     editor: bool = False
-    """Train on the Unity Editor: listen on ``editor_port`` and wait for Play to be pressed (one env only)."""
+    """Train on the Unity Editor: listen on ``editor_port`` and wait for Play to be pressed (one env, one
+    worker). Also the mode when no other env is given."""
     editor_port: int = 5004
     """Port the Editor dials when ``editor`` is true (ML-Agents' default editor port)."""
     sim: str | None = None
@@ -57,16 +59,24 @@ class EnvSettings:
     """``package.module:factory`` (or ``path/to/file.py:factory``) returning a PettingZoo ParallelEnv."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the ``pettingzoo`` factory."""
-    num_envs: int = 4
-    """Environments per rollout worker (each worker runs one batched forward over all of them per step)."""
+    num_envs: int | None = None
+    """Environments per rollout worker (each worker runs one batched forward over all of them per step);
+    unset: 4, or 1 in Editor mode (:attr:`envs_per_worker` holds the value used)."""
     timeout_s: float = 60.0
     """Seconds to wait for a game's next message before failing with its log file named."""
     num_areas: int = 1
     """Areas per Unity/sim environment (sent in the handshake)."""
 
     @property
+    def envs_per_worker(self) -> int:
+        """``num_envs``, or its default for this kind of env (1 for the Editor, else 4)."""
+        if self.num_envs is not None:
+            return self.num_envs
+        return 1 if self.kind == "editor" else 4
+
+    @property
     def kind(self) -> str:
-        """ "build", "editor", "sim" or "pettingzoo"."""
+        """ "build", "editor", "sim" or "pettingzoo" ("editor" when none is set)."""
         chosen = [
             k
             for k, v in (
@@ -77,12 +87,12 @@ class EnvSettings:
             )
             if v
         ]
-        if len(chosen) != 1:
+        if len(chosen) > 1:
             raise ConfigError(
-                f"env: set exactly one of build, editor, sim, pettingzoo (got {chosen or 'none'}); "
-                "e.g. `env: {sim: coop_nav}` or pass --env sim:coop_nav"
+                f"env: set one of build, editor, sim, pettingzoo (got {chosen}); "
+                "e.g. `env: {sim: coop_nav}` or pass --env sim:coop_nav (none: the Unity Editor)"
             )
-        return chosen[0]
+        return chosen[0] if chosen else "editor"
 
 
 @dataclass
@@ -123,8 +133,11 @@ class BehaviorSettings:
     """Env steps between metrics lines (metrics.jsonl, TensorBoard, console)."""
     checkpoint_interval: int = 100_000
     """Env steps between checkpoints."""
-    group_reward_weight: float = 0.0
-    """Weight of the Unity group reward (infos["group_reward"]) added to each agent's own reward."""
+    group_reward_weight: float = 1.0
+    """Weight of the group reward added to each agent's own reward. Unity games give a cooperative team's
+    reward through ``SimpleMultiAgentGroup.AddGroupReward``; the bridge reports it per agent as
+    ``infos["group_reward"]``, and every agent of the group receives ``reward + weight * group_reward``
+    (as ML-Agents' extrinsic reward signal does). 0 ignores group rewards (a warning says so once)."""
     mean_field: MeanFieldHyperparameters = field(default_factory=MeanFieldHyperparameters)
     """mfq / mfac settings; in YAML they are given as ``hyperparameters:`` of an mfq / mfac behaviour."""
     self_play: SelfPlaySettings | None = None
@@ -317,9 +330,10 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"run.device must be auto, cpu or cuda, got '{run.device}'")
     if run.backend not in ("auto", "serial", "ray"):
         raise ConfigError(f"run.backend must be auto, serial or ray, got '{run.backend}'")
-    if run.num_workers < 1 or config.env.num_envs < 1:
+    num_envs = config.env.envs_per_worker
+    if run.num_workers < 1 or num_envs < 1:
         raise ConfigError(
-            f"run.num_workers and env.num_envs must be >= 1, got {run.num_workers} and {config.env.num_envs}"
+            f"run.num_workers and env.num_envs must be >= 1, got {run.num_workers} and {num_envs}"
         )
     if run.max_steps is not None and run.max_steps <= 0:
         raise ConfigError(
@@ -329,8 +343,12 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"run.max_seconds must be > 0 (or unset for no time budget), got {run.max_seconds}")
     if config.hotswap.every < 0:
         raise ConfigError(f"hotswap.every must be >= 0 (0 = on demand only), got {config.hotswap.every}")
-    if config.env.editor and (config.env.num_envs != 1 or run.num_workers != 1):
-        raise ConfigError("env.editor trains on the one open Editor: set --num-envs 1 --num-workers 1")
+    if config.env.kind == "editor" and (num_envs != 1 or run.num_workers != 1):
+        raise ConfigError(
+            f"the Unity Editor is one game: Editor mode (no build, sim or pettingzoo env given) needs 1 env "
+            f"and 1 worker, got env.num_envs {num_envs} and run.num_workers {run.num_workers}; drop them "
+            "(or pass --num-envs 1 --num-workers 1), or train on a build with --env"
+        )
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -354,13 +372,21 @@ def apply_env_flag(config: TrainConfig, value: str) -> None:
         timeout_s=config.env.timeout_s,
         num_areas=config.env.num_areas,
     )
+    config.env.args = args  # extra player arguments apply to a build as to a sim game
     if value.startswith("sim:"):
         config.env.sim = value[4:]
-        config.env.args = args
     else:
         config.env.build = value
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     """The resolved config as plain data (what results/RUN_ID/config.yaml holds)."""
-    return dataclasses.asdict(config)
+    data = dataclasses.asdict(config)
+    data["env"]["num_envs"] = config.env.envs_per_worker
+    for name, section in data["behaviors"].items():
+        # written the way a user writes it, so config_from_dict reads it back: a mean-field behaviour's
+        # settings under `hyperparameters`, and no `mean_field` section for MAPPO behaviours
+        mean_field = section.pop("mean_field")
+        if config.behaviors[name].trainer_type in MEAN_FIELD_TRAINERS:
+            section["hyperparameters"] = mean_field
+    return data

@@ -5,14 +5,15 @@ Any PettingZoo ``ParallelEnv`` can be trained on. Unity games and sim games arri
 ``path/to/file.py:factory``).
 
 Behaviours: a Unity agent's behaviour is ``infos[agent]["behavior"]``; for other envs it is the agent name
-without a trailing ``_<index>`` (``agent_0`` -> ``agent``, ``red_12`` -> ``red``). Teams (whose observations
-feed an agent's centralised critic when the env has no global state): agents of the same behaviour in the
-same env, and for Unity also of the same ``group_id``.
+without a trailing ``_<index>`` (``agent_0`` -> ``agent``, ``red_12`` -> ``red``). Teams (whose
+observations feed an agent's centralised critic): see :mod:`unimarl.trainers.teams`.
 
 Spaces: observations are a Box, a Tuple of Boxes (one per sensor), or PettingZoo's action-mask convention
 ``Dict{"observation": ..., "action_mask": ...}`` (1 = allowed, one array per discrete branch or one array
-for all). Actions are Discrete, MultiDiscrete, Box (continuous, clipped to its bounds before stepping) or
-``Dict{"continuous": Box, "discrete": Discrete | MultiDiscrete}`` (hybrid).
+for all). Actions are Discrete, MultiDiscrete, Box (continuous) or ``Dict{"continuous": Box, "discrete":
+Discrete | MultiDiscrete}`` (hybrid). A continuous action reaches the env through
+:func:`unimarl.trainers.action_map.to_env` (ML-Agents' ``clip(a, -3, 3) / 3``, then mapped onto the Box's
+bounds), the same rule the exported model applies.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from gymnasium import spaces
 
 from unimarl.bridge.errors import BridgeError
 from unimarl.bridge.spec import ActionSpec
+from unimarl.trainers.action_map import ActionBounds, bounds_of, to_env
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.config import EngineSettings, EnvSettings
 from unimarl.trainers.errors import EnvSetupError
@@ -203,26 +205,29 @@ class AgentView:
         if isinstance(space, spaces.MultiDiscrete):
             return list(discrete.astype(np.int64))
         if isinstance(space, spaces.Box):
-            return list(np.clip(continuous, space.low, space.high).astype(space.dtype, copy=False))
-        return [self.to_env_action(c, d) for c, d in zip(continuous, discrete, strict=True)]
+            return list(to_env(continuous, self.spec.action_bounds).astype(space.dtype, copy=False))
+        mapped = to_env(continuous, self.spec.action_bounds)
+        return [self.to_env_action(c, d, mapped=True) for c, d in zip(mapped, discrete, strict=True)]
 
-    def to_env_action(self, continuous: np.ndarray, discrete: np.ndarray) -> Any:
-        """One agent's action in the env's action space."""
+    def to_env_action(self, continuous: np.ndarray, discrete: np.ndarray, mapped: bool = False) -> Any:
+        """One agent's action in the env's action space from the policy's raw output (``mapped``: the
+        continuous part already went through :func:`~unimarl.trainers.action_map.to_env`)."""
         space = self.action_space
         if isinstance(space, spaces.Dict):
             box = space["continuous"]
             assert isinstance(box, spaces.Box)  # checked by _action_spec when the view was made
             return {
-                "continuous": self._continuous(box, continuous),
+                "continuous": self._continuous(box, continuous, mapped),
                 "discrete": self._discrete(space["discrete"], discrete),
             }
         if isinstance(space, spaces.Box):
-            return self._continuous(space, continuous)
+            return self._continuous(space, continuous, mapped)
         return self._discrete(space, discrete)
 
-    @staticmethod
-    def _continuous(space: spaces.Box, value: np.ndarray) -> np.ndarray:
-        return np.clip(value, space.low, space.high).astype(space.dtype, copy=False)
+    def _continuous(self, space: spaces.Box, value: np.ndarray, mapped: bool) -> np.ndarray:
+        if not mapped:
+            value = to_env(np.asarray(value).reshape(1, -1), self.spec.action_bounds)[0]
+        return value.astype(space.dtype, copy=False)
 
     @staticmethod
     def _discrete(space: spaces.Space, value: np.ndarray) -> Any:
@@ -247,6 +252,14 @@ def _action_spec(space: spaces.Space, where: str) -> ActionSpec:
     )
 
 
+def _action_bounds(space: spaces.Space) -> ActionBounds | None:
+    """Bounds of the continuous part of an action space (None: none, or ML-Agents' ``[-1, 1]``)."""
+    box = space["continuous"] if isinstance(space, spaces.Dict) else space
+    if not isinstance(box, spaces.Box) or not box.shape or not box.shape[0]:
+        return None
+    return bounds_of(box.low, box.high)
+
+
 def agent_view(
     obs_space: spaces.Space, action_space: spaces.Space, state_shape: tuple[int, ...] | None, where: str
 ) -> AgentView:
@@ -265,6 +278,7 @@ def agent_view(
         obs_shapes=tuple(tuple(int(d) for d in s.shape or ()) for s in sensors),
         action_spec=_action_spec(action_space, where),
         state_shape=state_shape,
+        action_bounds=_action_bounds(action_space),
     )
     return AgentView(spec, obs_is_dict, obs_is_tuple, action_space)
 
@@ -290,8 +304,3 @@ def agent_behavior(env: Any, agent: str, info: dict[str, Any] | None) -> str:
             return str(info["behavior"])
         return str(env.agent_behavior(agent))
     return behavior_from_name(agent)
-
-
-def team_key(behavior: str, info: dict[str, Any] | None, unity: bool) -> tuple[str, int]:
-    """Agents with equal keys in one env are teammates."""
-    return (behavior, int(info.get("group_id", 0)) if unity and info else 0)

@@ -3,7 +3,9 @@
 A side is a policy from a checkpoint of a mean-field run (``path/to/checkpoint-N.pt`` or a run folder, whose
 latest checkpoint is used; ``path#POLICY`` picks one policy of several) or a baseline (``random``,
 ``scripted``). Side A drives the game's first behaviour in sorted order (battle: ``Battle?team=0``), side B
-the second. Policies act by sampling at the end-of-training temperature (``greedy`` takes the argmax).
+the second. Policies act by sampling as the run's exported models do: an MF-Q / IQL side at the temperature
+its training reached (the checkpoint's progress on the schedule, :mod:`unimarl.trainers.mf_export`), not at
+the schedule's end (``greedy`` takes the argmax).
 
 Reported per side: win rate (a battle is won with more kills than the other side - the reference rule - and
 a draw counts one half) with a Wilson score interval; mean kills and mean agent return with bootstrap
@@ -31,6 +33,7 @@ from unimarl.trainers.envs import EnvFactory
 from unimarl.trainers.errors import TrainerError
 from unimarl.trainers.mf_config import MeanFieldHyperparameters
 from unimarl.trainers.mf_worker import MFPlan, MFPolicySetup, MFRolloutWorker, Outcome
+from unimarl.trainers.mfq import scheduled
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,10 @@ class Side:
     baseline: str | None = None
     trainer_type: str = ""
     hyperparameters: MeanFieldHyperparameters | None = None
+    """For a Q policy, its temperature schedule is pinned to :attr:`temperature`."""
     weights: dict[str, np.ndarray] | None = None
+    temperature: float | None = None
+    """A Q policy's Boltzmann temperature: the one its training reached (None for actor policies)."""
 
 
 def load_side(text: str) -> Side:
@@ -82,7 +88,19 @@ def load_side(text: str) -> Side:
     net = pstate.get("q_online", pstate.get("actor"))
     weights = {k: v.numpy() for k, v in net.items()}
     label = f"{path.parent.parent.name}/{path.name}#{name}"  # run folder / checkpoint
-    return Side(label, None, str(setups[name]["trainer_type"]), hp, weights)
+    temperature = None
+    if "q_online" in pstate:
+        progress = (pstate.get("counters") or {}).get("progress")
+        if progress is None:
+            raise EvaluationError(
+                f"{path}: policy '{name}' records no training progress (counters.progress), so the "
+                "temperature it reached is unknown; resume the run for one checkpoint and pass that one"
+            )
+        # the temperature the run reached, as the export uses it (mf_export.contract_policy); the worker sets
+        # one progress for every actor, so the schedule is pinned to that temperature
+        temperature = scheduled([(float(p), float(t)) for p, t in hp.temperature], float(progress))
+        hp = dataclasses.replace(hp, temperature=[[0.0, temperature], [1.0, temperature]])
+    return Side(label, None, str(setups[name]["trainer_type"]), hp, weights, temperature)
 
 
 def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:

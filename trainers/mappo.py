@@ -6,13 +6,17 @@
   deterministic) actions, their log-prob, and the critic's value in reward units.
 - :meth:`MAPPOPolicy.update` trains on one :class:`RolloutBatch` (advantages already computed per trajectory
   by the rollout side): ``epochs`` passes, each over ``num_minibatches`` random minibatches of the N agent
-  steps. Before the epochs, the value normaliser (ValueNorm or PopArt) and the critic's global-state
-  normaliser take one update from the batch's counted steps; the critic then regresses normalised returns with
-  a clipped Huber (or MSE) loss. Actor and critic have separate Adam optimisers and separate gradient
-  clipping, as in the reference code. Advantages are normalised per minibatch over counted (``loss_mask``)
-  steps; masked-out steps (dead agents, padding) contribute nothing to any loss or metric.
-- Observation statistics are updated only by the learner (:meth:`MAPPOPolicy.update_obs_normalizer`, called
-  before :meth:`update`) and reach the workers with the weights, so every worker normalises identically.
+  steps. The critic regresses normalised returns with a clipped Huber (or MSE) loss whose clip is centred on
+  the critic's own output at collection time. Actor and critic have separate Adam optimisers and separate
+  gradient clipping, as in the reference code. Advantages are normalised per minibatch over counted
+  (``loss_mask``) steps; masked-out rows (padding added by a caller; rollout batches hold none) contribute
+  nothing to any loss, metric or normaliser.
+- Normalisers move after the epochs: the observation, global-state and value statistics take the batch's
+  counted steps once the gradient steps are done, so the epochs see the inputs and value units the batch was
+  collected with (the ratio is exactly 1 at the first minibatch). One exception: a ValueNorm that has seen
+  no data takes its first statistics before the epochs, so the critic does not learn identity-unit targets
+  that the first update would then rescale (PopArt rescales its head instead). Statistics are updated only by
+  the learner and reach the workers with the weights, so every worker normalises identically.
 
 Randomness is private: network init runs under a forked global RNG seeded with ``seed``, and sampling and
 minibatch shuffling use the policy's own generators (saved in :meth:`state_dict` for exact resume).
@@ -24,6 +28,7 @@ The settings (:class:`MAPPOHyperparameters`, :class:`NetworkSettings`) live in
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,16 +37,17 @@ import torch
 from torch import Tensor, nn
 
 from unimarl.bridge.spec import ActionSpec
+from unimarl.trainers.action_map import ActionBounds, bounds_entry
 from unimarl.trainers.batch import ActOutput, CriticInput, PolicySpec, RolloutBatch
 from unimarl.trainers.errors import TrainerError
 from unimarl.trainers.losses import entropy_bonus, masked_mean, policy_loss, value_loss
 from unimarl.trainers.mappo_settings import MAPPOHyperparameters, NetworkSettings
 from unimarl.trainers.networks import (
-    Actor,
-    Critic,
     CriticInputTensors,
+    build_actor,
+    build_critic,
+    critic_rows,
     entropy,
-    flatten_obs,
     log_prob,
     sample_actions,
 )
@@ -96,13 +102,10 @@ class MAPPOPolicy:
     ) -> None:
         self.spec, self.hp, self.net = spec, hp, net
         self.device = torch.device(device)
-        hidden = [int(net.hidden_units)] * int(net.num_layers)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.actor = Actor(spec, hidden, net.activation, net.layer_norm).to(self.device)
-            self.critic = Critic(spec, hidden, net.activation, net.layer_norm, net.centralized_critic).to(
-                self.device
-            )
+            self.actor = build_actor(spec, net).to(self.device)
+            self.critic = build_critic(spec, net).to(self.device)
         self.value_norm: ValueNorm | None = None
         if hp.use_popart:
             self.value_norm = PopArt().to(self.device)
@@ -132,7 +135,9 @@ class MAPPOPolicy:
                     f"observation {i} has shape {tuple(o.shape)}, expected [B, *{tuple(shape)}]; "
                     "check the PolicySpec built for this behaviour"
                 )
-            tensors.append(torch.as_tensor(np.asarray(o, np.float32), device=self.device))
+            # uint8 images (k / 255) travel as bytes; the encoders convert them (unimarl.trainers.encoders)
+            dtype = np.uint8 if o.dtype == np.uint8 else np.float32
+            tensors.append(torch.as_tensor(np.asarray(o, dtype), device=self.device))
         return tensors
 
     def _mask_tensor(self, action_mask: np.ndarray | None, batch: int) -> Tensor | None:
@@ -152,8 +157,9 @@ class MAPPOPolicy:
 
         return CriticInputTensors(
             state=conv(critic.state, np.float32),
-            team_obs=conv(critic.team_obs, np.float32),
-            team_mask=conv(critic.team_mask, bool),
+            team_rows=conv(critic.team_rows, np.int64),
+            team_embeddings=conv(critic.team_embeddings, np.float32),
+            team_embedding_mask=conv(critic.team_embedding_mask, bool),
         )
 
     def _to_reward_units(self, values: Tensor) -> Tensor:
@@ -176,12 +182,13 @@ class MAPPOPolicy:
         out = self.actor(obs_t, self._mask_tensor(action_mask, obs_t[0].shape[0]))
         continuous, discrete = sample_actions(out, deterministic, self._sample_gen)
         logp = log_prob(out, continuous, discrete)
-        values = self._to_reward_units(self.critic(obs_t, self._critic_tensors(critic)))
+        values, embeddings = self.critic.values_and_embeddings(obs_t, self._critic_tensors(critic))
         return ActOutput(
             continuous_actions=continuous.cpu().numpy().astype(np.float32),
             discrete_actions=discrete.cpu().numpy().astype(np.int64),
             logp=logp.cpu().numpy().astype(np.float32),
-            values=values.cpu().numpy().astype(np.float32),
+            values=self._to_reward_units(values).cpu().numpy().astype(np.float32),
+            embeddings=None if embeddings is None else embeddings.cpu().numpy().astype(np.float32),
         )
 
     @torch.no_grad()
@@ -191,13 +198,24 @@ class MAPPOPolicy:
         return self._to_reward_units(values).cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
+    def embed(self, obs: tuple[np.ndarray, ...]) -> np.ndarray:
+        """The critic's teammate embeddings (float32 [B, W]) of agents observing ``obs``: what the critics of
+        their teammates of other policies pool (:class:`~unimarl.trainers.batch.CriticInput`)."""
+        return self.critic.embed(self._obs_tensors(obs)).cpu().numpy().astype(np.float32)
+
+    @property
+    def embedding_width(self) -> int | None:
+        """Width of :meth:`embed`, or None when the critic pools no teammates."""
+        return None if self.critic.team_encoder is None else int(self.critic.team_width)
+
+    @torch.no_grad()
     def update_obs_normalizer(self, obs: tuple[np.ndarray, ...]) -> None:
         """Merge observations [N, ...] into the input statistics of actor and critic (no-op if disabled)."""
         if not self.net.normalize_inputs:
             return
-        flat = flatten_obs(self._obs_tensors(obs))
-        self.actor.obs_norm.update(flat)
-        self.critic.obs_norm.update(flat)
+        obs_t = self._obs_tensors(obs)
+        self.actor.update_normalizer(obs_t)  # vector sensors only: images are not normalised
+        self.critic.update_normalizer(obs_t)
 
     # learning
     def _batch_tensors(self, batch: RolloutBatch) -> _BatchTensors:
@@ -211,14 +229,11 @@ class MAPPOPolicy:
         critic = self._critic_tensors(batch.critic)
         loss_mask = vec(batch.loss_mask)
         returns, values = vec(batch.returns), vec(batch.values)
-        counted = loss_mask > 0
-        if self.value_norm is not None:
-            if isinstance(self.value_norm, PopArt):
-                self.value_norm.update_preserving(returns[counted], self.critic.value_head)
-            else:
-                self.value_norm.update(returns[counted])
-        if self.critic.state_norm is not None and critic.state is not None and self.net.normalize_inputs:
-            self.critic.state_norm.update(torch.flatten(critic.state, start_dim=1)[counted])
+        # the critic's outputs at collection, in its units: the statistics have not moved since then
+        values_n = self._to_normalised(values)
+        if self._seeds_value_norm():
+            assert self.value_norm is not None
+            self.value_norm.update(returns[loss_mask > 0])  # first statistics (module docstring)
         return _BatchTensors(
             obs=obs,
             critic=critic,
@@ -228,21 +243,48 @@ class MAPPOPolicy:
             logp=vec(batch.logp),
             advantages=vec(batch.advantages),
             returns_n=self._to_normalised(returns),
-            values_n=self._to_normalised(values),
+            values_n=values_n,
             loss_mask=loss_mask,
         )
 
-    def update(self, batch: RolloutBatch) -> dict[str, float]:
-        """Train on one batch: ``epochs`` x ``num_minibatches`` gradient steps; returns mean metrics."""
+    def _seeds_value_norm(self) -> bool:
+        """Whether the value statistics are set before the epochs: a plain ValueNorm that has seen no data."""
+        vn = self.value_norm
+        return vn is not None and not isinstance(vn, PopArt) and not vn.initialised
+
+    @torch.no_grad()
+    def _update_normalizers(self, batch: RolloutBatch, b: _BatchTensors, seeded: bool) -> None:
+        """After the epochs: merge the batch's counted steps into the input and value statistics."""
+        counted = b.loss_mask > 0
+        if self.value_norm is not None and not seeded:
+            returns = torch.as_tensor(np.asarray(batch.returns, np.float32), device=self.device).reshape(-1)
+            if isinstance(self.value_norm, PopArt):
+                self.value_norm.update_preserving(returns[counted], self.critic.value_head)
+            else:
+                self.value_norm.update(returns[counted])
+        state = b.critic.state
+        if self.critic.state_norm is not None and state is not None and self.net.normalize_inputs:
+            self.critic.state_norm.update(torch.flatten(state, start_dim=1)[counted])
+        rows = counted.nonzero().squeeze(1).cpu().numpy()
+        self.update_obs_normalizer(tuple(np.asarray(o)[rows] for o in batch.obs))
+
+    def update(self, batch: RolloutBatch, deadline: float | None = None) -> dict[str, float]:
+        """Train on one batch: ``epochs`` x ``num_minibatches`` gradient steps; returns mean metrics.
+
+        ``deadline`` (a ``time.perf_counter()`` value): stop starting minibatches once it has passed (at least
+        one runs); the normalisers are updated either way.
+        """
         n = len(batch)
         if n == 0:
             raise PolicyInputError(
                 "update() got an empty RolloutBatch; collect at least one agent step first"
             )
+        seeded = self._seeds_value_norm()
         b = self._batch_tensors(batch)
         minibatch_size = math.ceil(n / int(self.hp.num_minibatches))
         totals: dict[str, float] = {}
         steps = 0
+        late = False
         for _ in range(int(self.hp.epochs)):
             if minibatch_size >= n:  # one minibatch: the whole batch, no shuffle and no gather needed
                 parts: list[Tensor | None] = [None]
@@ -250,11 +292,18 @@ class MAPPOPolicy:
                 perm = torch.randperm(n, generator=self._perm_gen).to(self.device)
                 parts = [perm[start : start + minibatch_size] for start in range(0, n, minibatch_size)]
             for idx in parts:
+                late = steps > 0 and deadline is not None and time.perf_counter() >= deadline
+                if late:
+                    break
                 for key, val in self._minibatch_step(b, idx).items():
                     totals[key] = totals.get(key, 0.0) + val
                 steps += 1
+            if late:
+                break
+        self._update_normalizers(batch, b, seeded)
         metrics = {key: val / steps for key, val in totals.items()}
         metrics["Policy/Learning Rate"] = float(self.hp.lr)
+        metrics["Policy/Minibatch Steps"] = float(steps)
         return metrics
 
     def _minibatch_step(self, b: _BatchTensors, idx: Tensor | None) -> dict[str, float]:
@@ -282,13 +331,7 @@ class MAPPOPolicy:
         pg_loss = policy_loss(mb_logp, mb_logp_old, mb_adv, mb_mask, hp.clip)
         mb_entropy = entropy_bonus(entropy(out), mb_mask)
 
-        critic = b.critic
-        if idx is not None:
-            critic = CriticInputTensors(
-                state=_take(critic.state, idx),
-                team_obs=_take(critic.team_obs, idx),
-                team_mask=_take(critic.team_mask, idx),
-            )
+        critic = critic_rows(b.critic, idx, b.obs)  # teammates may lie outside the minibatch
         mb_values = self.critic(mb_obs, critic)
         v_loss = value_loss(
             mb_values, rows(b.values_n), rows(b.returns_n), mb_mask, hp.value_clip, hp.huber_delta
@@ -367,6 +410,7 @@ class MAPPOPolicy:
                 "continuous_size": self.spec.action_spec.continuous_size,
                 "discrete_branches": list(self.spec.action_spec.discrete_branches),
                 "state_shape": None if self.spec.state_shape is None else list(self.spec.state_shape),
+                "action_bounds": bounds_entry(self.spec.action_bounds),
             },
         }
         return state
@@ -383,6 +427,7 @@ class MAPPOPolicy:
                 int(spec["continuous_size"]), tuple(int(b) for b in spec["discrete_branches"])
             ),
             state_shape=None if spec["state_shape"] is None else tuple(int(d) for d in spec["state_shape"]),
+            action_bounds=ActionBounds.from_entry(spec.get("action_bounds")),
         )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -10,6 +10,12 @@ from dataclasses import dataclass
 
 from unimarl.trainers.errors import ConfigError
 
+VIS_ENCODE_TYPES = ("simple", "nature_cnn", "resnet", "match3", "fully_connected")
+"""``network_settings.vis_encode_type`` values (ML-Agents' names; :mod:`unimarl.trainers.encoders`)."""
+
+TEAM_POOLINGS = ("mean_max", "attention")
+"""``network_settings.team_pooling`` values (:mod:`unimarl.trainers.networks`)."""
+
 
 @dataclass
 class MAPPOHyperparameters:
@@ -79,8 +85,26 @@ class NetworkSettings:
     centralized_critic: bool = True
     """MAPPO's centralised critic (global state or teammates' observations); False: V(own observation) only,
     i.e. plain shared-policy PPO (the baseline of benchmarks/mappo_vs_ppo.py)."""
+    vis_encode_type: str | None = None
+    """Encoder of image (rank-3) observations, as in ML-Agents: "simple" (2 convs, images >= 20x20),
+    "nature_cnn" (3 convs, >= 36x36), "resnet" (>= 15x15), "match3" (>= 5x5) or "fully_connected"; an image
+    too small for the one named is refused. None: "simple" (ML-Agents' default) where the image fits it, else
+    "fully_connected"."""
+    team_pooling: str = "mean_max"
+    """How the critic pools its teammates' embeddings: "mean_max" (masked mean and max) or "attention"
+    (an attention read with the agent's own embedding as query, as in MA-POCA)."""
 
     def __post_init__(self) -> None:
+        if self.vis_encode_type is not None and self.vis_encode_type not in VIS_ENCODE_TYPES:
+            raise ConfigError(
+                f"network_settings.vis_encode_type {self.vis_encode_type!r} is unknown; "
+                f"use one of {list(VIS_ENCODE_TYPES)}"
+            )
+        if self.team_pooling not in TEAM_POOLINGS:
+            raise ConfigError(
+                f"network_settings.team_pooling {self.team_pooling!r} is unknown; "
+                f"use one of {list(TEAM_POOLINGS)}"
+            )
         if int(self.hidden_units) < 1 or int(self.num_layers) < 1:
             raise ConfigError(
                 f"network_settings needs hidden_units >= 1 and num_layers >= 1, "

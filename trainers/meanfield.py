@@ -13,7 +13,8 @@ Who counts as a neighbour of j at step t:
 - never j itself;
 - within a :class:`Neighbourhood`: the whole team (the reference code's choice), the same Unity group id,
   or the agents within a radius of j's current position;
-- within the same ``segment`` when several games (or teams) are batched together in one call.
+- within the same ``segment`` when several games (or teams) are batched together in one call; the rollout
+  worker passes the Unity group, so agents of one behaviour in different areas (separate battles) never mix.
 
 An agent with no neighbour gets the zero vector. The reference code instead averages the whole team's previous
 actions including the agent itself and agents that died at that step; the difference is O(1/N).
@@ -41,7 +42,7 @@ class Neighbourhood(str, enum.Enum):
     """Which agents' actions enter an agent's mean action."""
 
     TEAM = "team"
-    """Every other live agent of the same behaviour (team) - the reference choice."""
+    """Every other live agent of the same behaviour (team) and segment - the reference choice."""
     GROUP = "group"
     """Every other live agent with the same Unity group id."""
     RADIUS = "radius"
@@ -201,7 +202,8 @@ class MeanActionTracker:
         self._prev: dict[Hashable, np.ndarray] = {}
 
     def reset(self) -> None:
-        """Forget all previous actions (a new episode of the whole game)."""
+        """Forget all previous actions: call it when the whole game starts a new episode (environments that
+        reuse agent names, as PettingZoo's do, would otherwise carry the last episode's actions over)."""
         self._prev = {}
 
     def record(

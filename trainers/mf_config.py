@@ -30,11 +30,13 @@ class MeanFieldHyperparameters:
     use_mean_action: bool = True
     """False gives the independent baselines: IQL (mfq) or plain actor-critic (mfac)."""
     neighbourhood: str = "team"
-    """Whose previous actions form the mean action: team, group (Unity group id) or radius."""
+    """Whose previous actions form the mean action: team, group (Unity group id) or radius; each within the
+    agent's behaviour and Unity group (one area's team when a game runs several areas)."""
     radius: float | None = None
     """Radius for ``neighbourhood: radius``, in the units of the position sensor."""
-    position_sensor: int = -1
-    """Index of the observation holding the agent's position (radius neighbourhood); battle: the last."""
+    position_sensor: int = 1
+    """Index of the observation holding the agent's position (radius neighbourhood); battle: 1, as ML-Agents
+    sorts sensors by name (InvariantCulture): LocalView, position, Status."""
     learning_rate: float = 1e-4
     """Adam step size."""
     gamma: float = 0.95
@@ -44,7 +46,8 @@ class MeanFieldHyperparameters:
     buffer_capacity: int = 80_000
     """mfq: replay capacity in agent transitions; mfac: transitions held between two updates."""
     update_every: int = 5
-    """mfq: agent-step batches (one per worker step) added per round of gradient steps."""
+    """mfq: worker steps per round of gradient steps (each adds the transitions of every agent of the
+    worker's ``num_envs`` games, i.e. num_envs env steps)."""
     gradient_steps: int = 1
     """mfq: gradient steps per round."""
     learning_starts: int = 64
@@ -142,8 +145,8 @@ def check_settings(
         if sp.opponent_runs == "game" and takes_mean and hp.neighbourhood != "team":
             raise ConfigError(
                 f"behaviors.{name}: self_play.opponent_runs game computes the opponent's mean action in the "
-                f"game over the whole team; neighbourhood '{hp.neighbourhood}' is computed by the trainer "
-                "only: use neighbourhood team, use_mean_action false, or opponent_runs trainer"
+                f"game over the team in each Unity group; neighbourhood '{hp.neighbourhood}' is computed by "
+                "the trainer only: use neighbourhood team, use_mean_action false, or opponent_runs trainer"
             )
         if sp.sample not in ("latest", "uniform", "win_rate"):
             raise ConfigError(

@@ -3,12 +3,14 @@
 The contract's inputs are the agent's observations (``obs_i``) and ``action_masks``. So:
 
 * MF-AC and plain AC: the actor pi(a | s) sees the observation alone and is exported as it acts.
-* IQL: the policy is Boltzmann over Q(s, .) at the temperature the schedule ends with (``T_end``), exported as
-  logits ``Q / T_end`` (the contract's ``discrete_actions`` sample it, ``deterministic_discrete_actions`` is
-  the greedy action, as in ``unimarl eval``).
+* IQL: the policy is Boltzmann over Q(s, .) at the temperature the training has reached (the schedule follows
+  whichever budget ends the run, so a finished run exports ``T_end``), exported as logits ``Q / T`` (the
+  contract's ``discrete_actions`` sample it, ``deterministic_discrete_actions`` is the greedy action, as in
+  ``unimarl eval``).
 * MF-Q: Q(s, a, mean_a) also needs the mean action of the agent's teammates at the previous decision. It is
   exported like IQL plus the extension input ``mean_action`` (:mod:`unimarl.trainers.onnx_export`), which the
-  sim games and the plug-in's evaluator compute over the whole team (the ``team`` neighbourhood); Sentis'
+  sim games and the plug-in's evaluator compute over the team within each Unity group (the ``team``
+  neighbourhood segmented by group, as in training); Sentis'
   ML-Agents runner does not feed it, so such a model runs in player builds through ``PolicyHotSwap`` only.
   The manifest lists each model's ``inputs``.
 
@@ -94,10 +96,11 @@ def acting_mean_size(learner: MFLearner) -> int:
 def contract_policy(learner: MFLearner, *, temperature: float | None = None) -> ContractPolicy:
     """A CPU copy of the learner's policy as a contract actor (MF-Q's takes the ``mean_action`` input).
 
-    Q policies are exported as logits ``Q / temperature`` (default ``T_end``, the schedule's last value).
+    Q policies are exported as logits ``Q / temperature`` (default: the temperature the learner acts with
+    now, i.e. the one its training reached).
     """
     if isinstance(learner, MFQLearner):
-        t = learner.config.temperature[-1][1] if temperature is None else temperature
+        t = learner.temperature if temperature is None else temperature
         net = copy.deepcopy(learner.q_online).cpu().eval()
         return ContractPolicy(net, 1.0 / t, acting_mean_size(learner))
     return ContractPolicy(copy.deepcopy(learner.actor).cpu().eval())

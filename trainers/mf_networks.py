@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from unimarl.trainers.batch import ActOutput, PolicySpec
+from unimarl.trainers.encoders import conv_stack
 from unimarl.trainers.meanfield import MeanFieldError
 from unimarl.trainers.replay import ReplayBuffer, ReplaySample
 
@@ -77,16 +78,8 @@ class Encoder(nn.Module):
             if not last:
                 c, h, w = self.obs_shapes[i]
             self.channels_last.append(last)
-            layers: list[nn.Module] = []
-            for out in cfg.conv_channels:
-                layers += [nn.Conv2d(c, out, 3), nn.ReLU()]
-                c, h, w = out, h - 2, w - 2
-            if h < 1 or w < 1:
-                raise MeanFieldError(
-                    f"view {self.obs_shapes[i]} is too small for {len(cfg.conv_channels)} 3x3 convs"
-                )
-            layers += [nn.Flatten(), nn.Linear(c * h * w, cfg.visual_hidden), nn.ReLU()]
-            self.convs.append(nn.Sequential(*layers))
+            layers = [(out, 3, 1) for out in cfg.conv_channels]  # the stack MAPPO's encoders are built from
+            self.convs.append(conv_stack(c, h, w, layers, cfg.visual_hidden, nn.ReLU))
             self.out_size += cfg.visual_hidden
         flat = sum(math.prod(self.obs_shapes[i]) for i in self.flat_idx)
         hidden = cfg.visual_hidden if cfg.encoder == "mlp" else cfg.vector_hidden
@@ -239,6 +232,8 @@ class LearnerBase:
     ALGORITHMS: tuple[str, str]
     ACTING: str
     NETS: dict[str, str]
+    STORES_LOGP = False
+    """Whether the buffer keeps each action's behaviour log-probability (on-policy learners)."""
     config: LearnerConfig
     optimizer: torch.optim.Optimizer
 
@@ -259,6 +254,7 @@ class LearnerBase:
             obs_dtypes=replay_dtypes(spec, cfg.obs_dtypes),
             share_frames=cfg.share_frames,
             seed=seed,
+            store_logp=self.STORES_LOGP,
         )
         self.rng = np.random.default_rng(seed)
 

@@ -3,7 +3,10 @@
 The learner never waits for a full synchronous round. :meth:`poll` returns the chunks of transitions that
 have arrived; every worker is then immediately sent its next ``collect`` with the newest weights
 (:meth:`set_weights` replaces them, and the models of behaviours the games drive, for the following
-requests).
+requests). Each refresh increments :attr:`version`; every chunk names the version it was collected with
+(:attr:`~unimarl.trainers.mf_worker.MFChunk.weights_version`), so its age in refreshes is known.
+``seconds_left`` (the run's remaining time budget, set by the training loop) bounds each new ``collect``, so a
+long chunk ends near the budget.
 
 - :class:`SerialMFPool`: workers in this process; ``poll`` runs one ``collect`` on the next worker in turn
   (round robin), so tests and single-core runs take the same code path.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,6 +46,14 @@ logger = logging.getLogger(__name__)
 Weights = dict[str, dict[str, np.ndarray]]
 Models = dict[str, tuple[int, bytes]]
 """Game-driven behaviour -> (version, ONNX bytes) (:class:`~unimarl.trainers.mf_worker.MFPlan`)."""
+SecondsLeft = Callable[[], float | None]
+"""The run's remaining time budget in seconds (None: no budget)."""
+
+
+def _no_budget() -> float | None:
+    return None
+
+
 WORKERS = "mean-field rollout workers"
 
 
@@ -51,10 +63,13 @@ class SerialMFPool(SerialPushing):
     def __init__(self, factory: EnvFactory, num_workers: int, num_envs: int, seed: int = 0) -> None:
         self._workers = start_workers(MFRolloutWorker, factory, num_workers, num_envs, seed)
         self._next = 0
+        self.version = 0
+        """Weight refreshes so far."""
         self._weights: Weights = {}
         self._models: Models = {}
         self._progress = 0.0
         self._steps = 1
+        self.seconds_left: SecondsLeft = _no_budget
 
     def specs(self) -> dict[str, PolicySpec]:
         return self._workers[0].specs()
@@ -69,11 +84,13 @@ class SerialMFPool(SerialPushing):
 
     def set_weights(self, weights: Weights, progress: float, models: Models | None = None) -> None:
         self._weights, self._progress, self._models = weights, progress, dict(models or {})
+        self.version += 1
 
     def poll(self, timeout: float) -> list[MFChunk]:
         worker = self._workers[self._next]
         self._next = (self._next + 1) % len(self._workers)
-        return [worker.collect(self._weights, self._progress, self._steps, self._models)]
+        left = self.seconds_left()
+        return [worker.collect(self._weights, self._progress, self._steps, self._models, self.version, left)]
 
     def close(self) -> None:
         for worker in self._workers:
@@ -98,11 +115,14 @@ class RayMFPool(RayPushing):
             MFRolloutWorker, factory, num_workers, num_envs, seed, cpus_per_worker
         )
         self._inflight: dict[Any, int] = {}
+        self.version = 0
+        """Weight refreshes so far."""
         self._weights_ref: Any = None
         self._models_ref: Any = None
         self._progress = 0.0
         self._steps = 1
         self._last_arrival = time.monotonic()
+        self.seconds_left: SecondsLeft = _no_budget
 
     def _get(self, refs: list[Any], what: str) -> Any:
         return ray_get(refs, what, self._timeout, WORKERS)
@@ -115,7 +135,12 @@ class RayMFPool(RayPushing):
 
     def _submit(self, index: int) -> None:
         ref = self._actors[index].collect.remote(
-            self._weights_ref, self._progress, self._steps, self._models_ref
+            self._weights_ref,
+            self._progress,
+            self._steps,
+            self._models_ref,
+            self.version,
+            self.seconds_left(),
         )
         self._inflight[ref] = index
 
@@ -130,6 +155,7 @@ class RayMFPool(RayPushing):
 
         self._weights_ref, self._progress = ray.put(weights), progress
         self._models_ref = ray.put(dict(models or {}))
+        self.version += 1
 
     def poll(self, timeout: float) -> list[MFChunk]:
         """Chunks that have arrived (waiting up to ``timeout`` s for the first when none has)."""

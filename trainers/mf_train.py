@@ -6,16 +6,20 @@ with ``torch.load(weights_only=True)``, resume).
 
 Loop: the pool's workers stream chunks of ``push_every`` worker steps (:mod:`unimarl.trainers.mf_pool`).
 Whatever has arrived is added to the learners (one ``add`` per worker step) and each learner runs the updates
-due (MF-Q: ``gradient_steps`` per ``update_every`` adds; MF-AC: one pass over the chunk, so its data are at
-most one weight refresh old). Every ``sync_every`` learner updates the workers get new weights and the
-training progress (MF-Q's temperature). Self-play (:mod:`unimarl.trainers.selfplay`): each finished battle
-is recorded for the learning policy against its opponent (whichever teams they drove: with ``self_play.sides:
-both`` they trade teams after every battle); a win refreshes the frozen opponent. With
+due (MF-Q: ``gradient_steps`` per ``update_every`` adds; MF-AC: one pass over the chunk; a Ray worker's chunk
+may have been collected some weight refreshes ago, ``counters/chunk_age_refreshes``, and MF-AC weights its
+policy gradient by truncated importance ratios, :mod:`unimarl.trainers.mfac`). Every ``sync_every`` learner
+updates the workers get new weights and the training progress (MF-Q's temperature: the share of whichever
+budget, ``max_steps`` or ``max_seconds``, is nearer its end). Self-play (:mod:`unimarl.trainers.selfplay`):
+each finished battle is recorded for the learning policy against its opponent (whichever teams they drove:
+with ``self_play.sides: both`` they trade teams after every battle); a win refreshes the frozen opponent. With
 ``self_play.opponent_runs: game`` the games drive the opponent from pushed ONNX snapshots
 (:mod:`unimarl.trainers.selfplay_game`) instead of the workers. Every checkpoint (and the
 end) also exports the policies the model contract can carry, and every ``hotswap.every`` learner rounds they
 are pushed into the games (:mod:`unimarl.trainers.mf_export`). The loop's bookkeeping (run folder, metrics
-lines, checkpoint cadence, stop handling) is MAPPO's (:class:`unimarl.trainers.train.Cadence`).
+lines, checkpoint cadence, stop handling) is MAPPO's (:class:`unimarl.trainers.train.Cadence`), and so are the
+time budget inside a chunk (each ``collect`` stops stepping at ``max_seconds``) and the progress line at least
+every 10 s (:class:`unimarl.trainers.progress.Heartbeat`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.config import TrainConfig
 from unimarl.trainers.errors import ConfigError, ResumeError
+from unimarl.trainers.mf_battles import Outcome
 from unimarl.trainers.mf_config import (
     MEAN_FIELD_TRAINERS,
     MFLearner,
@@ -40,7 +45,9 @@ from unimarl.trainers.mf_config import (
 )
 from unimarl.trainers.mf_export import MFHotSwap, export_mean_field
 from unimarl.trainers.mf_pool import make_mf_pool
-from unimarl.trainers.mf_worker import MFChunk, MFPlan, MFPolicySetup, Outcome
+from unimarl.trainers.mf_worker import MFChunk, MFPlan, MFPolicySetup
+from unimarl.trainers.mfq import MFQLearner
+from unimarl.trainers.progress import Heartbeat
 from unimarl.trainers.run_dir import RunDir
 from unimarl.trainers.selfplay import SnapshotPool
 from unimarl.trainers.selfplay_game import GameOpponents, SelfPlayError
@@ -129,7 +136,18 @@ def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetu
     for opponent, learner_behavior in in_game.items():
         self_play[actor[learner_behavior]] = (learner_behavior, opponent)
     learning = frozenset(n for n in policies if not n.startswith(OPPONENT_PREFIX))
-    plan = MFPlan(policies, actor, learning, swap_sides=tuple(swap), game_driven=tuple(sorted(in_game)))
+    # behaviours met after reset act with the policy policy_mapping gives them, if it exists (same spec)
+    late = {b: n for b, n in config.policy_mapping.items() if b not in specs and n in policies}
+    weights = {b: config.behavior_settings(b).group_reward_weight for b in [*specs, *late]}
+    plan = MFPlan(
+        policies,
+        actor,
+        learning,
+        swap_sides=tuple(swap),
+        game_driven=tuple(sorted(in_game)),
+        group_reward_weight=weights,
+        late_policy=late,
+    )
     in_game_policies = frozenset(actor[b] for b in in_game.values())
     return MFSetup(plan, dict(actor), self_play, in_game_policies)
 
@@ -183,7 +201,12 @@ def _account_outcome(
     return changed
 
 
-def _ingest(chunk: MFChunk, learners: dict[str, MFLearner], acc: dict[str, list[float]]) -> None:
+def _ingest(
+    chunk: MFChunk, learners: dict[str, MFLearner], acc: dict[str, list[float]], version: int
+) -> None:
+    """Add a chunk to the learners and run the updates due (``version``: the pool's refreshes so far)."""
+    # refreshes between the weights that chose these actions and now (MF-AC corrects for them)
+    acc["counters/chunk_age_refreshes"].append(float(version - chunk.weights_version))
     for name, batches in chunk.transitions.items():
         for t in batches:
             learners[name].add(t)
@@ -241,6 +264,7 @@ def train_mean_field(
     """Run mean-field training as configured; see the module docstring."""
     run, device, stopper = start_run(config, stop)
     pool = None
+    heartbeat: Heartbeat | None = None
     try:
         pool = make_mf_pool(_env_factory(config, run), **pool_options(config))
         specs = pool.specs()
@@ -277,31 +301,47 @@ def train_mean_field(
             {n: s.trainer_type for n, s in setup.plan.policies.items() if n in learners},
             config.env.kind,
             config.run.num_workers,
-            config.env.num_envs,
+            config.env.envs_per_worker,
             device,
             sched,
         )
 
+        started, budget_s = time.perf_counter(), config.run.max_seconds
+        reached = max((lr.progress for lr in learners.values() if isinstance(lr, MFQLearner)), default=0.0)
+
         def progress() -> float:
-            return min(c.env_steps / sched["max_steps"], 1.0)
+            """Training progress (MF-Q's temperature schedule): the share of whichever budget, max_steps or
+            max_seconds, is nearer its end; it never goes back (a resumed run keeps what it reached)."""
+            nonlocal reached
+            by_time = (time.perf_counter() - started) / budget_s if budget_s else 0.0
+            reached = min(max(reached, c.env_steps / sched["max_steps"], by_time), 1.0)
+            return reached
 
         for learner in learners.values():
             if hasattr(learner, "set_progress"):
                 learner.set_progress(progress())
         game.refresh(progress())
+        cadence = Cadence(run, c, sched, config.run.max_seconds, on_summary)
+        heartbeat = cadence.heartbeat = Heartbeat(max_seconds=config.run.max_seconds)
+        pool.seconds_left = cadence.seconds_left  # each chunk stops stepping at the budget
         pool.start(_weights(learners, pools, setup), progress(), push_every, game.models())
         own = {b: n for b, n in setup.behavior_policy.items() if n in learners}
         hotswap = MFHotSwap(pool, run.path, own, config.hotswap.every)
-        cadence = Cadence(run, c, sched, config.run.max_seconds, on_summary)
         acc = cadence.acc
         stopped_by = "max_steps"
         updates_since_sync = rounds = 0
+        waiting = False  # an empty poll continues the wait (and the progress line's "for S s")
         while c.env_steps < sched["max_steps"]:
+            if not waiting:
+                heartbeat.phase("collecting", c.iterations + 1, c.env_steps)
             chunks = pool.poll(timeout=1.0)
+            waiting = not chunks
+            if chunks:
+                heartbeat.phase("learning", c.iterations + 1, c.env_steps)
             t_learn = time.perf_counter()
             changed = False
             for chunk in chunks:
-                _ingest(chunk, learners, acc)
+                _ingest(chunk, learners, acc, pool.version)
                 game.observe(chunk.worker_index, chunk.game_status)
                 for o in chunk.outcomes:
                     changed |= _account_outcome(o, setup, pools, learners, acc, game)
@@ -331,6 +371,8 @@ def train_mean_field(
                 break
         return cadence.finish(stopped_by, lambda: _checkpoint(run, learners, pools, setup, c))
     finally:
+        if heartbeat is not None:
+            heartbeat.close()
         stopper.restore()
         if pool is not None:
             pool.close()

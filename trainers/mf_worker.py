@@ -5,39 +5,38 @@ A :class:`MFRolloutWorker` owns ``num_envs`` environments (made by the run's
 a local copy of an MF-Q / MF-AC network (a learning policy, or a frozen self-play opponent whose weights
 arrive like the learner's) or a baseline (``baseline:random``: uniform over allowed actions;
 ``baseline:scripted``: attack an adjacent enemy when the mask allows, else a random allowed move). Per step,
-all agents an actor drives, over every environment, go through one ``act`` call.
+all agents an actor drives, over every environment, go through one ``act`` call. Every actor samples from a
+random stream of its own, so one side's sampling never shifts another's.
 
-Mean actions: one :class:`~unimarl.trainers.meanfield.MeanActionTracker` per environment and behaviour (a
-behaviour is a team). Agents that ended at the previous step are passed with ``alive=False``: they receive the
-next mean action of their last transition and contribute none.
+Mean actions: one :class:`~unimarl.trainers.meanfield.MeanActionTracker` per environment and behaviour,
+segmented by Unity group (one battle's team; the whole behaviour without groups) and reset when a PettingZoo
+environment restarts (its agent names come back). Agents that ended at the previous step are passed with
+``alive=False``: they receive the next mean action of their last transition and contribute none.
 
 Transitions of learning policies: an agent's transition from step t is completed when the agent next decides
 (its next observation, mean action and mask are the ones it decides on) or when it ends (its final
 observation; ``terminated`` / ``truncated`` from the env). Keys are ``(worker, env, agent name)``, so a
 learner's replay buffer shares frames between an agent's consecutive transitions. An agent that vanishes
-without a final observation has its last transition dropped (counted in ``dropped``).
+without a final observation has its last transition dropped (counted in ``dropped``). Each transition carries
+the log-probability of its action under the weights that chose it (MF-AC corrects for their age).
 
-Sides: the actors driving each behaviour are kept per environment. With ``MFPlan.swap_sides`` a learning
-policy and its self-play opponent trade behaviours (teams) after every battle, so the learner plays both
-sides of the game; transitions go to the policy that chose the action, whichever team it drove.
-
-Battles: an environment's episode ends at a step in which every agent alive before it ended. Its
-:class:`Outcome` gives per behaviour the kills (the game's ``<Game>/kills_team<k>`` stat for behaviours named
-``<Game>?team=<k>`` when reported, else the other behaviours' terminations) and the mean agent return. One
-area per environment is assumed for outcomes.
+Rewards (group rewards included), battles, outcomes and sides (``MFPlan.swap_sides``: a learning policy and
+its self-play opponent trade teams after every battle) are kept per environment by
+:class:`~unimarl.trainers.mf_battles.EnvBook`. A behaviour that appears after reset acts with the policy
+``MFPlan.late_policy`` maps it to (same spec), or stops the worker with :class:`EnvSetupError`.
 
 Opponents run in the game (``MFPlan.game_driven``, self-play with ``opponent_runs: game``): those behaviours
 are not reported to the trainer; ``collect`` receives their ONNX models (behaviour -> (version, bytes)) and
 pushes each new version into every game of the worker; each chunk carries what the games acknowledged
-(:attr:`MFChunk.game_status`). Their kills come from the game's stats only (so do the learner's then), and an
-outcome records, per such behaviour, the model version that ran the whole battle (None if it changed or none
-ran), so a battle is credited to the right snapshot.
+(:attr:`MFChunk.game_status`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,11 +46,23 @@ import torch
 
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.envs import AgentView, EnvFactory, agent_behavior, agent_view, is_unity
-from unimarl.trainers.errors import EnvSetupError, TrainerError
+from unimarl.trainers.errors import ConfigError, EnvSetupError, TrainerError
 from unimarl.trainers.meanfield import MeanActionTracker
+from unimarl.trainers.mf_battles import EnvBook, Outcome, group_id
 from unimarl.trainers.mf_config import MeanFieldHyperparameters, MFLearner, make_learner
+from unimarl.trainers.mf_transitions import Completed, Pending, stack
 from unimarl.trainers.replay import Transitions
 from unimarl.trainers.rollout import GamePushing
+
+__all__ = [
+    "BASELINES",
+    "MFChunk",
+    "MFPlan",
+    "MFPolicySetup",
+    "MFRolloutWorker",
+    "Outcome",
+    "baseline_actions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,26 +91,15 @@ class MFPlan:
     deterministic: bool = False
     """Greedy actions instead of sampled ones (evaluation)."""
     swap_sides: tuple[tuple[str, str], ...] = ()
-    """Pairs of behaviours whose actors trade places after every battle, per environment (self-play on both
-    sides; environment i starts swapped when i is odd, so with two or more environments both orientations
-    play at once)."""
+    """Pairs of behaviours whose actors trade places after every battle, per Unity group (self-play on both
+    sides; in environment i groups start swapped when i is odd, so with two or more environments both
+    orientations play at once)."""
     game_driven: tuple[str, ...] = ()
     """Behaviours the games drive from pushed models (not reported to the trainer)."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One finished battle (an environment's episode)."""
-
-    kills: dict[str, float]
-    returns: dict[str, float]
-    """Per behaviour: the mean return of its agents' episodes."""
-    steps: int
-    actors: dict[str, str] = field(default_factory=dict)
-    """Per behaviour: the actor that drove it in this battle (they differ between battles with swap_sides)."""
-    versions: dict[str, int | None] = field(default_factory=dict)
-    """Per game-driven behaviour: the model version the game ran for the whole battle (None: it changed
-    during the battle, or no pushed model ran)."""
+    group_reward_weight: dict[str, float] = field(default_factory=dict)
+    """Behaviour -> weight of its Unity group reward in each agent's reward (absent: 0)."""
+    late_policy: dict[str, str] = field(default_factory=dict)
+    """Behaviour (or its name before ``?``) -> actor, for behaviours that appear after reset."""
 
 
 @dataclass(frozen=True)
@@ -116,33 +116,17 @@ class MFChunk:
     dropped: int = 0
     game_status: dict[str, list[Any]] = field(default_factory=dict)
     """Per game-driven behaviour: each game's ``PolicyStatus`` (None before anything was pushed)."""
-
-
-@dataclass
-class _Pending:
-    policy: str
-    obs: list[np.ndarray]
-    mask: np.ndarray | None
-    mean: np.ndarray | None
-    action: int
-    reward: float = 0.0
+    weights_version: int = 0
+    """The pool's version of the weights the actions were chosen with."""
 
 
 @dataclass
 class _EnvState:
     obs: dict[str, Any]
     infos: dict[str, Any]
+    book: EnvBook | None = None
     trackers: dict[str, MeanActionTracker] = field(default_factory=dict)
-    pending: dict[str, _Pending] = field(default_factory=dict)
-    ended: dict[str, list[tuple[str, Any, bool, bool]]] = field(default_factory=lambda: defaultdict(list))
-    returns: dict[str, float] = field(default_factory=dict)
-    finished: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    deaths: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    steps: int = 0
-    actors: dict[str, str] = field(default_factory=dict)
-    """Behaviour -> actor in this environment now (the plan's, with swap_sides applied)."""
-    versions: dict[str, int | None] = field(default_factory=dict)
-    """Game-driven behaviour -> model version running when the current battle started."""
+    pending: dict[str, Pending] = field(default_factory=dict)
 
 
 def baseline_actions(name: str, mask: np.ndarray | None, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -173,12 +157,14 @@ class MFRolloutWorker(GamePushing):
             env = factory(worker_index, i, seed + 1000 * worker_index + i)
             self._envs.append(env)
             obs, infos = env.reset(seed=seed + 1000 * worker_index + i)
-            self._state.append(_EnvState(obs, infos, returns={a: 0.0 for a in env.agents}))
+            self._state.append(_EnvState(obs, infos))
         self._views: dict[str, AgentView] = {}
         self._plan: MFPlan | None = None
         self._actors: dict[str, MFLearner] = {}
+        self._actor_of: dict[str, str] = {}
         self._pushed: dict[str, int] = {}
-        self._rng = np.random.default_rng(seed + 7919 * (worker_index + 1))
+        self._streams: dict[str, np.random.Generator] = {}
+        self._warned: set[str] = set()
 
     # -- set-up ---------------------------------------------------------------------------------------
     def specs(self) -> dict[str, PolicySpec]:
@@ -192,6 +178,13 @@ class MFRolloutWorker(GamePushing):
                     )
         return {b: v.spec for b, v in self._views.items()}
 
+    def _stream(self, actor: str) -> np.random.Generator:
+        """The actor's own random generator: (seed, worker, actor name) -> an independent stream."""
+        if actor not in self._streams:
+            key = np.random.SeedSequence([self.seed, self.worker_index, zlib.crc32(actor.encode())])
+            self._streams[actor] = np.random.default_rng(key)
+        return self._streams[actor]
+
     def configure(self, plan: MFPlan) -> None:
         """Build the local acting networks (CPU)."""
         self.specs()
@@ -204,25 +197,53 @@ class MFRolloutWorker(GamePushing):
                 "or sim games (env.build / env.sim); a PettingZoo environment has no policy channel"
             )
         self._plan = plan
-        for i, st in enumerate(self._state):
-            st.actors = dict(plan.behavior_actor)
-            st.versions = self._running_versions(i)
-            if i % 2:
-                _swap(st.actors, plan.swap_sides)
-        self._actors = {
-            name: make_learner(
-                p.trainer_type,
-                p.spec,
-                p.hyperparameters,
-                seed=self.seed + 7919 * (self.worker_index + 1) + k,
-                acting_only=True,
-            )
-            for k, (name, p) in enumerate(sorted(plan.policies.items()))
-        }
+        self._actor_of = dict(plan.behavior_actor)
+        for i, (env, st) in enumerate(zip(self._envs, self._state, strict=True)):
+            running = functools.partial(self._running_versions, i)
+            weights = plan.group_reward_weight
+            st.book = EnvBook(i, self._actor_of, plan.swap_sides, weights, running, self._warned)
+            st.book.register(env.agents, functools.partial(_behavior_in, env, st.infos), st.infos)
+        self._actors = {}
+        for k, (name, p) in enumerate(sorted(plan.policies.items())):
+            seed = self.seed + 7919 * (self.worker_index + 1) + k  # initial weights, until weights arrive
+            actor = make_learner(p.trainer_type, p.spec, p.hyperparameters, seed=seed, acting_only=True)
+            actor.rng = self._stream(name)  # sampling: the actor's own stream
+            self._actors[name] = actor
 
     def close(self) -> None:
         for env in self._envs:
             env.close()
+
+    def _behavior(self, i: int, agent: str, info: dict | None) -> str:
+        """The agent's behaviour; one met for the first time gets its actor (or a typed error)."""
+        behavior = agent_behavior(self._envs[i], agent, info)
+        if behavior not in self._views:
+            self._add_behavior(i, agent, behavior)
+        return behavior
+
+    def _add_behavior(self, i: int, agent: str, behavior: str) -> None:
+        assert self._plan is not None
+        env, plan = self._envs[i], self._plan
+        view = agent_view(
+            env.observation_space(agent), env.action_space(agent), None, f"behaviour '{behavior}'"
+        )
+        late = plan.late_policy
+        actor = late.get(behavior) or late.get(behavior.split("?", 1)[0])
+        if actor is None:
+            raise EnvSetupError(
+                f"behaviour '{behavior}' (agent '{agent}') appeared after training started and has no "
+                "policy: map it with policy_mapping to the policy of a behaviour the game reports from the "
+                "start (same observations and actions), or have the game report it from the first step"
+            )
+        setup = plan.policies.get(actor)
+        if setup is not None and setup.spec != view.spec:
+            raise ConfigError(
+                f"late behaviour '{behavior}' maps to policy '{actor}' whose spec differs ({setup.spec} vs "
+                f"{view.spec}); map it to a policy with the same observations and actions"
+            )
+        self._views[behavior] = view
+        self._actor_of[behavior] = actor
+        logger.info("behaviour '%s' appeared after reset: acting with '%s'", behavior, actor)
 
     # -- collection -----------------------------------------------------------------------------------
     def collect(
@@ -231,16 +252,21 @@ class MFRolloutWorker(GamePushing):
         progress: float,
         steps: int,
         models: dict[str, tuple[int, bytes]] | None = None,
+        version: int = 0,
+        max_seconds: float | None = None,
     ) -> MFChunk:
-        """Step every env ``steps`` times with ``weights`` (and game-driven behaviours' ``models``, pushed
-        when their version is new); returns the learning policies' transitions."""
+        """Step every env ``steps`` times with ``weights`` (pool version ``version``; game-driven behaviours'
+        ``models`` are pushed when their version is new); returns the learning policies' transitions.
+
+        ``max_seconds``: stop stepping once this much time has passed (at least one step; the run's time
+        budget holds inside a long chunk)."""
         if self._plan is None:
             raise TrainerError("MFRolloutWorker.collect called before configure(plan)")
         start = time.perf_counter()
-        for behavior, (version, model) in (models or {}).items():
-            if self._pushed.get(behavior) != version:
-                self.push_policy(behavior, version, model)
-                self._pushed[behavior] = version
+        for behavior, (model_version, model) in (models or {}).items():
+            if self._pushed.get(behavior) != model_version:
+                self.push_policy(behavior, model_version, model)
+                self._pushed[behavior] = model_version
         for name, w in weights.items():
             self._actors[name].set_weights(w)
         for actor in self._actors.values():
@@ -250,8 +276,11 @@ class MFRolloutWorker(GamePushing):
         returns: dict[str, list[float]] = defaultdict(list)
         outcomes: list[Outcome] = []
         timers = {"act_s": 0.0, "env_s": 0.0}
-        agent_steps = dropped = 0
-        for _ in range(steps):
+        agent_steps = dropped = stepped = 0
+        while stepped < steps:
+            if stepped and max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                break
+            stepped += 1
             t0 = time.perf_counter()
             actions, done_rows, n, lost = self._act()
             agent_steps += n
@@ -261,15 +290,13 @@ class MFRolloutWorker(GamePushing):
             timers["env_s"] += time.perf_counter() - t1
             timers["act_s"] += t1 - t0
             for policy, rows in done_rows.items():
-                out[policy].append(_stack(rows))
+                out[policy].append(stack(rows))
             for i, result in enumerate(results):
-                outcome = self._process(i, result, returns)
-                if outcome is not None:
-                    outcomes.append(outcome)
+                outcomes.extend(self._process(i, result, returns))
         timers["collect_s"] = time.perf_counter() - start
         return MFChunk(
             dict(out),
-            steps * len(self._envs),
+            stepped * len(self._envs),
             agent_steps,
             dict(returns),
             outcomes,
@@ -277,6 +304,7 @@ class MFRolloutWorker(GamePushing):
             self.worker_index,
             dropped,
             self._game_status(),
+            version,
         )
 
     def _game_status(self) -> dict[str, list[Any]]:
@@ -292,25 +320,25 @@ class MFRolloutWorker(GamePushing):
         status = channel.status() if channel is not None and self._plan.game_driven else {}
         return {b: status[b].running_version if b in status else None for b in self._plan.game_driven}
 
-    def _act(self) -> tuple[list[dict[str, Any]], dict[str, list[tuple]], int, int]:
+    def _act(self) -> tuple[list[dict[str, Any]], dict[str, list[Completed]], int, int]:
         """Mean actions, completed transitions and one batched act per actor."""
         assert self._plan is not None
         plan = self._plan
-        by_actor: dict[str, list[tuple[int, str, str, list[np.ndarray], np.ndarray | None, Any]]] = (
-            defaultdict(list)
-        )
-        done_rows: dict[str, list[tuple]] = defaultdict(list)
+        by_actor: dict[str, list[tuple]] = defaultdict(list)
+        done_rows: dict[str, list[Completed]] = defaultdict(list)
         lost = 0
         for i, (env, st) in enumerate(zip(self._envs, self._state, strict=True)):
+            assert st.book is not None
             acting: dict[str, list[str]] = defaultdict(list)
             for agent in env.agents:
                 info = st.infos.get(agent) or {}
                 if info.get("requested_decision", True):
-                    acting[agent_behavior(env, agent, info)].append(agent)
-            for behavior in sorted(set(acting) | set(st.ended)):  # sorted: same seed, same draws
-                names, ended = acting.get(behavior, []), st.ended.pop(behavior, [])
+                    acting[self._behavior(i, agent, info)].append(agent)
+            for behavior in sorted(set(acting) | set(st.book.ended)):  # sorted: same seed, same draws
+                names, ended = acting.get(behavior, []), st.book.ended.pop(behavior, [])
+                if behavior not in self._views:  # a late behaviour whose agents ended before deciding
+                    continue
                 view = self._views[behavior]
-                actor = st.actors[behavior]
                 split = [view.obs_arrays(st.obs[a]) for a in names]
                 ended_split = [None if raw is None else view.obs_arrays(raw) for _, raw, _, _ in ended]
                 means = self._means(i, behavior, names, split, ended, ended_split)
@@ -322,29 +350,39 @@ class MFRolloutWorker(GamePushing):
                     if p is None or nxt is None:
                         lost += p is not None
                         continue
-                    done_rows[p.policy].append(_row(i, agent, p, nxt, _mean_row(means, k), term, trunc, self))
+                    m = _mean_row(means, k)
+                    done_rows[p.policy].append(
+                        Completed(p, nxt[0], nxt[1], m, term, trunc, (self.worker_index, i, agent))
+                    )
                 for k, agent in enumerate(names):
                     p = st.pending.pop(agent, None)
                     if p is not None:
                         m = _mean_row(means, len(ended) + k)
-                        done_rows[p.policy].append(_row(i, agent, p, split[k], m, False, False, self))
+                        key = (self.worker_index, i, agent)
+                        done_rows[p.policy].append(
+                            Completed(p, split[k][0], split[k][1], m, False, False, key)
+                        )
                 for k, agent in enumerate(names):
+                    actor = st.book.actor(behavior, group_id(st.infos.get(agent)))
                     by_actor[actor].append(
                         (i, agent, behavior, split[k][0], split[k][1], _mean_row(means, len(ended) + k))
                     )
         actions: list[dict[str, Any]] = [{} for _ in self._envs]
         n = 0
         for actor, rows in by_actor.items():
-            chosen = self._choose(actor, rows)
+            chosen, logp = self._choose(actor, rows)
             n += len(rows)
             recorded: dict[tuple[int, str], tuple[list[str], list[int]]] = defaultdict(lambda: ([], []))
-            for (i, agent, behavior, sensors, mask, mean), a in zip(rows, chosen, strict=True):
+            for k, ((i, agent, behavior, sensors, mask, mean), a) in enumerate(
+                zip(rows, chosen, strict=True)
+            ):
                 actions[i][agent] = self._views[behavior].to_env_action(np.zeros(0), np.array([a]))
                 names_acts = recorded[(i, behavior)]
                 names_acts[0].append(agent)
                 names_acts[1].append(int(a))
                 if actor in plan.learning:
-                    self._state[i].pending[agent] = _Pending(actor, sensors, mask, mean, int(a))
+                    lp = None if logp is None else float(logp[k])
+                    self._state[i].pending[agent] = Pending(actor, sensors, mask, mean, int(a), lp)
             for (i, behavior), (names, acts) in recorded.items():
                 tracker = self._state[i].trackers.get(behavior)
                 if tracker is not None:
@@ -360,10 +398,13 @@ class MFRolloutWorker(GamePushing):
         ended: list[tuple[str, Any, bool, bool]],
         ended_split: list[tuple[list[np.ndarray], np.ndarray | None] | None],
     ) -> np.ndarray | None:
-        """Mean actions of ended agents (alive=False) then acting ones, or None if the actor takes none."""
+        """Mean actions of ended agents (alive=False) then acting ones, or None if the actor takes none.
+
+        Neighbours are segmented by Unity group: agents of one behaviour in another area's group never mix.
+        """
         assert self._plan is not None
         st = self._state[i]
-        setup = self._plan.policies.get(st.actors[behavior])
+        setup = self._plan.policies.get(self._actor_of[behavior])
         if setup is None or not setup.hyperparameters.use_mean_action:
             return None
         hp = setup.hyperparameters
@@ -376,131 +417,57 @@ class MFRolloutWorker(GamePushing):
         if not agents:
             return None
         alive = np.array([False] * len(ended) + [True] * len(names))
+        groups = np.array([group_id(st.infos.get(a)) for a in agents], np.int64)
         sensors = [*ended_split, *split]
-        positions = group_id = None
+        positions = None
         if hp.neighbourhood == "radius":
             # an agent that ended without a final observation has no position; it contributes none anyway
             nowhere = np.zeros(int(np.prod(setup.spec.obs_shapes[hp.position_sensor])), np.float32)
             positions = np.stack(
                 [nowhere if s is None else np.ravel(s[0][hp.position_sensor]) for s in sensors]
             )
-        elif hp.neighbourhood == "group":
-            group_id = np.array([int((st.infos.get(a) or {}).get("group_id", 0)) for a in agents])
-        return tracker.mean_actions(agents, alive=alive, positions=positions, group_id=group_id)
+        group = groups if hp.neighbourhood == "group" else None
+        return tracker.mean_actions(agents, alive=alive, segment=groups, positions=positions, group_id=group)
 
-    def _choose(self, actor: str, rows: list[tuple]) -> np.ndarray:
+    def _choose(self, actor: str, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Actions for ``rows`` and their log-probabilities (None for baselines)."""
         masks = [r[4] for r in rows]
         mask = None if masks[0] is None else np.stack(masks)
         if actor in BASELINES:
-            return baseline_actions(actor, mask, len(rows), self._rng)
+            return baseline_actions(actor, mask, len(rows), self._stream(actor)), None
         obs = [np.stack([r[3][k] for r in rows]).astype(np.float32) for k in range(len(rows[0][3]))]
         mean = None if rows[0][5] is None else np.stack([r[5] for r in rows])
         assert self._plan is not None
         out = self._actors[actor].act(obs, mean, mask, deterministic=self._plan.deterministic)
-        return out.discrete_actions[:, 0]
+        return out.discrete_actions[:, 0], out.logp
 
-    def _process(self, i: int, result: tuple[Any, ...], returns: dict[str, list[float]]) -> Outcome | None:
-        """Credit rewards, stash ended agents, account the battle; reset finished non-Unity envs."""
+    def _process(self, i: int, result: tuple[Any, ...], returns: dict[str, list[float]]) -> list[Outcome]:
+        """Credit rewards, end agents, account finished battles; reset finished non-Unity envs."""
+        assert self._plan is not None
         env, st = self._envs[i], self._state[i]
-        obs, rewards, terminations, truncations, infos = result
-        before, prev_infos = list(st.returns), st.infos
-        st.obs, st.infos = obs, infos
-        st.steps += 1
-        for agent, reward in rewards.items():
-            if agent in st.pending:
-                st.pending[agent].reward += float(reward)
-            st.returns[agent] = st.returns.get(agent, 0.0) + float(reward)
-        live = set(env.agents)
-        ended_now = 0
-        for agent in before:
-            term, trunc = bool(terminations.get(agent)), bool(truncations.get(agent))
-            if not (term or trunc or agent not in live):
-                continue
-            ended_now += 1
-            behavior = agent_behavior(env, agent, infos.get(agent) or prev_infos.get(agent))
-            st.ended[behavior].append((agent, obs.get(agent), term, trunc or not term))
-            ep = st.returns.pop(agent)
-            st.finished[behavior].append(ep)
-            returns[behavior].append(ep)
-            if term:
-                st.deaths[behavior] += 1
-        for agent in live:
-            if agent not in st.returns and not (terminations.get(agent) or truncations.get(agent)):
-                st.returns[agent] = 0.0
-        outcome = None
-        if before and ended_now == len(before):
-            outcome = self._outcome(i)
+        assert st.book is not None
+        prev_infos = st.infos
+        st.obs, st.infos = result[0], result[4]
+
+        def behavior_of(agent: str, info: dict | None) -> str:
+            return agent_behavior(env, agent, info or prev_infos.get(agent))
+
+        battles = st.book.step(env.agents, result, behavior_of, st.pending, returns)
+        outcomes: list[Outcome] = []
+        if battles:
+            stats = env.connection.stats.get_and_reset_stats() if is_unity(env) else {}
+            outcomes = st.book.outcomes(battles, stats, self._plan.game_driven)
         if not env.agents and not is_unity(env):
             st.obs, st.infos = env.reset()
-            st.returns = {a: 0.0 for a in env.agents}
-        return outcome
-
-    def _outcome(self, i: int) -> Outcome:
-        env, st = self._envs[i], self._state[i]
-        stats = env.connection.stats.get_and_reset_stats() if is_unity(env) else {}
-        assert self._plan is not None
-        hidden = self._plan.game_driven
-        behaviors = sorted(st.finished)
-        kills: dict[str, float] = {}
-        for b in sorted({*behaviors, *hidden}):
-            game, _, team = b.partition("?team=")
-            key = f"{game}/kills_team{team}"
-            if team and stats.get(key):
-                kills[b] = float(stats[key][-1][0])
-            elif not hidden:  # with hidden opponents the terminations seen are not all the kills
-                kills[b] = float(sum(st.deaths[o] for o in behaviors if o != b))
-        returns = {b: float(np.mean(v)) for b, v in st.finished.items()}
-        now = self._running_versions(i)
-        versions = {b: v if v == st.versions.get(b) else None for b, v in now.items()}
-        out = Outcome(kills, returns, st.steps, dict(st.actors), versions)
-        st.versions = now
-        _swap(st.actors, self._plan.swap_sides)
-        st.finished.clear()
-        st.deaths.clear()
-        st.steps = 0
-        return out
-
-
-def _swap(actors: dict[str, str], pairs: tuple[tuple[str, str], ...]) -> None:
-    for a, b in pairs:
-        actors[a], actors[b] = actors[b], actors[a]
+            st.book.restart(env.agents, lambda a: behavior_of(a, st.infos.get(a)), st.infos)
+            for tracker in st.trackers.values():  # PettingZoo agent names come back in the new episode
+                tracker.reset()
+        return outcomes
 
 
 def _mean_row(means: np.ndarray | None, k: int) -> np.ndarray | None:
     return None if means is None else means[k]
 
 
-def _row(
-    i: int,
-    agent: str,
-    p: _Pending,
-    nxt: tuple[list[np.ndarray], np.ndarray | None],
-    next_mean: np.ndarray | None,
-    term: bool,
-    trunc: bool,
-    worker: MFRolloutWorker,
-) -> tuple:
-    return (p, nxt[0], nxt[1], next_mean, term, trunc, (worker.worker_index, i, agent))
-
-
-def _stack(rows: list[tuple]) -> Transitions:
-    """One Transitions from completed rows (all of one policy)."""
-    ps: list[_Pending] = [r[0] for r in rows]
-    n_sensors = len(ps[0].obs)
-
-    def masks(values: list[Any]) -> np.ndarray | None:
-        return None if values[0] is None else np.stack(values).astype(bool)
-
-    return Transitions(
-        obs=tuple(np.stack([p.obs[k] for p in ps]).astype(np.float32) for k in range(n_sensors)),
-        action=np.array([p.action for p in ps], np.int64),
-        reward=np.array([p.reward for p in ps], np.float32),
-        next_obs=tuple(np.stack([r[1][k] for r in rows]).astype(np.float32) for k in range(n_sensors)),
-        terminated=np.array([r[4] for r in rows], bool),
-        truncated=np.array([r[5] for r in rows], bool),
-        mean_action=None if ps[0].mean is None else np.stack([p.mean for p in ps if p.mean is not None]),
-        next_mean_action=None if rows[0][3] is None else np.stack([r[3] for r in rows]),
-        action_mask=masks([p.mask for p in ps]),
-        next_action_mask=masks([r[2] for r in rows]),
-        agent_keys=[r[6] for r in rows],
-    )
+def _behavior_in(env: Any, infos: dict[str, Any], agent: str) -> str:
+    return agent_behavior(env, agent, infos.get(agent))

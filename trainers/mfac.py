@@ -5,11 +5,18 @@ a mean-field critic Q_phi(s, ., mean_a) trained like MF-Q, with the actor as the
 
     y = r + gamma (1 - terminated) sum_a pi_theta(a | s') Q_target(s', a, mean_a')
     A = Q_phi(s, a, mean_a) - sum_a pi_theta(a | s) Q_phi(s, a, mean_a)     (a constant in the actor loss)
-    loss = -A log pi_theta(a | s) + value_coef (y - Q_phi(s, a, mean_a))^2 - entropy_coef H(pi_theta(. | s))
+    rho = min(1, pi_theta(a | s) / mu(a | s))                                  (a constant in the actor loss)
+    loss = -rho A log pi_theta(a | s) + value_coef (y - Q_phi(s, a, mean_a))^2
+           - entropy_coef H(pi_theta(. | s))
 
 The learner is on-policy like the reference: ``add`` collects the transitions of the current policy,
 ``update`` makes one pass over them in shuffled minibatches and forgets them (call it at the end of each
-episode or iteration). ``use_mean_action=False`` gives the plain actor-critic baseline (critic Q(s, a)).
+episode or iteration). Transitions may carry ``logp``, the log-probability mu(a | s) of the action under the
+weights that chose it: asynchronous (Ray) workers deliver data up to a few weight refreshes old, and the
+policy gradient weights each such transition by the truncated importance ratio rho (IMPALA, Espeholt et al.
+2018, arXiv 1802.01561, sec. 4: rho = min(rho_bar, pi / mu) with rho_bar = 1; rho = 1 where ``logp`` is
+unknown). The critic needs no correction: its target takes the expectation under pi_theta for the action
+actually taken. ``use_mean_action=False`` gives the plain actor-critic baseline (critic Q(s, a)).
 The seam is the one of :class:`unimarl.trainers.mfq.MFQLearner`; the acting network is the actor alone.
 """
 
@@ -67,14 +74,22 @@ def actor_critic_loss(
     mask: torch.Tensor | None,
     value_coef: float,
     entropy_coef: float,
+    behaviour_logp: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of the module doc; ``logits``/``q`` [B, A], ``action``/``y`` [B], mask True = allowed."""
+    """The loss of the module doc; ``logits``/``q`` [B, A], ``action``/``y`` [B], mask True = allowed;
+    ``behaviour_logp`` [B]: log mu(a | s) of the weights that chose each action (NaN or None: rho = 1)."""
     logp_all = torch.log_softmax(masked_logits(logits, mask), dim=1)
     pi = logp_all.exp()
     logp_safe = logp_all.masked_fill(pi == 0, 0.0)  # disallowed actions: 0 * -inf would be nan
     q_a = q.gather(1, action.view(-1, 1)).squeeze(1)
     advantage = (q_a - (pi * q).sum(dim=1)).detach()
-    pg_loss = -(advantage * logp_safe.gather(1, action.view(-1, 1)).squeeze(1)).mean()
+    logp_a = logp_safe.gather(1, action.view(-1, 1)).squeeze(1)
+    rho = torch.ones_like(advantage)
+    if behaviour_logp is not None:
+        known = torch.isfinite(behaviour_logp)
+        ratio = torch.exp(logp_a.detach() - torch.where(known, behaviour_logp, logp_a.detach()))
+        rho = ratio.clamp(max=1.0)  # truncated importance weight, rho_bar = 1 (IMPALA, arXiv 1802.01561)
+    pg_loss = -(rho * advantage * logp_a).mean()
     critic_loss = torch.mean((y - q_a) ** 2)
     entropy = -(pi * logp_safe).sum(dim=1).mean()
     loss = pg_loss + value_coef * critic_loss - entropy_coef * entropy
@@ -83,6 +98,7 @@ def actor_critic_loss(
         "critic_loss": float(critic_loss.detach()),
         "entropy": float(entropy.detach()),
         "advantage_abs": float(advantage.abs().mean()),
+        "is_ratio": float(rho.mean()),
     }
 
 
@@ -92,6 +108,7 @@ class MFACLearner(LearnerBase):
     ALGORITHMS = ("mfac", "ac")
     ACTING = "actor"
     NETS = {"actor": "actor", "critic": "critic", "critic_target": "target critic"}  # noqa: RUF012 - a table
+    STORES_LOGP = True
 
     def __init__(
         self,
@@ -134,7 +151,7 @@ class MFACLearner(LearnerBase):
         return self._choose(pi, logits, values, deterministic)
 
     def add(self, transitions: Transitions) -> None:
-        """Collect one env step of transitions of the current policy."""
+        """Collect one worker step of transitions (with ``logp`` when chosen by older weights)."""
         self.buffer.add(transitions)
 
     def _minibatch_step(self, s: ReplaySample) -> dict[str, float]:
@@ -154,6 +171,7 @@ class MFACLearner(LearnerBase):
             t["action_mask"],
             self.config.value_coef,
             self.config.entropy_coef,
+            t["logp"],
         )
         self.optimizer.zero_grad()
         loss.backward()

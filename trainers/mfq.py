@@ -78,7 +78,8 @@ class MFQConfig(LearnerConfig):
     buffer_capacity: int = 80_000
     """Replay capacity in transitions (agent steps)."""
     update_every: int = 5
-    """Calls of ``add`` (env steps) per round of gradient steps."""
+    """Calls of ``add`` per round of gradient steps; one call per worker step (the transitions of every agent
+    of the worker's ``num_envs`` games), so num_envs env steps."""
     gradient_steps: int = 1
     """Gradient steps per round."""
     learning_starts: int = 64
@@ -150,7 +151,7 @@ class MFQLearner(LearnerBase):
         return self._choose(pi, masked_logits(q, mask), values, deterministic)
 
     def add(self, transitions: Transitions) -> None:
-        """Store one env step of transitions; every ``update_every`` calls make gradient steps due."""
+        """Store one worker step of transitions; every ``update_every`` calls make gradient steps due."""
         self.buffer.add(transitions)
         self.env_steps += 1
         if self.env_steps % self.config.update_every == 0:

@@ -9,7 +9,7 @@
 - :class:`ValueNorm`: the value normaliser of the MAPPO reference code (Yu et al. 2021, arXiv 2103.01955): a
   debiased exponential moving average of the mean and the mean square of the returns (``beta`` close to 1, one
   EMA step per :meth:`ValueNorm.update` call). The critic regresses ``normalize(returns)``; its outputs are
-  ``denormalize``-d before they are used for GAE.
+  ``denormalize``-d before they are used for GAE. Before its first update it is the identity.
 - :class:`PopArt`: the same statistics, but an update also rescales the critic's output layer so its
   de-normalised outputs are preserved (van Hasselt et al. 2016, "Learning values across many orders of
   magnitude", arXiv 1602.07714, eq. 6).
@@ -89,29 +89,40 @@ class ValueNorm(nn.Module):
     """Debiased EMA of mean and mean square of scalar targets, as in the MAPPO reference code.
 
     After updates with batch means m_1..m_n the mean is sum_k w_k m_k / sum_k w_k with
-    w_k = beta^(n-k) (1 - beta), which for beta -> 1 is the plain average of the batch means. The variance is
-    clamped below at ``min_var`` so near-constant returns do not blow up the normalised targets.
+    w_k = beta^(n-k) (1 - beta), which for beta -> 1 is the plain average of the batch means; the first update
+    gives exactly the batch's mean and variance. The variance is clamped below at ``min_var`` so near-constant
+    returns do not blow up the normalised targets. Before any update the statistics are mean 0, variance 1
+    (the identity): the reference code divides by a debiasing term clamped at 1e-5, which with no data gives
+    variance 0, floored to ``min_var``, and scales every target by 1 / sqrt(min_var) = 10.
     """
 
     running_mean: Tensor
     running_mean_sq: Tensor
     debiasing_term: Tensor
 
-    def __init__(self, beta: float = 0.99999, epsilon: float = 1e-5, min_var: float = 1e-2) -> None:
+    def __init__(self, beta: float = 0.99999, min_var: float = 1e-2) -> None:
         super().__init__()
         self.beta = beta
-        self.epsilon = epsilon
         self.min_var = min_var
         self.register_buffer("running_mean", torch.zeros((), dtype=torch.float64))
         self.register_buffer("running_mean_sq", torch.zeros((), dtype=torch.float64))
         self.register_buffer("debiasing_term", torch.zeros((), dtype=torch.float64))
 
+    @property
+    def initialised(self) -> bool:
+        """Whether any data has been seen (before that, :meth:`normalize` is the identity)."""
+        return bool(self.debiasing_term.item() > 0.0)
+
     def mean_var(self) -> tuple[Tensor, Tensor]:
-        """The debiased mean and variance (float64 scalars)."""
-        debias = self.debiasing_term.clamp(min=self.epsilon)
-        mean = self.running_mean / debias
-        mean_sq = self.running_mean_sq / debias
-        return mean, (mean_sq - mean.square()).clamp(min=self.min_var)
+        """The debiased mean and variance (float64 scalars); (0, 1) before the first update."""
+        debias = self.debiasing_term
+        seen = debias > 0.0
+        # no floor on the debiasing term: after n updates it is 1 - beta^n > 0, which for beta close to 1 lies
+        # below the reference's epsilon (1e-5) and would then shrink the mean
+        safe = torch.where(seen, debias, torch.ones_like(debias))
+        mean = self.running_mean / safe
+        var = (self.running_mean_sq / safe - mean.square()).clamp(min=self.min_var)
+        return torch.where(seen, mean, torch.zeros_like(mean)), torch.where(seen, var, torch.ones_like(var))
 
     @torch.no_grad()
     def update(self, x: Tensor) -> None:

@@ -7,10 +7,13 @@ evaluator in ``unity_project/`` load:
   ``action_masks`` float32 ``[batch, sum(branches)]`` (1 = allowed, 0 = masked) when there are discrete
   actions. Axis 0 of every input and action output is the dynamic axis ``batch``.
 * outputs: ``version_number`` (float32 [1] = 3, ML-Agents' ``MLAgents2_0``), ``memory_size`` (float32 [1] =
-  0); with continuous actions ``continuous_actions`` (sampled: ``clip(mean + std * N(0, 1), -3, 3) / 3``, the
-  noise drawn by ``RandomNormalLike``), ``deterministic_continuous_actions`` (``clip(mean, -3, 3) / 3``) and
-  ``continuous_action_output_shape`` (float32 [1]); with discrete actions ``discrete_actions`` (int64 [batch,
-  branches], sampled by ``Multinomial`` on the log of the masked probabilities),
+  0); with continuous actions ``continuous_actions`` (sampled: ``map(mean + std * N(0, 1))``, the noise drawn
+  by ``RandomNormalLike``), ``deterministic_continuous_actions`` (``map(mean)``) and
+  ``continuous_action_output_shape`` (float32 [1]), where ``map`` is training's own mapping to the game's
+  action (:mod:`unimarl.trainers.action_map`: ML-Agents' ``clip(a, -3, 3) / 3`` for Unity games, then the
+  affine map onto ``spec.action_bounds`` for other Box ranges), so the outputs are the game's actions;
+  with discrete actions ``discrete_actions`` (int64 [batch, branches], sampled by ``Multinomial`` on the
+  log of the masked probabilities),
   ``deterministic_discrete_actions`` (int64, argmax of the masked probabilities) and
   ``discrete_action_output_shape`` (float32 [branches] = branch sizes). Hybrid action specs get both sets.
 
@@ -53,6 +56,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from unimarl.trainers.action_map import to_env_torch
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.errors import TrainerError
 
@@ -62,8 +66,6 @@ MODEL_EXPORT_VERSION = 3.0
 """``version_number`` written into every model (ML-Agents ``ModelApiVersion.MLAgents2_0``)."""
 MAX_OPSET = 15
 """Highest opset the exporter writes (Sentis and the plug-in evaluator both read it)."""
-CONTINUOUS_CLIP = 3.0
-"""Continuous actions are clipped to [-3, 3] and divided by 3, as ML-Agents' exporter does."""
 
 SUPPORTED_OPERATORS: frozenset[str] = frozenset(
     {
@@ -171,9 +173,8 @@ class ContractWrapper(nn.Module):
     def _continuous(self, mean: Tensor, log_std: Tensor) -> list[Tensor]:
         # exp(log_std) of a parameter is constant-folded into an initializer at export.
         sampled = mean + torch.exp(log_std) * torch.randn_like(mean)
-        sampled = torch.clamp(sampled, -CONTINUOUS_CLIP, CONTINUOUS_CLIP) / CONTINUOUS_CLIP
-        deterministic = torch.clamp(mean, -CONTINUOUS_CLIP, CONTINUOUS_CLIP) / CONTINUOUS_CLIP
-        return [sampled, self.continuous_shape, deterministic]
+        bounds = self.spec.action_bounds
+        return [to_env_torch(sampled, bounds), self.continuous_shape, to_env_torch(mean, bounds)]
 
     def _discrete(self, logits: Sequence[Tensor], mask: Tensor) -> list[Tensor]:
         sampled, deterministic = [], []

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +35,12 @@ from typing import Any
 import torch
 
 from unimarl.bridge.spec import ActionSpec, DimensionProperty, ObservationSpec
+from unimarl.trainers.action_map import ActionBounds, bounds_entry
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.errors import TrainerError
 from unimarl.trainers.mappo import MAPPOPolicy, NetworkSettings
-from unimarl.trainers.networks import Actor
+from unimarl.trainers.names import path_name
+from unimarl.trainers.networks import build_actor
 from unimarl.trainers.onnx_export import ExportReport, contract_obs_shape, export_actor
 from unimarl.trainers.run_dir import checkpoint_files
 
@@ -48,7 +49,6 @@ logger = logging.getLogger(__name__)
 ONNX_DIR = "onnx"
 MANIFEST = "policies.json"
 VISUAL_LAYOUTS = ("CHW", "HWC")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class RunExportError(TrainerError):
@@ -68,8 +68,8 @@ class ExportedPolicy:
 
 
 def model_file_name(policy: str) -> str:
-    """File name of ``policy``'s model (``CoopNav?team=0`` -> ``CoopNav_team_0.onnx``)."""
-    return _UNSAFE.sub("_", policy) + ".onnx"
+    """File name of ``policy``'s model (``CoopNav?team=0`` -> ``CoopNav_team_0.onnx``; :func:`path_name`)."""
+    return path_name(policy) + ".onnx"
 
 
 def visual_layout_of(observations: Sequence[ObservationSpec]) -> str | None:
@@ -235,6 +235,7 @@ def spec_entry(spec: PolicySpec) -> dict[str, Any]:
         "continuous_size": spec.action_spec.continuous_size,
         "discrete_branches": list(spec.action_spec.discrete_branches),
         "state_shape": None if spec.state_shape is None else list(spec.state_shape),
+        "action_bounds": bounds_entry(spec.action_bounds),
     }
 
 
@@ -294,6 +295,7 @@ def spec_from_entry(spec: dict[str, Any]) -> PolicySpec:
         tuple(tuple(int(d) for d in s) for s in spec["obs_shapes"]),
         ActionSpec(int(spec["continuous_size"]), tuple(int(b) for b in spec["discrete_branches"])),
         None if state is None else tuple(int(d) for d in state),
+        ActionBounds.from_entry(spec.get("action_bounds")),
     )
 
 
@@ -321,9 +323,7 @@ def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:
         nets[name] = NetworkSettings(**entry["network_settings"])
         layouts[name] = entry.get("visual_layout") or "CHW"  # manifests before layouts were recorded: CHW
         net = nets[name]
-        actor = Actor(
-            specs[name], [int(net.hidden_units)] * int(net.num_layers), net.activation, net.layer_norm
-        )
+        actor = build_actor(specs[name], net)
         try:
             actor.load_state_dict(state["policies"][name]["modules"]["actor"])
         except RuntimeError as e:

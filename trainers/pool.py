@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -40,7 +41,9 @@ class RolloutPool(Protocol):
     def specs(self) -> dict[str, PolicySpec]: ...
     def visual_layouts(self) -> dict[str, str]: ...
     def configure(self, plan: WorkerPlan) -> None: ...
-    def collect(self, weights: Weights, horizon: int) -> list[RolloutResult]: ...
+    def collect(
+        self, weights: Weights, horizon: int, max_seconds: float | None = None
+    ) -> list[RolloutResult]: ...
     def nodes(self) -> list[str]: ...
     def close(self) -> None: ...
 
@@ -92,8 +95,15 @@ class SerialPool(SerialPushing):
         for worker in self._workers:
             worker.configure(plan)
 
-    def collect(self, weights: Weights, horizon: int) -> list[RolloutResult]:
-        return [worker.collect(weights, horizon) for worker in self._workers]
+    def collect(
+        self, weights: Weights, horizon: int, max_seconds: float | None = None
+    ) -> list[RolloutResult]:
+        """Each worker in turn; ``max_seconds`` bounds the whole call."""
+        start, results = time.perf_counter(), []
+        for worker in self._workers:
+            left = None if max_seconds is None else max_seconds - (time.perf_counter() - start)
+            results.append(worker.collect(weights, horizon, left))
+        return results
 
     def nodes(self) -> list[str]:
         return [worker.node() for worker in self._workers]
@@ -241,11 +251,13 @@ class RayPool(RayPushing):
     def configure(self, plan: WorkerPlan) -> None:
         self._get([a.configure.remote(plan) for a in self._actors], "configure")
 
-    def collect(self, weights: Weights, horizon: int) -> list[RolloutResult]:
+    def collect(
+        self, weights: Weights, horizon: int, max_seconds: float | None = None
+    ) -> list[RolloutResult]:
         import ray
 
         ref = ray.put(weights)
-        return self._get([a.collect.remote(ref, horizon) for a in self._actors], "collect")
+        return self._get([a.collect.remote(ref, horizon, max_seconds) for a in self._actors], "collect")
 
     def nodes(self) -> list[str]:
         return list(self._nodes)

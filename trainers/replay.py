@@ -7,7 +7,8 @@ buffer keeps two rings:
   float32, float16, or uint8 for integer-valued sensors, checked to be lossless on insert), the mean action it
   acts on and its action mask;
 - *rows*: one per transition - the generation numbers of the frame it starts from and the frame it leads to,
-  the action, the reward and ``terminated``.
+  the action, the reward, ``terminated`` and, with ``store_logp`` (MF-AC), the action's log-probability
+  under the weights that chose it (NaN when not given).
 
 With ``share_frames`` (the default; transitions must then carry ``agent_keys``), an agent's next transition
 starts from the frame its previous transition led to (checked equal, so a caller that skips a step still gets
@@ -40,6 +41,7 @@ class Transitions:
     ``action``: int [B] (one discrete branch). ``action_mask`` / ``next_action_mask``: [B, n_actions], nonzero
     = allowed (None = all allowed). ``mean_action`` / ``next_mean_action``: float32 [B, D] (None without mean
     actions). ``agent_keys``: stable agent names, enabling frame sharing between consecutive transitions.
+    ``logp``: float32 [B], log-probability of each action under the weights that chose it (None: unknown).
     """
 
     obs: tuple[np.ndarray, ...]
@@ -53,6 +55,7 @@ class Transitions:
     action_mask: np.ndarray | None = None
     next_action_mask: np.ndarray | None = None
     agent_keys: Sequence[Hashable] | None = None
+    logp: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.action.shape[0])
@@ -60,7 +63,8 @@ class Transitions:
 
 @dataclass(frozen=True)
 class ReplaySample:
-    """A batch read back from the buffer: obs float32, masks bool (True = allowed), ``terminated`` float32."""
+    """A batch read back from the buffer: obs float32, masks bool (True = allowed), ``terminated`` float32,
+    ``logp`` float32 (NaN where the transition carried none)."""
 
     obs: tuple[np.ndarray, ...]
     mean_action: np.ndarray
@@ -71,6 +75,7 @@ class ReplaySample:
     next_mean_action: np.ndarray
     next_action_mask: np.ndarray
     terminated: np.ndarray
+    logp: np.ndarray
 
 
 class ReplayBuffer:
@@ -87,6 +92,7 @@ class ReplayBuffer:
         frame_slack: float = 0.125,
         share_frames: bool = True,
         seed: int | None = None,
+        store_logp: bool = False,
     ) -> None:
         if capacity < 1 or n_actions < 1 or mean_dim < 0 or frame_slack < 0:
             raise MeanFieldError(
@@ -115,6 +121,7 @@ class ReplayBuffer:
         self._row_next = np.zeros(capacity, np.int64)
         self._row_action = np.zeros(capacity, np.int16 if n_actions <= 2**15 else np.int32)
         self._row_reward = np.zeros(capacity, np.float32)
+        self._row_logp = np.full(capacity if store_logp else 0, np.nan, np.float32)  # on-policy learners only
         self._row_terminated = np.zeros(capacity, bool)
         self._frames_written = 0
         self._rows_written = 0
@@ -134,7 +141,7 @@ class ReplayBuffer:
     def nbytes(self) -> int:
         """Bytes held by all preallocated arrays."""
         arrays = [*self._frame_obs, self._frame_mean, self._frame_mask, self._row_obs, self._row_next]
-        arrays += [self._row_action, self._row_reward, self._row_terminated]
+        arrays += [self._row_action, self._row_reward, self._row_logp, self._row_terminated]
         return int(sum(a.nbytes for a in arrays))
 
     @property
@@ -234,6 +241,9 @@ class ReplayBuffer:
         self._row_next[row_slots] = nxt
         self._row_action[row_slots] = np.asarray(t.action).reshape(b)
         self._row_reward[row_slots] = np.asarray(t.reward, np.float32).reshape(b)
+        if self._row_logp.size:
+            logp = np.nan if t.logp is None else np.asarray(t.logp, np.float32).reshape(b)
+            self._row_logp[row_slots] = logp
         self._row_terminated[row_slots] = np.asarray(t.terminated, bool).reshape(b)
         self._rows_written += b
         if keys is not None and self.share_frames:
@@ -263,6 +273,7 @@ class ReplayBuffer:
             next_mean_action=self._frame_mean[s2],
             next_action_mask=self._frame_mask[s2],
             terminated=self._row_terminated[rows].astype(np.float32),
+            logp=self._row_logp[rows] if self._row_logp.size else np.full(len(rows), np.nan, np.float32),
         )
 
     def sample(self, batch_size: int) -> ReplaySample:

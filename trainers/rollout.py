@@ -12,7 +12,14 @@ bootstrap after a termination; bootstrap from the critic's value of the final ob
 truncation; bootstrap from the value of the current observation when the iteration ends while the agent lives
 (a fragment: the next iteration continues the episode in a new trajectory). An agent that disappears without
 a termination or truncation flag is treated as truncated and bootstrapped from its last value. Critic inputs
-for bootstrapping use the teammates ending at the same step (or all live teammates at a fragment cut).
+for bootstrapping use the teammates ending at the same step (or all live teammates at a fragment cut), and
+the global state each ending agent reported at its last step (a terminal step's state, never the state of
+the episode that restarts in the same message).
+
+Teams and global state (:mod:`~unimarl.trainers.teams`): a Unity agent's teammates are its Unity group,
+whatever their behaviour; teammates acting through another policy reach the critic as that policy's
+teammate embeddings (:meth:`MAPPOPolicy.embed`). A game's ``global_state`` sensor is read per agent (each
+area or group has its own); a PettingZoo env's ``state()`` serves all of its agents.
 
 Decision periods: agents whose ``infos["requested_decision"]`` is False (Unity decision period > 1) do not
 act; every reward until their next decision (or their end) goes to their last action, as in ML-Agents. An
@@ -37,22 +44,14 @@ import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from unimarl.trainers.batch import CriticInput, PolicySpec
-from unimarl.trainers.envs import (
-    AgentView,
-    EnvFactory,
-    agent_behavior,
-    agent_view,
-    env_state,
-    is_unity,
-    team_key,
-)
+from unimarl.trainers.envs import AgentView, EnvFactory, agent_behavior, agent_view, env_state, is_unity
 from unimarl.trainers.errors import ConfigError, EnvSetupError, TrainerError
 from unimarl.trainers.mappo import MAPPOPolicy
 from unimarl.trainers.rollout_plan import (
@@ -62,10 +61,15 @@ from unimarl.trainers.rollout_plan import (
     late_policy_seed,
     policy_setup,
 )
-from unimarl.trainers.rollout_records import StepRecord, assemble_batches, take_rows
-from unimarl.trainers.teams import team_arrays
+from unimarl.trainers.rollout_records import StepRecord, assemble_batches, compact_images, take_rows
+from unimarl.trainers.rollout_state import byte_sensors, game_state_shape
+from unimarl.trainers.teams import other_policy_teammates, team_key, team_rows
 
 logger = logging.getLogger(__name__)
+
+
+_Inputs = tuple[tuple[np.ndarray, ...], np.ndarray | None, CriticInput]
+"""One policy's batched obs (one array per sensor), action mask and critic input."""
 
 
 @dataclass
@@ -159,18 +163,21 @@ class RolloutWorker(GamePushing):
             obs, infos = env.reset(seed=seed + 1000 * worker_index + i)
             self._obs.append(obs)
             self._infos.append(infos)
-        self._has_state = env_state(self._envs[0]) is not None
         self._views: dict[str, AgentView] = {}
+        self._byte_sensors: dict[str, tuple[bool, ...]] = {}
+        self._alone_warned: set[str] = set()
+        self._next_alone = -1  # team ids of agents without a team count down from -1
         self._plan: WorkerPlan | None = None
         self._behavior_policy: dict[str, str] = {}
         self._group_weight: dict[str, float] = {}
+        self._ignored_group: set[str] = set()  # behaviours warned about ignored group rewards
         self._setups: dict[str, PolicySetup] = {}
         self._policies: dict[str, MAPPOPolicy] = {}
         self._waiting_weights: dict[str, dict[str, np.ndarray]] = {}
         self._new_policies: dict[str, PolicySetup] = {}
         self._new_behaviors: dict[str, str] = {}
         self._meta: list[dict[str, _Meta]] = [{} for _ in self._envs]
-        self._teams: dict[tuple[int, tuple[str, int]], int] = {}
+        self._teams: dict[tuple[Any, ...], int] = {}
         self._open: list[dict[str, _Open]] = [{} for _ in self._envs]
         self._episode: list[dict[str, list[float]]] = [{} for _ in self._envs]  # agent -> [return, length]
         self._new_layouts: dict[str, str] = {}
@@ -200,12 +207,14 @@ class RolloutWorker(GamePushing):
 
     def _view(self, env_i: int, agent: str, behavior: str) -> AgentView:
         env = self._envs[env_i]
-        state = env_state(env) if self._has_state else None
+        if self._unity[env_i]:
+            state_shape = game_state_shape(env, behavior)
+        else:
+            state = env_state(env)
+            state_shape = None if state is None else tuple(state.shape)
+        self._byte_sensors[behavior] = byte_sensors(env.observation_space(agent))
         return agent_view(
-            env.observation_space(agent),
-            env.action_space(agent),
-            None if state is None else tuple(state.shape),
-            f"behaviour '{behavior}'",
+            env.observation_space(agent), env.action_space(agent), state_shape, f"behaviour '{behavior}'"
         )
 
     def configure(self, plan: WorkerPlan) -> None:
@@ -263,8 +272,14 @@ class RolloutWorker(GamePushing):
             self._threads.shutdown()
 
     # -- collection -----------------------------------------------------------------------------------
-    def collect(self, weights: dict[str, dict[str, np.ndarray]], horizon: int) -> RolloutResult:
-        """Step every env ``horizon`` times with ``weights`` and return per-policy batches."""
+    def collect(
+        self, weights: dict[str, dict[str, np.ndarray]], horizon: int, max_seconds: float | None = None
+    ) -> RolloutResult:
+        """Step every env ``horizon`` times with ``weights`` and return per-policy batches.
+
+        ``max_seconds``: stop stepping once this much time has passed (at least one step; the run's time
+        budget); the fragments are cut and bootstrapped as at the end of a full horizon.
+        """
         if self._plan is None:
             raise TrainerError("RolloutWorker.collect called before configure(plan)")
         start = time.perf_counter()
@@ -281,7 +296,11 @@ class RolloutWorker(GamePushing):
         lengths: dict[str, list[int]] = defaultdict(list)
         timers = {"act_s": 0.0, "env_s": 0.0}
         agent_steps = 0
+        steps_done = 0
         for _ in range(horizon):
+            if steps_done and max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                break
+            steps_done += 1
             t0 = time.perf_counter()
             actions, n = self._act()
             agent_steps += n
@@ -297,7 +316,7 @@ class RolloutWorker(GamePushing):
         timers["collect_s"] = time.perf_counter() - start
         return RolloutResult(
             batches,
-            horizon * len(self._envs),
+            steps_done * len(self._envs),
             agent_steps,
             dict(returns),
             dict(lengths),
@@ -321,8 +340,13 @@ class RolloutWorker(GamePushing):
             behavior = agent_behavior(self._envs[env_i], agent, info)
             if behavior not in self._behavior_policy:
                 self._add_behavior(env_i, agent, behavior)
-            key = (env_i, team_key(behavior, info, self._unity[env_i]))
-            team = self._teams.setdefault(key, len(self._teams))
+            key = team_key(env_i, behavior, info, self._unity[env_i])
+            if key is None:
+                team = self._next_alone
+                self._next_alone -= 1
+                self._warn_alone(behavior, agent)
+            else:
+                team = self._teams.setdefault(key, len(self._teams))
             meta = _Meta(behavior, self._behavior_policy[behavior], self._views[behavior], team)
             self._meta[env_i][agent] = meta
         return meta
@@ -337,10 +361,23 @@ class RolloutWorker(GamePushing):
             rows.meta.append(meta)
         return grouped
 
-    def _inputs(
-        self, rows: _Rows, states: np.ndarray | None
-    ) -> tuple[tuple[np.ndarray, ...], np.ndarray | None, CriticInput]:
-        """Stack the current observations of ``rows`` (one policy) into obs, mask and critic input."""
+    def _warn_alone(self, behavior: str, agent: str) -> None:
+        spec = self._views[behavior].spec
+        setup = self._setups.get(self._behavior_policy[behavior])
+        centralized = setup is None or setup.network.centralized_critic
+        if spec.state_shape is None and centralized and behavior not in self._alone_warned:
+            self._alone_warned.add(behavior)
+            logger.warning(
+                "agent %s of behaviour '%s' is in no Unity group (group_id 0): its centralised critic sees "
+                "only its own observation; put teammates in a SimpleMultiAgentGroup, or add a sensor named "
+                "'global_state'",
+                agent,
+                behavior,
+            )
+
+    def _inputs(self, rows: _Rows) -> _Inputs:
+        """Stack the current observations of ``rows`` (one policy) into obs (images as bytes where lossless),
+        mask and critic input (global states, or references to the teammates among ``rows``)."""
         view = rows.meta[0].view
         if all(m.view is view for m in rows.meta):
             obs, mask = view.stack([self._obs[e][a] for e, a in zip(rows.env, rows.agent, strict=True)])
@@ -350,17 +387,47 @@ class RolloutWorker(GamePushing):
             obs = tuple(np.concatenate(s) for s in zip(*(p[0] for p in parts), strict=True))
             masks = [p[1] for p in parts]
             mask = None if masks[0] is None else np.concatenate(masks)  # type: ignore[arg-type]
-        if states is not None:
-            return obs, mask, CriticInput(state=states[np.asarray(rows.env)])
-        n = len(rows.env)
-        flat = obs[0].reshape(n, -1) if len(obs) == 1 else np.concatenate([o.reshape(n, -1) for o in obs], 1)
-        team_obs, team_mask = team_arrays(flat, np.array([m.team for m in rows.meta]))
-        return obs, mask, CriticInput(team_obs=team_obs, team_mask=team_mask)
+        flags = [self._byte_sensors[m.behavior] for m in rows.meta]
+        obs = compact_images(obs, tuple(all(f) for f in zip(*flags, strict=True)))
+        if view.spec.state_shape is not None:
+            return obs, mask, CriticInput(state=self._state_rows(rows))
+        return obs, mask, CriticInput(team_rows=team_rows(np.array([m.team for m in rows.meta])))
 
-    def _states(self) -> np.ndarray | None:
-        if not self._has_state:
-            return None
-        return np.stack([env_state(env) for env in self._envs])  # type: ignore[misc]
+    def _state_rows(self, rows: _Rows) -> np.ndarray:
+        """Each row's global state: the Unity agent's own (its area's or group's), or its env's state()."""
+        per_env: dict[int, np.ndarray] = {}
+        states = []
+        for env_i, agent in zip(rows.env, rows.agent, strict=True):
+            env = self._envs[env_i]
+            if self._unity[env_i]:
+                states.append(np.asarray(env.agent_state(agent), np.float32))
+                continue
+            if env_i not in per_env:
+                state = env_state(env)
+                if state is None:
+                    raise EnvSetupError(f"env {env_i} stopped providing state(); its agents' critic needs it")
+                per_env[env_i] = state
+            states.append(per_env[env_i])
+        return np.stack(states)
+
+    def _critic_inputs(self, gathered: dict[str, _Rows]) -> dict[str, _Inputs]:
+        """:meth:`_inputs` of every policy, with teammates acting through other policies added as their
+        policies' teammate embeddings."""
+        inputs = {name: self._inputs(rows) for name, rows in gathered.items()}
+        teams = {
+            name: np.array([m.team for m in rows.meta])
+            for name, rows in gathered.items()
+            if inputs[name][2].team_rows is not None and self._policies[name].embedding_width is not None
+        }
+        extra = other_policy_teammates(teams, lambda name: self._policies[name].embed(inputs[name][0]))
+        for name, (given, mask) in extra.items():
+            obs, action_mask, critic = inputs[name]
+            inputs[name] = (
+                obs,
+                action_mask,
+                replace(critic, team_embeddings=given, team_embedding_mask=mask),
+            )
+        return inputs
 
     def _act(self) -> tuple[list[dict[str, Any]], int]:
         """One batched forward per policy over every acting agent of every env."""
@@ -368,11 +435,12 @@ class RolloutWorker(GamePushing):
         for i, env in enumerate(self._envs):
             infos = self._infos[i]
             pairs.extend((i, a) for a in env.agents if infos.get(a, {}).get("requested_decision", True))
-        states = self._states()
+        deterministic = self._plan is not None and self._plan.deterministic
         actions: list[dict[str, Any]] = [{} for _ in self._envs]
-        for name, rows in self._gather(pairs).items():
-            obs, mask, critic = self._inputs(rows, states)
-            out = self._policies[name].act(obs, mask, critic)
+        gathered = self._gather(pairs)
+        for name, (obs, mask, critic) in self._critic_inputs(gathered).items():
+            rows = gathered[name]
+            out = self._policies[name].act(obs, mask, critic, deterministic=deterministic)
             records = self._records[name]
             rec = len(records)
             n = len(rows.env)
@@ -399,6 +467,7 @@ class RolloutWorker(GamePushing):
                     out.values,
                     trajs,
                     np.zeros(n, np.float32),
+                    out.embeddings,
                 )
             )
         return actions, len(pairs)
@@ -418,9 +487,18 @@ class RolloutWorker(GamePushing):
                 if slot is None:
                     continue
                 r = float(reward)
-                w = weights.get(slot.behavior, 0.0)
-                if w:
-                    r += w * float((infos.get(agent) or {}).get("group_reward", 0.0))
+                group = float((infos.get(agent) or {}).get("group_reward", 0.0))
+                if group:
+                    w = weights.get(slot.behavior, 0.0)
+                    r += w * group
+                    if not w and slot.behavior not in self._ignored_group:
+                        self._ignored_group.add(slot.behavior)
+                        logger.warning(
+                            "behaviour '%s' receives group rewards (Unity AddGroupReward) but its "
+                            "group_reward_weight is 0, so they are ignored; unless the game also adds them "
+                            "to the agents' own rewards, set group_reward_weight (default 1.0)",
+                            slot.behavior,
+                        )
                 self._records[slot.policy][slot.rec].rewards[slot.row] += r
                 episode[agent][0] += r
             live = set(self._envs[i].agents)
@@ -452,9 +530,9 @@ class RolloutWorker(GamePushing):
     def _bootstrap(self, pending: list[tuple[int, str, _Open]]) -> None:
         """Close trajectories with the critic's value of each agent's current observation."""
         slots = {(env_i, agent): slot for env_i, agent, slot in pending}
-        states = self._states()
-        for name, rows in self._gather([(e, a) for e, a, _ in pending]).items():
-            obs, _, critic = self._inputs(rows, states)
+        gathered = self._gather([(e, a) for e, a, _ in pending])
+        for name, (obs, _, critic) in self._critic_inputs(gathered).items():
+            rows = gathered[name]
             values = self._policies[name].value(obs, critic)
             for env_i, agent, v in zip(rows.env, rows.agent, values.tolist(), strict=True):
                 self._ends[slots[(env_i, agent)].traj] = (False, v)

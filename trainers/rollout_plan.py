@@ -30,13 +30,15 @@ class WorkerPlan:
     """Which policy acts for which behaviour, and how group rewards are weighted.
 
     ``config``: the run's config, used to map and set up behaviours that appear after reset (None: such a
-    behaviour raises :class:`EnvSetupError`).
+    behaviour raises :class:`EnvSetupError`). ``deterministic``: act with the actors' mean / argmax instead
+    of sampling (evaluation; the exported model's ``deterministic_*`` outputs are the same actions).
     """
 
     policies: dict[str, PolicySetup]
     behavior_policy: dict[str, str]
     group_reward_weight: dict[str, float] = field(default_factory=dict)
     config: TrainConfig | None = None
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The run folder ``results/RUN_ID/``: what a user inspects, resumes and ships from.
 
 Layout: ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON object per summary),
-``tensorboard/<policy>/`` and ``tensorboard/run/`` (TensorBoard event files), ``checkpoints/checkpoint-<env
+``tensorboard/<policy>/`` and ``tensorboard/run/`` (TensorBoard event files; folder names made safe on every
+OS by :func:`~unimarl.trainers.names.path_name`, e.g. ``CoopNav_team_0``), ``checkpoints/checkpoint-<env
 steps>.pt`` (``torch.save`` of plain dicts and tensors, loadable with ``torch.load(weights_only=True)``),
 ``logs/`` (player logs of Unity/sim games) and ``build/`` (sim game wrappers).
 """
@@ -18,6 +19,7 @@ import torch
 import yaml
 
 from unimarl.trainers.errors import ResumeError
+from unimarl.trainers.names import path_name
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class RunDir:
         for folder in (self.path, self.checkpoints, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
         self._writers: dict[str, Any] = {}
+        self._folders: dict[str, str] = {}  # group -> its folder name under tensorboard/
 
     def write_config(self, data: dict[str, Any]) -> None:
         (self.path / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
@@ -65,10 +68,26 @@ class RunDir:
         if writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = self._writers[group] = SummaryWriter(str(self.path / "tensorboard" / group))
+            writer = self._writers[group] = SummaryWriter(
+                str(self.path / "tensorboard" / self._folder(group))
+            )
         for tag, value in values.items():
             writer.add_scalar(tag, value, step)
         writer.flush()
+
+    def _folder(self, group: str) -> str:
+        """A safe folder name for ``group``, distinct from those of the other groups of this run."""
+        folder = base = path_name(group)
+        taken = set(self._folders.values())
+        k = 2
+        while folder in taken:
+            folder, k = f"{base}-{k}", k + 1
+        if folder != base:
+            logger.warning(
+                "TensorBoard folder of '%s' is %s (%s is taken by another name)", group, folder, base
+            )
+        self._folders[group] = folder
+        return folder
 
     def save_checkpoint(self, state: dict[str, Any], env_steps: int) -> Path:
         """Write ``state`` atomically; keeps the newest ``keep_checkpoints`` files."""

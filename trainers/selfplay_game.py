@@ -13,7 +13,7 @@ What the games acknowledge comes back with every chunk of transitions. A rejecte
 load or run it, e.g. the opponent's observations differ from the learner's) or a model no game has
 acknowledged after :data:`ACK_TIMEOUT_S` stops training with :class:`SelfPlayError`: the opponent would
 otherwise stand still or keep an old policy unnoticed. A battle is credited to the snapshot only if the game
-ran that snapshot's model for the whole battle (:attr:`~unimarl.trainers.mf_worker.Outcome.versions`);
+ran that snapshot's model for the whole battle (:attr:`~unimarl.trainers.mf_battles.Outcome.versions`);
 battles played while a new model was on its way are counted under ``selfplay/uncredited/<policy>``.
 """
 
@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from unimarl.trainers.errors import TrainerError
+from unimarl.trainers.mf_battles import Outcome
 from unimarl.trainers.mf_config import make_learner
 from unimarl.trainers.mf_export import policy_model
-from unimarl.trainers.mf_worker import MFPolicySetup, Outcome
+from unimarl.trainers.mf_worker import MFPolicySetup
 from unimarl.trainers.mfq import MFQLearner
 from unimarl.trainers.onnx_export import ExportError
 from unimarl.trainers.policy_export import ONNX_DIR, model_file_name

@@ -1,29 +1,49 @@
-"""Centralised-critic inputs built from teammates, and concatenation of batches with different team sizes.
+"""Who is whose teammate for the centralised critic, and concatenation of critic inputs and batches.
 
-Without a game-provided global state, an agent's critic sees ``team_obs`` [B, K, obs_size]: the flattened
-observations of its live teammates at that step (itself excluded), padded to K with ``team_mask`` False. K
-is the largest team size minus one in the batch; batches with different K are padded to the largest when
-concatenated.
+Teams (:func:`team_key`): a Unity agent's team is its Unity group (``SimpleMultiAgentGroup``, ``group_id !=
+0``) in its game, whatever the behaviour (a striker and a goalie of one group are teammates); a Unity agent
+without a group is alone (its critic needs a group or a ``global_state`` sensor to see more than itself).
+A PettingZoo env has no groups: its agents of one behaviour are a team (names like ``red_0``/``blue_3`` mark
+the sides). Agents of different envs are never teammates.
+
+Without a game-provided global state, an agent's critic pools its live teammates at that step (itself
+excluded). Teammates acting through the same policy are referenced by row (``CriticInput.team_rows`` [B, K],
+-1 = empty): their observations are stored once, not copied into every teammate's row. K is the largest team
+size minus one in the batch; inputs with different K are padded when concatenated, and row references are
+shifted by the rows before them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from unimarl.trainers.batch import CriticInput, RolloutBatch
-from unimarl.trainers.errors import TrainerError
+from unimarl.trainers.errors import ConfigError, TrainerError
 
 
-def team_arrays(flat_obs: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Teammates' observations for each row; rows with equal ``groups`` values are teammates.
+def team_key(
+    env_index: int, behavior: str, info: dict[str, Any] | None, unity: bool
+) -> tuple[Any, ...] | None:
+    """Agents of one worker with equal keys are teammates; None: the agent is alone (see the module
+    docstring)."""
+    if not unity:
+        return (env_index, "behavior", behavior)
+    group = int((info or {}).get("group_id", 0))
+    return None if group == 0 else (env_index, "group", group)
 
-    ``flat_obs`` float32 [B, D], ``groups`` int [B] -> (team_obs float32 [B, K, D], team_mask bool [B, K]).
-    Teammates keep their row order; one gather for all groups (no loop over groups).
+
+def team_rows(groups: np.ndarray) -> np.ndarray:
+    """int32 [B, K]: for each row, the other rows with the same ``groups`` value (in row order), -1 padded.
+
+    One gather for all groups (no loop over groups); K is the largest group size minus one.
     """
-    b, d = flat_obs.shape
-    if b == 0:
-        return np.zeros((0, 0, d), np.float32), np.zeros((0, 0), bool)
     groups = np.asarray(groups)
+    b = len(groups)
+    if b == 0:
+        return np.zeros((0, 0), np.int32)
     order = np.argsort(groups, kind="stable")
     sorted_groups = groups[order]
     first = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
@@ -35,33 +55,97 @@ def team_arrays(flat_obs: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, n
     position = np.arange(b)[:, None] - start[:, None]  # own position inside the group
     member = slot + (slot >= position)  # skip oneself
     valid = member < size[:, None]
-    source = order[np.where(valid, start[:, None] + member, 0)]
-    team_obs = np.zeros((b, k, d), np.float32)
-    team_mask = np.zeros((b, k), bool)
-    team_obs[order] = np.where(valid[:, :, None], flat_obs[source], 0.0)
-    team_mask[order] = valid
-    return team_obs, team_mask
+    rows = np.full((b, k), -1, np.int32)
+    rows[order] = np.where(valid, order[np.where(valid, start[:, None] + member, 0)], -1)
+    return rows
 
 
-def _pad_team(critics: list[CriticInput]) -> CriticInput:
-    k = max(c.team_obs.shape[1] for c in critics if c.team_obs is not None)
-    obs, masks = [], []
-    for c in critics:
-        assert c.team_obs is not None and c.team_mask is not None
-        pad = k - c.team_obs.shape[1]
-        obs.append(np.pad(c.team_obs, ((0, 0), (0, pad), (0, 0))))
-        masks.append(np.pad(c.team_mask, ((0, 0), (0, pad))))
-    return CriticInput(team_obs=np.concatenate(obs), team_mask=np.concatenate(masks))
+def other_policy_teammates(
+    teams: dict[str, np.ndarray], embed: Callable[[str], np.ndarray]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Teammates acting through another policy, as that policy's teammate embeddings.
+
+    ``teams``: policy -> team id of each of its rows at this step (negative: alone); ``embed(policy)``: the
+    embeddings [n, W] of that policy's rows. Returns, for each policy with such teammates, float32 [n, M, W]
+    embeddings and their bool [n, M] mask. Raises :class:`ConfigError` when two policies of one team embed
+    in different widths.
+    """
+    members: dict[int, list[tuple[str, int]]] = {}
+    for name, ids in teams.items():
+        for row, team in enumerate(ids.tolist()):
+            if team >= 0:
+                members.setdefault(team, []).append((name, row))
+    mixed = {t: m for t, m in members.items() if len({name for name, _ in m}) > 1}
+    involved = sorted({name for m in mixed.values() for name, _ in m})
+    embedded = {name: embed(name) for name in involved}
+    out = {}
+    for name in involved:
+        foreign = [
+            [embedded[other][row] for other, row in mixed.get(team, ()) if other != name]
+            for team in teams[name].tolist()
+        ]
+        width = embedded[name].shape[1]
+        given = np.zeros((len(foreign), max(len(f) for f in foreign), width), np.float32)
+        mask = np.zeros(given.shape[:2], bool)
+        for row, vectors in enumerate(foreign):
+            for slot, vector in enumerate(vectors):
+                if vector.shape[0] != width:
+                    raise ConfigError(
+                        f"policy '{name}' shares Unity groups with a policy whose critic embeds teammates "
+                        f"in {vector.shape[0]} units, not {width}; give both the same "
+                        "network_settings.hidden_units"
+                    )
+                given[row, slot], mask[row, slot] = vector, True
+        out[name] = (given, mask)
+    return out
 
 
-def concat_critic(critics: list[CriticInput]) -> CriticInput:
-    """Concatenate critic inputs along the batch axis (padding the teammate axis)."""
+def _pad(a: np.ndarray, width: int, axis: int, value: Any) -> np.ndarray:
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, width - a.shape[axis])
+    return np.pad(a, pad, constant_values=value)
+
+
+def _shift(rows: np.ndarray, offset: int) -> np.ndarray:
+    return np.where(rows >= 0, rows + offset, -1).astype(np.int32)
+
+
+def concat_critic(critics: list[CriticInput], sizes: list[int] | None = None) -> CriticInput:
+    """Concatenate critic inputs along the batch axis: pad the teammate axes, shift row references.
+
+    ``sizes``: rows of each part (default: ``len`` of each critic input).
+    """
+    sizes = [len(c) for c in critics] if sizes is None else sizes
     with_state = [c.state is not None for c in critics]
     if all(with_state):
         return CriticInput(state=np.concatenate([c.state for c in critics]))  # type: ignore[misc]
     if any(with_state):
         raise TrainerError("cannot concatenate critic inputs with and without global state")
-    return _pad_team(critics)
+    offsets = np.cumsum([0, *sizes[:-1]])
+    rows = [
+        c.team_rows if c.team_rows is not None else np.full((n, 0), -1, np.int32)
+        for c, n in zip(critics, sizes, strict=True)
+    ]
+    k = max(r.shape[1] for r in rows)
+    team_rows = np.concatenate(
+        [_pad(_shift(r, int(o)), k, 1, -1) for r, o in zip(rows, offsets, strict=True)]
+    )
+    given = [c for c in critics if c.team_embeddings is not None]
+    if not given:
+        return CriticInput(team_rows=team_rows)
+    width = given[0].team_embeddings.shape[2]  # type: ignore[union-attr]
+    m = max(c.team_embeddings.shape[1] for c in given)  # type: ignore[union-attr]
+    embeddings, masks = [], []
+    for c, n in zip(critics, sizes, strict=True):
+        e = c.team_embeddings if c.team_embeddings is not None else np.zeros((n, 0, width), np.float32)
+        mask = c.team_embedding_mask if c.team_embedding_mask is not None else np.ones(e.shape[:2], bool)
+        embeddings.append(_pad(e, m, 1, 0.0))
+        masks.append(_pad(mask, m, 1, False))
+    return CriticInput(
+        team_rows=team_rows,
+        team_embeddings=np.concatenate(embeddings),
+        team_embedding_mask=np.concatenate(masks),
+    )
 
 
 def concat_batches(batches: list[RolloutBatch]) -> RolloutBatch:
@@ -73,7 +157,7 @@ def concat_batches(batches: list[RolloutBatch]) -> RolloutBatch:
     masks = [b.action_mask for b in batches]
     return RolloutBatch(
         obs=tuple(np.concatenate(parts) for parts in zip(*(b.obs for b in batches), strict=True)),
-        critic=concat_critic([b.critic for b in batches]),
+        critic=concat_critic([b.critic for b in batches], [len(b) for b in batches]),
         continuous_actions=np.concatenate([b.continuous_actions for b in batches]),
         discrete_actions=np.concatenate([b.discrete_actions for b in batches]),
         action_mask=None if masks[0] is None else np.concatenate(masks),  # type: ignore[arg-type]

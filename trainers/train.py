@@ -2,10 +2,13 @@
 
 One iteration: the pool's workers each step their environments ``time_horizon`` times with the current
 weights (sent once per iteration), returning one batch per policy with advantages computed per trajectory;
-the learner (this process, on CUDA when available and ``device`` allows) updates its observation normaliser
-and then each policy. Every ``summary_freq`` env steps a metrics line goes to metrics.jsonl, TensorBoard and
-the ``on_summary`` callback; every ``checkpoint_interval`` env steps, and when the run ends (step budget,
-time budget, or SIGINT / :meth:`threading.Event.set` on ``stop``), a checkpoint is written. ``resume``
+the learner (this process, on CUDA when available and ``device`` allows) updates each policy (its
+normalisers move after its gradient steps). Every ``summary_freq`` env steps a metrics line goes to
+metrics.jsonl, TensorBoard and the ``on_summary`` callback; every ``checkpoint_interval`` env steps, and when
+the run ends (step budget, time budget, or SIGINT / :meth:`threading.Event.set` on ``stop``), a checkpoint is
+written. The time budget (``max_seconds``) holds inside an iteration: collection stops stepping and the
+update stops starting minibatches once it is spent, and that iteration still writes its metrics line and
+checkpoint. Between metrics lines a progress line is logged at least every 10 s (:mod:`.progress`). ``resume``
 restores step counters, policies, optimisers, normalisers and random generators from the latest checkpoint
 (README, "Training", lists what is and is not restored). The iteration that ends the run always writes a
 metrics line. Policies of behaviours that appear after reset are created when a worker first meets them
@@ -36,6 +39,7 @@ from unimarl.trainers.hotswap import HotSwap
 from unimarl.trainers.mappo import MAPPOPolicy
 from unimarl.trainers.policy_export import export_policies
 from unimarl.trainers.pool import make_pool
+from unimarl.trainers.progress import Heartbeat
 from unimarl.trainers.rollout_plan import (
     PolicySetup,
     RolloutResult,
@@ -141,7 +145,7 @@ def _schedule(config: TrainConfig, behaviors: list[str]) -> dict[str, int]:
 
 def _env_factory(config: TrainConfig, run: RunDir) -> EnvFactory:
     env = config.env
-    env.kind  # noqa: B018 - validates that exactly one env kind is set
+    env.kind  # noqa: B018 - validates that at most one env kind is set
     if env.pettingzoo and env.pettingzoo.partition(":")[0].endswith(".py"):
         module, _, attr = env.pettingzoo.rpartition(":")
         # absolute for Ray workers that may run elsewhere; a copy, so the caller's config stays as given
@@ -199,7 +203,7 @@ def pool_options(config: TrainConfig) -> dict[str, Any]:
     return dict(
         backend=r.backend,
         num_workers=r.num_workers,
-        num_envs=config.env.num_envs,
+        num_envs=config.env.envs_per_worker,
         seed=r.seed,
         address=r.address,
     )
@@ -232,6 +236,17 @@ class Cadence:
         self.acc: dict[str, list[float]] = defaultdict(list)
         self.line: dict[str, Any] = {}
         self.session_s = 0.0
+        self.heartbeat: Heartbeat | None = None
+        """Told when a metrics line is written, so progress lines come only between them."""
+
+    def deadline(self) -> float | None:
+        """The ``time.perf_counter()`` at which this session's time budget ends (None: no budget)."""
+        return None if self.max_seconds is None else self.start + self.max_seconds
+
+    def seconds_left(self) -> float | None:
+        """Seconds left of this session's time budget (None: no budget; at least 0)."""
+        deadline = self.deadline()
+        return None if deadline is None else max(deadline - time.perf_counter(), 0.0)
 
     def clock(self) -> float:
         """Seconds of this session; updates the run's wall time."""
@@ -250,6 +265,8 @@ class Cadence:
         _tensorboard(self.run, line, policy_of)
         if self.on_summary is not None:
             self.on_summary(line)
+        if self.heartbeat is not None:
+            self.heartbeat.reported()
         self.acc.clear()
         self.line = line
         self.since = (c.env_steps, c.agent_steps, c.wall_s)
@@ -406,6 +423,7 @@ def train(
         return train_mean_field(config, on_summary, stop)
     run, device, stopper = start_run(config, stop)
     pool = None
+    heartbeat: Heartbeat | None = None
     try:
         pool = make_pool(_env_factory(config, run), **pool_options(config))
         specs = pool.specs()
@@ -424,15 +442,19 @@ def train(
             sorted(policies),
             config.env.kind,
             config.run.num_workers,
-            config.env.num_envs,
+            config.env.envs_per_worker,
             device,
             sched,
         )
         cadence = Cadence(run, c, sched, config.run.max_seconds, on_summary)
+        heartbeat = cadence.heartbeat = Heartbeat(max_seconds=config.run.max_seconds)
         acc = cadence.acc
         stopped_by = "max_steps"
         while c.env_steps < sched["max_steps"]:
-            results = pool.collect({n: p.get_weights() for n, p in policies.items()}, sched["time_horizon"])
+            heartbeat.phase("collecting", c.iterations + 1, c.env_steps)
+            weights = {n: p.get_weights() for n, p in policies.items()}
+            results = pool.collect(weights, sched["time_horizon"], cadence.seconds_left())
+            heartbeat.phase("updating", c.iterations + 1, c.env_steps)
             _adopt_late_policies(results, policies, plan, config, device)
             hotswap.behavior_policy.update(plan.behavior_policy)  # late behaviours are pushed too
             if _adopt_late_layouts(results, plan, layouts):
@@ -443,8 +465,7 @@ def train(
                 if not batches:
                     continue
                 batch = concat_batches(batches)
-                policy.update_obs_normalizer(batch.obs)
-                for key, value in policy.update(batch).items():
+                for key, value in policy.update(batch, cadence.deadline()).items():
                     acc[f"{key}/{name}"].append(value)
             acc["timers/learn_s"].append(time.perf_counter() - t_learn)
             _summarise(results, acc)
@@ -463,6 +484,8 @@ def train(
             stopped_by, lambda: _checkpoint(run, policies, c, layouts, plan.behavior_policy)
         )
     finally:
+        if heartbeat is not None:
+            heartbeat.close()
         stopper.restore()
         if pool is not None:
             pool.close()

@@ -2,7 +2,8 @@
 
 Runs as a script inside the official client's venv (mlagents-envs 0.28.0, numpy 1.23)::
 
-    python official_driver.py --build PATH --seed S --steps N --out trace.jsonl [--log-folder DIR] [-- ARGS]
+    python official_driver.py --build PATH --seed S --steps N --out trace.jsonl [--log-folder DIR]
+        [--reset-at K] [-- ARGS]
 
 and is imported by tests/conformance/test_official_client.py, which drives the same game with unimarl's bridge
 using the same :func:`choose_actions` rule and the same :func:`summarize_steps` normalisation, so the two
@@ -119,6 +120,20 @@ def summarize_stats(received: dict[str, list[tuple[float, Any]]]) -> dict[str, l
     return {k: [[float(v), int(getattr(a, "value", a))] for v, a in vs] for k, vs in sorted(received.items())}
 
 
+#: How each client reports the game closing its side (header 400) or going silent, in both traces.
+ENDINGS = {
+    "UnityCommunicatorStoppedException": "closed",
+    "UnityClosedError": "closed",
+    "UnityTimeOutException": "timeout",
+    "UnityTimeoutError": "timeout",
+}
+
+
+def ending_line(step: int, error: str) -> dict[str, Any]:
+    """The trace line written when a client's reset/step raised ``error`` (a class name) at ``step``."""
+    return {"step": step, "ended": ENDINGS.get(error, error)}
+
+
 def free_port() -> int:
     """A port free right now on every interface (the official client binds [::]:port itself)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -156,7 +171,14 @@ def _official_steps(env: Any, name: str, seed: int, step: int) -> tuple[dict[str
 
 
 def run(
-    build: str, seed: int, steps: int, out: Path, extra_args: list[str], timeout: int, log_folder: str | None
+    build: str,
+    seed: int,
+    steps: int,
+    out: Path,
+    extra_args: list[str],
+    timeout: int,
+    log_folder: str | None,
+    reset_at: int = -1,
 ) -> None:
     from mlagents_envs.environment import UnityEnvironment
     from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
@@ -176,9 +198,12 @@ def run(
         side_channels=[engine, params, stats],
         log_folder=log_folder,
     )
-    try:
-        env.reset()
-        with out.open("w") as trace:
+    from mlagents_envs.exception import UnityCommunicatorStoppedException, UnityTimeOutException
+
+    step = 0
+    with out.open("w") as trace:
+        try:
+            env.reset()
             for step in range(steps + 1):
                 line: dict[str, Any] = {"step": step, "behaviors": {}}
                 for name in sorted(env.behavior_specs):
@@ -188,10 +213,14 @@ def run(
                         env.set_actions(name, action)
                 line["stats"] = summarize_stats(stats.get_and_reset_stats())
                 trace.write(json.dumps(line, sort_keys=True) + "\n")
-                if step < steps:
+                if step == reset_at:
+                    env.reset()
+                elif step < steps:
                     env.step()
-    finally:
-        env.close()
+        except (UnityCommunicatorStoppedException, UnityTimeOutException) as e:
+            trace.write(json.dumps(ending_line(step, type(e).__name__), sort_keys=True) + "\n")
+        finally:
+            env.close()
 
 
 def main(argv: list[str]) -> int:
@@ -202,9 +231,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON-lines trace to write")
     parser.add_argument("--timeout", type=int, default=30, help="seconds to wait for the game")
     parser.add_argument("--log-folder", default=None, help="folder for the game's Player-0.log")
+    parser.add_argument("--reset-at", type=int, default=-1, help="reset instead of stepping after this step")
     parser.add_argument("extra", nargs="*", help="further player arguments (after --)")
     args = parser.parse_args(argv)
-    run(args.build, args.seed, args.steps, args.out, args.extra, args.timeout, args.log_folder)
+    run(args.build, args.seed, args.steps, args.out, args.extra, args.timeout, args.log_folder, args.reset_at)
     return 0
 
 

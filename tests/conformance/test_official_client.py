@@ -10,6 +10,9 @@ messages and the same deterministic action rule computed from what they decoded.
   the game sent on the stats side channel;
 * what the game received (its ``--record`` file): the command and the actions by position, every exchange;
 * what the game applied from the side channels (engine configuration, environment parameter), from its log.
+
+The Unity rules the sims model behind flags (docs/unity-semantics.md) get the same comparison, one case each
+(:data:`RULES`); a client whose game closed its side or went silent writes an ``ended`` line instead.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 
 from unimarl.bridge import (
@@ -30,7 +34,9 @@ from unimarl.bridge import (
     AgentBatch,
     EngineConfigurationChannel,
     EnvironmentParametersChannel,
+    UnityClosedError,
     UnityConnection,
+    UnityTimeoutError,
 )
 from unimarl.sim import make_build
 
@@ -87,7 +93,15 @@ def _summaries(name: str, connection: UnityConnection, steps: dict[str, Any]) ->
     return entry, (decision, masks, spec.action_spec.continuous_size, branches)
 
 
-def run_unimarl(build: Path, out: Path, record: Path, log_dir: Path) -> None:
+def run_unimarl(
+    build: Path,
+    out: Path,
+    record: Path,
+    log_dir: Path,
+    steps: int = STEPS,
+    timeout: float = 30.0,
+    reset_at: int = -1,
+) -> None:
     """The same session as official_driver.run, through unimarl's UnityConnection."""
     engine, params = EngineConfigurationChannel(), EnvironmentParametersChannel()
     engine.set_configuration_parameters(**driver.ENGINE_SETTINGS)
@@ -95,30 +109,42 @@ def run_unimarl(build: Path, out: Path, record: Path, log_dir: Path) -> None:
     connection = UnityConnection(
         build,
         seed=SEED,
-        timeout=30.0,
+        timeout=timeout,
         additional_args=["--record", str(record)],
         log_dir=log_dir,
         side_channels=[engine, params],
     )
+    progress = [0]  # the step being played, for the ending line
     with connection, out.open("w") as trace:
-        output = connection.reset()
-        for step in range(STEPS + 1):
-            line: dict[str, Any] = {"step": step, "behaviors": {}}
-            actions = {}
-            for name in sorted(connection.behavior_specs):
-                entry, (decision, masks, continuous_size, branches) = _summaries(
-                    name, connection, output.steps
+        try:
+            _play(connection, trace, steps, progress, reset_at)
+        except (UnityClosedError, UnityTimeoutError) as e:
+            ending = driver.ending_line(progress[0], type(e).__name__)
+            trace.write(json.dumps(ending, sort_keys=True) + "\n")
+
+
+def _play(
+    connection: UnityConnection, trace: Any, steps: int, progress: list[int], reset_at: int = -1
+) -> None:
+    output = connection.reset()
+    for step in range(steps + 1):
+        progress[0] = step
+        line: dict[str, Any] = {"step": step, "behaviors": {}}
+        actions = {}
+        for name in sorted(connection.behavior_specs):
+            entry, (decision, masks, continuous_size, branches) = _summaries(name, connection, output.steps)
+            line["behaviors"][name] = entry
+            if len(decision):
+                continuous, discrete = driver.choose_actions(
+                    SEED, step, decision.agent_id, decision.obs, masks, continuous_size, branches
                 )
-                line["behaviors"][name] = entry
-                if len(decision):
-                    continuous, discrete = driver.choose_actions(
-                        SEED, step, decision.agent_id, decision.obs, masks, continuous_size, branches
-                    )
-                    actions[name] = ActionTuple(continuous=continuous, discrete=discrete)
-            line["stats"] = driver.summarize_stats(connection.stats.get_and_reset_stats())
-            trace.write(json.dumps(line, sort_keys=True) + "\n")
-            if step < STEPS:
-                output = connection.step(actions)
+                actions[name] = ActionTuple(continuous=continuous, discrete=discrete)
+        line["stats"] = driver.summarize_stats(connection.stats.get_and_reset_stats())
+        trace.write(json.dumps(line, sort_keys=True) + "\n")
+        if step == reset_at:
+            output = connection.reset()
+        elif step < steps:
+            output = connection.step(actions)
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -156,9 +182,21 @@ def _side_channel_log(log_dir: Path) -> list[str]:
     return lines
 
 
-def _run_both(case: str, tmp_path: Path, run_official: Callable[..., str]) -> dict[str, Path]:
-    game, flags = GAMES[case]
-    build = make_build(game, tmp_path / "build", extra_args=["--package-version", PACKAGE_VERSION, *flags])
+def _run_both(
+    case: str,
+    tmp_path: Path,
+    run_official: Callable[..., str],
+    cases: dict[str, tuple[str, list[str]]] = GAMES,
+    steps: int = STEPS,
+    timeout: int = 30,
+    unimarl_flags: tuple[str, ...] = (),
+    reset_at: int = -1,
+) -> dict[str, Path]:
+    """Play ``case`` with both clients; ``unimarl_flags`` are added to unimarl's player arguments only."""
+    game, flags = cases[case]
+    base = ["--package-version", PACKAGE_VERSION, *flags]
+    build = make_build(game, tmp_path / "build", extra_args=base)
+    ours = make_build(game, tmp_path / "build_unimarl", extra_args=[*base, *unimarl_flags])
     paths = {
         f"{who}_{kind}": tmp_path / f"{who}_{kind}.jsonl"
         for who in ("official", "unimarl")
@@ -169,16 +207,9 @@ def _run_both(case: str, tmp_path: Path, run_official: Callable[..., str]) -> di
     run_official(
         [
             str(DRIVER),
-            "--build",
-            str(build),
-            "--seed",
-            str(SEED),
-            "--steps",
-            str(STEPS),
-            "--out",
-            str(paths["official_trace"]),
-            "--log-folder",
-            str(tmp_path / "official_logs"),
+            *("--build", str(build), "--seed", str(SEED), "--steps", str(steps), "--timeout", str(timeout)),
+            *("--out", str(paths["official_trace"]), "--log-folder", str(tmp_path / "official_logs")),
+            *("--reset-at", str(reset_at)),
             "--",
             "--record",
             str(paths["official_record"]),
@@ -186,7 +217,8 @@ def _run_both(case: str, tmp_path: Path, run_official: Callable[..., str]) -> di
         cwd=tmp_path,
         timeout_s=120,
     )
-    run_unimarl(build, paths["unimarl_trace"], paths["unimarl_record"], tmp_path / "unimarl_logs")
+    logs = tmp_path / "unimarl_logs"
+    run_unimarl(ours, paths["unimarl_trace"], paths["unimarl_record"], logs, steps, timeout, reset_at)
     return paths
 
 
@@ -227,3 +259,90 @@ def test_bridge_matches_official_client(game: str, tmp_path: Path, run_official:
             + "\n".join(problems[:MAX_REPORTED]),
             pytrace=False,
         )
+
+
+# ------------------------------------------------------------------------------------------------ Unity rules
+# Rules of com.unity.ml-agents' C# runtime that the sims model behind flags (docs/unity-semantics.md): both
+# clients against the same sim with the rule on must agree, as they would against a Unity player.
+RULE_STEPS = 120
+BATTLE_SMALL = ["--team-size", "6", "--grid", "12", "--view", "5", "--max-steps", "40", "--obstacles", "0"]
+RULES: dict[str, tuple[str, list[str]]] = {
+    # Agent.cs:480-499, 574-593: a re-enabled agent gets a new id and is reported after the others
+    "reenable_dead": ("battle", [*BATTLE_SMALL, "--reenable-dead"]),
+    # DecisionRequester: only deciding agents are reported; rewards accumulate in between
+    "decision_period": ("coop_nav", ["--decision-period", "3", "--episode-length", "20"]),
+    # 4.0.1 writes rank-3 floats C, H, W (TensorExtensions.cs:60-62)
+    "package_4_0_1": ("battle", [*BATTLE_SMALL, "--package-version", "4.0.1"]),
+    # Academy.Dispose -> header 400 (RpcCommunicator.cs:269-285): both clients stop at the same step
+    "quit": ("coop_nav", ["--quit-after", "30", "--episode-length", "12"]),
+    # no Default agent: no exchange after the handshake (RpcCommunicator.cs:320-329): both time out
+    "inference_only": ("coop_nav", ["--behavior-type", "inference"]),
+    # a RESET after the first: one zero-action step before the first observations (Academy.cs:599-602)
+    "unity_reset": ("battle", [*BATTLE_SMALL, "--unity-reset"]),
+}
+#: Cases whose clients reset again (instead of stepping) after this step.
+RESET_AT = {"unity_reset": 50}
+
+
+def _compare_records(paths: dict[str, Path]) -> list[str]:
+    """The games' records; a final close (0.28: status 400 + STEP, unimarl: + QUIT) is left out of both."""
+    official, ours = (_lines(paths[f"{who}_record"]) for who in ("official", "unimarl"))
+    if official and ours and official[-1]["status"] == ours[-1]["status"] == 400:
+        official, ours = official[:-1], ours[:-1]
+    return _compare_lines(official, ours, "game record")
+
+
+def _ids(lines: list[dict[str, Any]]) -> set[int]:
+    return {
+        i
+        for line in lines
+        for b in line.get("behaviors", {}).values()
+        for part in ("decision", "terminal")
+        for i in b[part]["agent_id"]
+    }
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_unity_rules_match_official_client(
+    rule: str, tmp_path: Path, run_official: Callable[..., str]
+) -> None:
+    timeout = 4 if rule == "inference_only" else 30
+    reset_at = RESET_AT.get(rule, -1)
+    paths = _run_both(rule, tmp_path, run_official, RULES, RULE_STEPS, timeout, reset_at=reset_at)
+    official, ours = _lines(paths["official_trace"]), _lines(paths["unimarl_trace"])
+    problems = _compare_lines(official, ours, "trace")
+    problems += _compare_records(paths)
+    assert not problems, f"{rule}: " + "\n".join(problems[:MAX_REPORTED])
+    if rule == "reenable_dead":  # some agent died and came back under a new id (ids 0..11 at the start)
+        assert max(_ids(official)) >= 12
+    elif rule == "quit":
+        assert official[-1] == {"step": 29, "ended": "closed"} and len(official) == 31  # the 30th step
+    elif rule == "inference_only":
+        assert official == [{"step": 0, "ended": "timeout"}]
+    elif rule == "unity_reset":  # the first observations after the RESET carry one step's cost (stay)
+        after = official[RESET_AT[rule] + 1]["behaviors"]
+        rewards = [r for b in after.values() for r in b["decision"]["reward"]]
+        assert rewards == [float(np.float32(-0.005))] * 12 and len(official) == RULE_STEPS + 1
+    else:
+        assert len(official) == RULE_STEPS + 1
+
+
+def test_3_0_0_floats_decode_as_the_official_client_decodes_4_0_1(
+    tmp_path: Path, run_official: Callable[..., str]
+) -> None:
+    """3.0.0 writes rank-3 floats H, W, C under a [C, H, W] shape (3.0.0 TensorExtensions.cs:56-63), which the
+    official 0.28 client does not undo; unimarl does, so unimarl on a 3.0.0 game sees what the official client
+    sees on the same game built with 4.0.1 (same observations, hence the same actions)."""
+    paths = _run_both(
+        "package_4_0_1",
+        tmp_path,
+        run_official,
+        RULES,
+        RULE_STEPS,
+        unimarl_flags=("--package-version", "3.0.0"),
+    )
+    official, ours = _lines(paths["official_trace"]), _lines(paths["unimarl_trace"])
+    problems = _compare_lines(official, ours, "trace")
+    problems += _compare_records(paths)
+    assert not problems, "\n".join(problems[:MAX_REPORTED])
+    assert len(official) == RULE_STEPS + 1

@@ -42,6 +42,27 @@ def open_game(tmp_path: Path, channel: PolicyChannel, *extra: str) -> UnityParal
     return UnityParallelEnv(build, seed=0, timeout=30, side_channels=[channel], log_dir=tmp_path / "logs")
 
 
+class RecordingEnv(UnityParallelEnv):
+    """The bridge env, keeping every observation dict the trainer received (``reset`` first)."""
+
+    history: list[dict[str, Any]]
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        obs, infos = super().reset(seed, options)
+        self.history = [obs]
+        return obs, infos
+
+    def step(self, actions: Any) -> Any:
+        result = super().step(actions)
+        self.history.append(result[0])
+        return result
+
+
+def open_recording_game(tmp_path: Path, game: str, *extra: str) -> RecordingEnv:
+    build = sim.make_build(game, tmp_path / "build", extra_args=extra)
+    return RecordingEnv(build, seed=0, timeout=30, log_dir=tmp_path / "logs")
+
+
 def zero_actions(env: UnityParallelEnv) -> dict[str, Any]:
     return {agent: 0 for agent in env.agents}
 
@@ -55,11 +76,11 @@ def _vector(obs: Any) -> np.ndarray:
     return np.asarray(obs, np.float32)
 
 
-def applied_vs_model(
+def received_vs_model(
     record: Path, history: list[dict[str, Any]], model: bytes, behavior: str = BEHAVIOR
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The actions the game applied from a pushed model (its ``--record`` file), and the model's
-    deterministic actions on the observations the trainer received for the same agents.
+    """The discrete actions the game received (its ``--record`` file), and the model's deterministic actions
+    on the observations the trainer received for the same agents.
 
     Record line k (k >= 1) answers the output the trainer saw as ``history[k - 1]`` (the observations of
     ``reset()`` then of each ``step()``).
@@ -68,7 +89,7 @@ def applied_vs_model(
     applied, expected = [], []
     lines = [json.loads(line) for line in record.read_text().splitlines()]
     for k, line in enumerate(lines):
-        if "inferred" not in line or behavior not in line["inferred"]:
+        if line["command"] != "STEP" or not line["actions"].get(behavior):
             continue
         sent = line["sent"][behavior]
         deciding = [i for i, done in zip(sent["ids"], sent["done"], strict=True) if not done]
@@ -78,9 +99,9 @@ def applied_vs_model(
             ["deterministic_discrete_actions"],
             {"obs_0": obs, "action_masks": np.ones((len(obs), 5), np.float32)},
         )[0]
-        applied.append(np.asarray(line["inferred"][behavior]["discrete"]))
+        applied.append(np.asarray(line["actions"][behavior]["discrete"]))
         expected.append(out)
-    assert applied, f"no actions from a pushed model in {record}"
+    assert applied, f"no actions for {behavior} in {record}"
     return np.concatenate(applied), np.concatenate(expected)
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import onnx
 import pytest
 
-from unimarl.bridge.policy_channel import PolicyChannel
 from unimarl.trainers.cli import main
 from unimarl.trainers.config import config_from_dict
 from unimarl.trainers.onnx_contract import assert_contract
+from unimarl.trainers.play import play_game
 from unimarl.trainers.policy_export import RunExportError, read_manifest
 from unimarl.trainers.train import train
 
@@ -59,21 +59,19 @@ def test_training_exports_pushes_and_reports_running_versions(run_dir: Path, hs:
 
 
 def test_exported_policy_drives_the_game(run_dir: Path, tmp_path: Path, hs: ModuleType) -> None:
+    """``unimarl play``'s driver on the run folder: every action the game's Default agents received (the
+    game's record) is the exported model's deterministic action for the observation the game sent."""
     model = (run_dir / "onnx" / "CoopNav_team_0.onnx").read_bytes()
-    channel = PolicyChannel()
     record = tmp_path / "record.jsonl"
-    env = hs.open_game(tmp_path, channel, "--behavior-type", "inference", "--record", str(record))
-    try:
-        obs, _ = env.reset()
-        history = [obs]
-        channel.push(hs.BEHAVIOR, 1, model)
-        for _ in range(30):  # past an episode end (25 steps): restarted agents act from the model too
-            history.append(env.step(hs.zero_actions(env))[0])
+    env = hs.open_recording_game(tmp_path, "coop_nav", "--record", str(record))
+    try:  # past an episode end (25 steps): restarted agents act from the model too
+        result = play_game(env, run_dir, episodes=6)
     finally:
         env.close()
-    assert channel.running_versions() == {hs.BEHAVIOR: 1}
-    applied, expected = hs.applied_vs_model(record, history, model)
-    assert len(applied) >= 29 * 3  # every decision after the swap
+    assert len(result.returns[hs.BEHAVIOR]) == 6 and result.models[hs.BEHAVIOR].read_bytes() == model
+    applied, expected = hs.received_vs_model(record, env.history, model)
+    assert len(applied) >= 48 * 3  # every decision of two episodes (the last answer is not recorded)
+    assert len(np.unique(expected)) > 1
     np.testing.assert_array_equal(applied, expected)
 
 

@@ -1,23 +1,24 @@
 """Visual observations across package versions: a model exported from a 3.x (CHW) or 2.x (HWC) visual game
-records its layout in the manifest, takes NCHW input, and acts in a visual sim game of either version exactly
-as the trained actor does on the observations the trainer received."""
+records its layout in the manifest, takes NCHW input, and, driven by ``unimarl play``, acts in a visual sim
+game of either version exactly as the trained actor does on the observations the game sent (the game's record
+of the actions it received against the torch actor)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from unimarl import sim
-from unimarl.bridge.parallel_env import UnityParallelEnv, parse_agent_name
-from unimarl.bridge.policy_channel import PolicyChannel
+from unimarl.bridge.parallel_env import parse_agent_name
 from unimarl.bridge.spec import ActionSpec
 from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
+from unimarl.trainers.play import play_game
 from unimarl.trainers.policy_export import export_policies, read_manifest, visual_layout_of
 
 BEHAVIOR = "Visual?team=0"
@@ -30,35 +31,29 @@ def _spec(layout: str) -> PolicySpec:
     return PolicySpec((image, (4,)), ActionSpec(2, (3,)))
 
 
-def _trained(run: Path, layout: str) -> tuple[MAPPOPolicy, bytes]:
+def _trained(run: Path, layout: str) -> tuple[MAPPOPolicy, Path]:
     """A policy with large random weights (so agents differ), exported with the layout left to the shapes."""
     policy = MAPPOPolicy(_spec(layout), MAPPOHyperparameters(), NetworkSettings(hidden_units=32), seed=4)
     with torch.no_grad():
         for parameter in policy.actor.parameters():
             parameter.normal_(0.0, 0.5)
     (exported,) = export_policies(run, {BEHAVIOR: policy}, env_steps=0)
-    return policy, exported.path.read_bytes()
+    return policy, exported.path
 
 
-def _play(tmp_path: Path, version: str, model: bytes) -> tuple[list[dict[str, Any]], Path, Any]:
+def _play(
+    tmp_path: Path, version: str, model: Path, hs: ModuleType
+) -> tuple[list[dict[str, Any]], Path, Any]:
     record = tmp_path / "record.jsonl"
-    extra = ["--package-version", version, "--agents", "3", "--size", str(SIZE)]
-    extra += ["--behavior-type", "inference", "--record", str(record)]
-    build = sim.make_build("visual", tmp_path / "build", extra_args=extra)
-    channel = PolicyChannel()
-    env = UnityParallelEnv(build, seed=0, timeout=30, side_channels=[channel], log_dir=tmp_path / "logs")
+    extra = ["--package-version", version, "--agents", "3", "--size", str(SIZE), "--episode-length", "3"]
+    env = hs.open_recording_game(tmp_path, "visual", *extra, "--record", str(record))
     try:
-        obs, _ = env.reset()
-        history = [obs]
-        channel.push(BEHAVIOR, 1, model)
-        still = {"continuous": np.zeros(2, np.float32), "discrete": 1}
-        for _ in range(6):
-            history.append(env.step({agent: still for agent in env.agents})[0])
+        result = play_game(env, model, episodes=6)
         game_spec = env.behavior_specs[BEHAVIOR]
     finally:
         env.close()
-    assert channel.running_versions() == {BEHAVIOR: 1}
-    return history, record, game_spec
+    assert result.models == {BEHAVIOR: model}
+    return env.history, record, game_spec
 
 
 def _applied_and_expected(
@@ -68,7 +63,7 @@ def _applied_and_expected(
     applied: list[list[np.ndarray]] = [[], []]
     expected: list[list[np.ndarray]] = [[], []]
     for k, line in enumerate(json.loads(text) for text in record.read_text().splitlines()):
-        if BEHAVIOR not in line.get("inferred", {}):
+        if line["command"] != "STEP" or not line["actions"].get(BEHAVIOR):
             continue
         sent = line["sent"][BEHAVIOR]
         deciding = [i for i, done in zip(sent["ids"], sent["done"], strict=True) if not done]
@@ -84,21 +79,23 @@ def _applied_and_expected(
         assert out.continuous_mean is not None
         expected[0].append(np.clip(out.continuous_mean.numpy(), -3, 3) / 3)
         expected[1].append(out.discrete_logits[0].argmax(1).numpy()[:, None])
-        applied[0].append(np.asarray(line["inferred"][BEHAVIOR]["continuous"]))
-        applied[1].append(np.asarray(line["inferred"][BEHAVIOR]["discrete"]))
-    assert applied[0], f"no actions from the pushed model in {record}"
+        applied[0].append(np.asarray(line["actions"][BEHAVIOR]["continuous"]))
+        applied[1].append(np.asarray(line["actions"][BEHAVIOR]["discrete"]))
+    assert applied[0], f"no actions in {record}"
     return [np.concatenate(a) for a in applied], [np.concatenate(e) for e in expected]
 
 
 @pytest.mark.parametrize(
     ("trained_on", "played_on"), [("3.0.0", "3.0.0"), ("2.2.1", "2.2.1"), ("3.0.0", "2.2.1")]
 )
-def test_visual_model_feeds_in_its_recorded_layout(tmp_path: Path, trained_on: str, played_on: str) -> None:
+def test_visual_model_feeds_in_its_recorded_layout(
+    tmp_path: Path, trained_on: str, played_on: str, hs: ModuleType
+) -> None:
     trained, game = VERSIONS[trained_on], VERSIONS[played_on]
     policy, model = _trained(tmp_path / "run", trained)
     entry = read_manifest(tmp_path / "run")[BEHAVIOR]
     assert entry["visual_layout"] == trained and entry["input_shapes"] == [[3, SIZE, SIZE], [4]]
-    history, record, game_spec = _play(tmp_path, played_on, model)
+    history, record, game_spec = _play(tmp_path, played_on, model, hs)
     assert visual_layout_of(game_spec.observation_specs) == game
     assert game_spec.observation_specs[0].shape == _spec(game).obs_shapes[0]
     applied, expected = _applied_and_expected(record, history, policy, trained, game)

@@ -8,7 +8,7 @@ import pytest
 import unimarl.sim.client as client_module
 from unimarl.protos import CommandProto, UnityMessageProto
 from unimarl.sim.bench import BEHAVIOR, POOL_SIZE, STEP_REWARD, Bench
-from unimarl.sim.client import Client, build_parser
+from unimarl.sim.client import Client, SimExit, build_parser
 from unimarl.sim.coop_nav import CoopNav
 from unimarl.sim.encode import CachedBatch, encode_batch, encode_batch_fast
 from unimarl.sim.game import EnvParams
@@ -80,12 +80,17 @@ def test_bench_does_not_parse_actions_but_other_games_do(monkeypatch: pytest.Mon
     assert parsed == ["CoopNav?team=0"]
 
 
-def test_wrong_action_count_is_logged_for_bench(caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_action_count_is_checked_for_bench(caplog: pytest.LogCaptureFixture) -> None:
+    """As RpcCommunicator.SendBatchedMessageHelper (3.0.0/4.0.1 RpcCommunicator.cs:425-440): more actions than
+    agents are ignored, fewer (but some) throw ArgumentOutOfRangeException; bench checks the count too."""
     bench = _client(Bench, "--agents", "3")
     bench.apply(_input(CommandProto.RESET))
     bench.output()
-    bench.apply(_input(CommandProto.STEP, {BEHAVIOR: 1}))
-    assert "1 actions for 3 deciding agents" in caplog.text
+    bench.apply(_input(CommandProto.STEP, {BEHAVIOR: 4}))
+    assert "4 actions for 3 deciding agents; extra ignored" in caplog.text
+    bench.output()
+    with pytest.raises(SimExit, match=r"ArgumentOutOfRangeException: .*'Bench\?team=0' received 1 actions"):
+        bench.apply(_input(CommandProto.STEP, {BEHAVIOR: 1}))
 
 
 def test_nan_fault_changes_the_output_not_the_pool() -> None:

@@ -3,6 +3,7 @@ the optional ``mean_action`` model input, checked against the trainer's ``MeanAc
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -21,8 +22,11 @@ from unimarl import sim
 from unimarl.bridge.parallel_env import UnityParallelEnv
 from unimarl.bridge.policy_channel import PolicyChannel
 from unimarl.bridge.spec import ActionSpec
+from unimarl.protos import UnityMessageProto
 from unimarl.protos.policy_wire import RejectReason, decode_ack, encode_policy
 from unimarl.protos.sidechannel import unframe
+from unimarl.sim.client import Client, build_parser
+from unimarl.sim.coop_nav import CoopNav
 from unimarl.sim.game import BehaviorDef, ObsDef
 from unimarl.sim.policy_runner import PolicyRunner
 from unimarl.trainers.meanfield import MeanActionTracker, encode_actions
@@ -51,15 +55,19 @@ def _model(
 
 
 def battle_model(action: int, extra_input: str | None = None) -> bytes:
-    """Battle (view 3) policy that always picks ``action``; ``extra_input`` adds a [batch, 21] input."""
+    """Battle (view 3) policy that always picks ``action``; ``extra_input`` adds a [batch, 21] input.
+
+    Inputs in ML-Agents' sensor order (SensorUtils.SortSensors, InvariantCulture; 3.0.0/4.0.1
+    Runtime/Sensors/ISensor.cs:133-137): LocalView, position, Status.
+    """
     inputs: dict[str, list] = {
         "obs_0": ["batch", 5, 3, 3],
-        "obs_1": ["batch", 4],
-        "obs_2": ["batch", 2],
+        "obs_1": ["batch", 2],
+        "obs_2": ["batch", 4],
         "action_masks": ["batch", 21],
     }
     nodes = [
-        helper.make_node("MatMul", ["obs_1", "zeros"], ["h"]),
+        helper.make_node("MatMul", ["obs_2", "zeros"], ["h"]),
         helper.make_node("Add", ["h", "bias"], ["logits"]),
         helper.make_node("ArgMax", ["logits"], ["deterministic_discrete_actions"], axis=1, keepdims=1),
     ]
@@ -71,14 +79,21 @@ def battle_model(action: int, extra_input: str | None = None) -> bytes:
     return _model(inputs, nodes, outputs, zeros=np.zeros((4, 21)), bias=np.eye(21)[action])
 
 
-def identity_model(obs_size: int, action_size: int, mean_width: int | str = "D") -> bytes:
-    """Continuous policy whose action is its ``mean_action`` input (it shows exactly what was fed)."""
+MEAN_BIAS = np.array([0.25, -0.125], np.float32)
+
+
+def identity_model(obs_size: int, action_size: int, mean_width: int | str = "D", bias: bool = False) -> bytes:
+    """Continuous policy whose action is its ``mean_action`` input (it shows exactly what was fed), plus
+    :data:`MEAN_BIAS` with ``bias`` (so the actions change from decision to decision)."""
     inputs: dict[str, list] = {"obs_0": ["batch", obs_size], "mean_action": ["batch", mean_width]}
-    nodes = [helper.make_node("Identity", ["mean_action"], ["deterministic_continuous_actions"])]
     outputs: dict[str, tuple[Any, list]] = {
         "deterministic_continuous_actions": (TensorProto.FLOAT, ["batch", action_size])
     }
-    return _model(inputs, nodes, outputs)
+    if not bias:
+        nodes = [helper.make_node("Identity", ["mean_action"], ["deterministic_continuous_actions"])]
+        return _model(inputs, nodes, outputs)
+    nodes = [helper.make_node("Add", ["mean_action", "bias"], ["deterministic_continuous_actions"])]
+    return _model(inputs, nodes, outputs, bias=MEAN_BIAS[:action_size])
 
 
 def _records(path: Path) -> list[dict]:
@@ -139,33 +154,39 @@ def test_unknown_inference_behavior_is_a_usage_error() -> None:
 # --------------------------------------------------------------------------------- mean_action
 
 
-def _expected_means(tracker: MeanActionTracker, decisions: list[tuple[list, list, np.ndarray]]) -> list:
-    """Replay (ids, ended ids, applied actions) decisions through ``tracker``, keyed by (id, episode)."""
+def _expected_means(tracker: MeanActionTracker, decisions: list[tuple[list, list, np.ndarray, list]]) -> list:
+    """Replay (ids, ended ids, applied actions, Unity group ids) decisions through ``tracker``, keyed by
+    (id, episode) and segmented by group as the trainer's mean-field worker segments them."""
     episode: dict[int, int] = defaultdict(int)
     means = []
-    for ids, ended, applied in decisions:
+    for ids, ended, applied, groups in decisions:
         for agent in ended:
             episode[agent] += 1
         keys = [(agent, episode[agent]) for agent in ids]
-        means.append(tracker.mean_actions(keys))
+        means.append(tracker.mean_actions(keys, segment=np.asarray(groups, np.int64)))
         spec = tracker.action_spec
         tracker.record(keys, applied[:, spec.continuous_size :], applied[:, : spec.continuous_size])
     return means
 
 
-def test_runner_mean_actions_match_the_tracker() -> None:
+@pytest.mark.parametrize("num_areas", [1, 3])
+def test_runner_mean_actions_match_the_tracker(num_areas: int) -> None:
+    """Agents of ``num_areas`` areas (Unity groups as the battle numbers them, one team: ``2 * area + 1``;
+    ids in shuffled order): each agent's mean action counts its own group only."""
     behavior = BehaviorDef("Hybrid?team=0", (ObsDef("v", (3,)),), num_continuous=2, discrete_branches=(3, 4))
     spec = ActionSpec(2, (3, 4))
     rng = np.random.default_rng(7)
+    area_of = rng.integers(0, num_areas, 24)
     runner, decisions, got = PolicyRunner(chw=False), [], []
     for step in range(12):  # agents come, go, and restart (reported done and deciding in one output)
-        ids = np.sort(rng.choice(12, size=int(rng.integers(3, 10)), replace=False)).astype(np.int32)
+        ids = rng.choice(24, size=int(rng.integers(6, 20)), replace=False).astype(np.int32)
         ended = ids[rng.random(len(ids)) < 0.2] if step % 3 else ids[:0]
+        groups = (2 * area_of[ids] + 1).astype(np.int32)
         continuous = rng.normal(size=(len(ids), 2)).astype(np.float32)
         discrete = np.stack([rng.integers(0, 3, len(ids)), rng.integers(0, 4, len(ids))], 1).astype(np.int32)
-        got.append(runner.mean_actions(behavior, ids, ended))
+        got.append(runner.mean_actions(behavior, ids, ended, groups))
         runner.record(behavior.name, ids, continuous, discrete)
-        decisions.append((ids.tolist(), ended.tolist(), np.hstack([continuous, discrete])))
+        decisions.append((ids.tolist(), ended.tolist(), np.hstack([continuous, discrete]), groups.tolist()))
     want = _expected_means(MeanActionTracker(spec, "team"), decisions)
     for step, (g, w) in enumerate(zip(got, want, strict=True)):
         np.testing.assert_allclose(g, w, atol=1e-6, err_msg=f"decision {step}")
@@ -202,7 +223,7 @@ def test_model_with_bad_extra_input_fails_to_load(model: bytes, behavior: str, m
     behaviors = {
         HIDDEN: BehaviorDef(
             HIDDEN,
-            (ObsDef("LocalView", (3, 3, 5)), ObsDef("Features", (4,)), ObsDef("position", (2,))),
+            (ObsDef("LocalView", (3, 3, 5)), ObsDef("position", (2,)), ObsDef("Status", (4,))),
             discrete_branches=(21,),
         ),
         COOP: BehaviorDef(COOP, (ObsDef("v", (4,)),), num_continuous=2),
@@ -215,32 +236,48 @@ def test_model_with_bad_extra_input_fails_to_load(model: bytes, behavior: str, m
     assert re.search(match, ack.error), ack.error
 
 
-def test_game_feeds_mean_action_as_the_tracker_does(tmp_path: Path) -> None:
-    """Two areas of 3 agents, episodes of 4 steps (restarts): every model action equals the tracker's mean."""
-    record = tmp_path / "record.jsonl"
-    flags = ["--continuous", "--episode-length", "4", "--behavior-type", "inference", "--record", str(record)]
-    build = sim.make_build("coop_nav", tmp_path / "build", extra_args=flags)
-    channel, rng = PolicyChannel(), np.random.default_rng(3)
-    env = UnityParallelEnv(build, seed=0, timeout=30, num_areas=2, side_channels=[channel], log_dir=tmp_path)
-    try:
-        env.reset()
-        env.step({a: rng.uniform(-1, 1, 2).astype(np.float32) for a in env.agents})
-        channel.push(COOP, 1, identity_model(env.observation_space(env.agents[0]).shape[0], 2))
-        for _ in range(9):
-            env.step({a: rng.uniform(-1, 1, 2).astype(np.float32) for a in env.agents})
-    finally:
-        env.close()
-    assert channel.running_versions() == {COOP: 1}
+def test_game_feeds_mean_action_as_the_tracker_does() -> None:
+    """Two areas of 3 Inference Only agents (never reported: the game plays without exchanging), episodes
+    of 4 steps (restarts), decisions every 2 steps: every model action is the tracker's mean + the bias, the
+    mean taken per Unity group (coop_nav: ``area + 1``) as the trainer takes it, never across areas."""
+    flags = [
+        "--continuous",
+        "--episode-length",
+        "4",
+        "--decision-period",
+        "2",
+        "--behavior-type",
+        "inference",
+    ]
+    args = build_parser(CoopNav).parse_args(["--mlagents-port", "1", *flags])
+    client = Client(CoopNav, args)
+    client.game = CoopNav(args, 0, 2)
+    client.record = io.StringIO()  # keeps the applied actions in client._hidden_applied
+    first = UnityMessageProto()
+    first.header.status = 200
+    client.apply(first)
+    assert client.hidden == {COOP}
+    client._collect()  # the first decisions, before any model: zeros
     decisions, inferred = [], []
-    for line in _records(record)[1:]:
-        sent = line["sent"][COOP]
-        ids = [i for i, done in zip(sent["ids"], sent["done"], strict=True) if not done]
-        ended = [i for i, done in zip(sent["ids"], sent["done"], strict=True) if done]
-        source = line.get("inferred", line["actions"])[COOP]["continuous"]
-        decisions.append((ids, ended, np.asarray(source, np.float32)))
-        inferred.append("inferred" in line)
+    for step in range(12):
+        line = client._hidden_applied.pop(COOP, None)
+        if line is not None:
+            applied = np.asarray(line["continuous"], np.float32)
+            decisions.append((line["ids"], line["ended"], applied, line["groups"]))
+            inferred.append(client.policies.acts_for(COOP))
+        if step == 1:
+            for payload in encode_policy(COOP, 1, identity_model(14, 2, bias=True), 4096):
+                client._receive_policy(payload)
+            assert [ack.ok for ack in _acks(client.policies)] == [True]
+        client.quiet_step()
     want = _expected_means(MeanActionTracker(ActionSpec(2, ()), "team"), decisions)
-    assert sum(inferred) >= 7 and any(ended for _, ended, _ in decisions)
-    for step, (is_model, (_, _, applied), expected) in enumerate(zip(inferred, decisions, want, strict=True)):
+    assert sum(inferred) >= 7 and any(ended for _, ended, _, _ in decisions)
+    assert len({tuple(a.ravel().round(4)) for _, _, a, _ in decisions}) > 3  # the actions vary
+    for ids, _, _, groups in decisions:  # coop_nav: ids area * 3 + i, group area + 1
+        assert groups == [agent // 3 + 1 for agent in ids] and set(groups) == {1, 2}
+    rows = zip(inferred, decisions, want, strict=True)
+    for step, (is_model, (_, _, applied, _), expected) in enumerate(rows):
         if is_model:
-            np.testing.assert_allclose(applied, expected, atol=1e-6, err_msg=f"decision {step}")
+            np.testing.assert_allclose(applied, expected + MEAN_BIAS, atol=1e-6, err_msg=f"decision {step}")
+        else:
+            assert not applied.any()

@@ -32,7 +32,9 @@ def test_handshake_fields_and_brain_parameters(trainer, launch, wire):
     step = trainer.step({COOP: wire.discrete_actions([[1]] * 6)})
     assert len(step.unity_output.rl_initialization_output.brain_parameters) == 0
     after = wire.agents(step, COOP)
-    assert after[0].reward < 0 and after[0].reward == after[1].reward == after[0].group_reward
+    # the team reward is the group's only (AddGroupReward, as ML-Agents' cooperative examples); own rewards 0
+    assert after[0].group_reward < 0 and after[0].group_reward == after[1].group_reward
+    assert after[0].reward == after[1].reward == 0
 
 
 def _run(trainer, launch, seed: int, steps: int) -> list[bytes]:
@@ -76,8 +78,8 @@ def test_terminal_and_restart_in_one_message_with_environment_parameter(trainer,
     infos = wire.agents(out, COOP)
     assert [i.id for i in infos] == list(range(6)) * 2
     assert [i.done for i in infos] == [True] * 6 + [False] * 6
-    assert all(i.max_step_reached for i in infos[:6]) and infos[0].reward < 0
-    assert all(i.reward == 0 for i in infos[6:])
+    assert all(i.max_step_reached for i in infos[:6]) and infos[0].group_reward < 0
+    assert all(i.reward == 0 for i in infos) and all(i.group_reward == 0 for i in infos[6:])
     assert not np.allclose(wire.floats(infos[0]), wire.floats(infos[6]))
     stats = [
         IncomingMessage(p) for cid, p in unframe(out.unity_output.rl_output.side_channel) if cid == STATS
@@ -100,8 +102,11 @@ def test_decision_period_reports_subsets_and_accumulates_rewards(trainer, launch
 
 
 def test_visual_layout_follows_package_version(make_trainer, launch, wire):
+    """2.x: [H, W, C]; 3.0.0: declared [C, H, W] but floats written H, W, C (ObservationWriter.cs:151 with
+    3.0.0 TensorExtensions.cs:56-63 Index = h*W*C + w*C + c); 4.0.1: [C, H, W] floats in C, H, W order
+    (4.0.1 TensorExtensions.cs:60-62, CHANGELOG.md:13 "#6239")."""
     shapes = {}
-    for version in ("2.2.1-exp.1", "3.0.0"):
+    for version in ("2.2.1-exp.1", "3.0.0", "4.0.1"):
         trainer = make_trainer()
         launch("battle", trainer.port, "--team-size", "3", "--grid", "10", "--package-version", version)
         first, _ = trainer.handshake(seed=4)
@@ -113,8 +118,10 @@ def test_visual_layout_follows_package_version(make_trainer, launch, wire):
         )
         shapes[version + "data"] = wire.floats(info)
     assert shapes["2.2.1-exp.1"] == ((13, 13, 5), (2, 2, 1))
-    assert shapes["3.0.0"] == ((5, 13, 13), (1, 2, 2))
-    np.testing.assert_array_equal(shapes["3.0.0data"], shapes["2.2.1-exp.1data"].transpose(2, 0, 1))
+    assert shapes["3.0.0"] == shapes["4.0.1"] == ((5, 13, 13), (1, 2, 2))
+    hwc = shapes["2.2.1-exp.1data"]
+    np.testing.assert_array_equal(shapes["4.0.1data"], hwc.transpose(2, 0, 1))
+    np.testing.assert_array_equal(shapes["3.0.0data"].ravel(), hwc.ravel())  # HWC floats under a CHW shape
 
 
 def test_side_channels_logged_and_unknown_ignored(trainer, launch, wire):

@@ -121,3 +121,101 @@ def test_cli_eval_both_sides_combines_orientations(
     first, second = report["orientations"]
     assert first["labels"] == ["scripted", "random"] and second["labels"] == ["random", "scripted"]
     assert "on the second" in capsys.readouterr().out
+
+
+def test_cli_eval_compares_a_mappo_run_with_random_play(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.trainers.test_learning_check import RANDOM_RETURN, _train
+
+    _train(tmp_path, max_steps=8 * 16 * 30)  # the learning check's run: about 8 of 8 right answers
+    out = tmp_path / "report.json"
+    args = [
+        "eval",
+        str(tmp_path / "cue"),
+        "random",
+        "--episodes",
+        "48",
+        "--num-envs",
+        "4",
+        "--json",
+        str(out),
+    ]
+    assert main([*args, "--out-dir", str(tmp_path / "eval")]) == 0
+    report = json.loads(out.read_text())
+    trained, rand = (report["sides"][label]["cue"] for label in ("cue/checkpoint-3840.pt", "random"))
+    assert trained["episodes"] == rand["episodes"] == 48
+    # random answers: binomial(8, 1/3) per episode, mean 8/3, sd 1.33 (sd of the mean of 48: 0.19)
+    assert rand["return_ci"][0] < RANDOM_RETURN + 0.6 and rand["return_ci"][1] > RANDOM_RETURN - 0.6
+    assert abs(rand["return_mean"] - RANDOM_RETURN) < 0.8
+    assert trained["return_mean"] > 6.5 and trained["return_ci"][0] > rand["return_ci"][1]
+    low, high = report["difference"]["cue"]["ci"]
+    assert 0 < low <= report["difference"]["cue"]["mean"] <= high
+    assert "mean return" in capsys.readouterr().out
+
+
+def _constant_q_checkpoint(path: Path, progress: float) -> Path:
+    """An MF-Q checkpoint for the 4-vs-4 battle below whose Q is [1, 0, ..., 0] for every input (zero output
+    weights), saved at ``progress`` on the default temperature schedule."""
+    import dataclasses
+
+    import torch
+
+    from unimarl.bridge.spec import ActionSpec
+    from unimarl.trainers.batch import PolicySpec
+    from unimarl.trainers.mf_config import MeanFieldHyperparameters, make_learner
+
+    hp = MeanFieldHyperparameters(encoder="mlp", visual_hidden=16, head_hidden=[16])
+    spec = PolicySpec(((5, 5, 5), (2,), (4,)), ActionSpec(0, (21,)))  # LocalView, position, Status
+    learner = make_learner("mfq", spec, hp)
+    with torch.no_grad():
+        learner.q_online.head[1].weight.zero_()
+        learner.q_online.head[1].bias.copy_(torch.eye(21)[0])
+    learner.set_progress(progress)
+    state = {
+        "format": 1,
+        "policies": {"Battle?team=0": learner.state_dict()},
+        "setups": {"Battle?team=0": {"trainer_type": "mfq", "hyperparameters": dataclasses.asdict(hp)}},
+    }
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return path
+
+
+def test_eval_samples_at_the_temperature_the_checkpoint_reached(tmp_path: Path) -> None:
+    """At progress 0 the default schedule's temperature is 1, so with Q = [1, 0, ...] the policy stays
+    (action 0, never masked) with probability e / (e + n - 1) for n allowed actions: between e / (e + 20) =
+    0.12 and, with most of a 10 x 10 map's moves free, well under 0.6. At T_end = 0.1 it would stay with
+    probability >= e^10 / (e^10 + 20) > 0.999. Counted from the actions the game received (its --record)."""
+    checkpoint = _constant_q_checkpoint(tmp_path / "run" / "checkpoints" / "checkpoint-100.pt", 0.0)
+    side = load_side(str(checkpoint))
+    assert side.temperature == pytest.approx(1.0)
+    record = tmp_path / "record.jsonl"
+    cfg = tmp_path / "battle.yaml"
+    args = ["--team-size", "4", "--grid", "10", "--view", "5", "--record", str(record)]
+    cfg.write_text(
+        f"env: {{sim: battle, args: {json.dumps(args)}}}\nenvironment_parameters: {{max_steps: 12}}\n"
+    )
+    out = tmp_path / "report.json"
+    flags = ["--config", str(cfg), "--battles", "4", "--json", str(out), "--out-dir", str(tmp_path / "eval")]
+    code = main(["eval", str(checkpoint), "random", *flags])
+    assert code == 0 and json.loads(out.read_text())["battles"] == 4
+    team0 = [
+        a[0]
+        for line in (json.loads(x) for x in record.read_text().splitlines())
+        for a in line["actions"].get("Battle?team=0", {}).get("discrete", [])
+    ]
+    stay = float(np.mean(np.asarray(team0) == 0))
+    assert len(team0) >= 4 * 12 and 0.12 < stay < 0.6, (len(team0), stay)
+
+
+def test_a_q_checkpoint_without_progress_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    checkpoint = _constant_q_checkpoint(tmp_path / "run" / "checkpoints" / "checkpoint-7.pt", 0.5)
+    assert load_side(str(checkpoint)).temperature == pytest.approx(1 + (0.2 - 1) * 0.5 / 0.8)
+    state = torch.load(checkpoint, weights_only=True)
+    del state["policies"]["Battle?team=0"]["counters"]
+    torch.save(state, checkpoint)
+    with pytest.raises(EvaluationError, match="records no training progress"):
+        load_side(str(checkpoint))

@@ -42,11 +42,10 @@ def random_obs(spec: PolicySpec, batch: int, seed: int = 0) -> tuple[np.ndarray,
 
 
 def team_input(spec: PolicySpec, batch: int, k: int = 2, seed: int = 1) -> CriticInput:
+    """Each row's teammates: k other rows of the same batch, drawn at random."""
     rng = np.random.default_rng(seed)
-    return CriticInput(
-        team_obs=rng.normal(size=(batch, k, spec.obs_size)).astype(np.float32),
-        team_mask=np.ones((batch, k), bool),
-    )
+    offsets = np.stack([rng.permutation(np.arange(1, batch))[:k] for _ in range(batch)])
+    return CriticInput(team_rows=((np.arange(batch)[:, None] + offsets) % batch).astype(np.int32))
 
 
 def make_batch(
@@ -136,7 +135,7 @@ def bandit_prob_best(policy: MAPPOPolicy, obs: tuple[np.ndarray, ...]) -> float:
 def test_bandit_learns_the_best_discrete_action() -> None:
     policy = MAPPOPolicy(BANDIT, MAPPOHyperparameters(epochs=4), NetworkSettings(), seed=0)
     obs = (np.ones((64, 2), np.float32),)
-    critic = CriticInput(team_obs=np.zeros((64, 0, 2), np.float32), team_mask=np.zeros((64, 0), bool))
+    critic = CriticInput(team_rows=np.zeros((64, 0), np.int32))
     reward_of_action = np.array([0.0, 0.8, 1.0], np.float32)
     assert bandit_prob_best(policy, obs) < 0.5
     for _ in range(200):
@@ -172,7 +171,9 @@ def test_masked_out_steps_do_not_change_the_update() -> None:
 
     padded = RolloutBatch(
         obs=tuple(pad(o, 50.0) for o in obs),
-        critic=CriticInput(team_obs=pad(critic.team_obs, 9.0), team_mask=pad(critic.team_mask, True)),
+        critic=CriticInput(
+            team_rows=np.concatenate([critic.team_rows, np.full((garbage_rows, 2), 16, np.int32)])
+        ),
         continuous_actions=pad(batch.continuous_actions, 3.0),
         discrete_actions=pad(batch.discrete_actions, 0),
         action_mask=pad(batch.action_mask, 1.0),
@@ -247,14 +248,18 @@ def test_global_state_critic_trains() -> None:
 
 
 def test_decentralised_critic_ignores_teammates_and_centralised_one_does_not() -> None:
-    obs = random_obs(BANDIT, 4)
-    team = np.random.default_rng(1).normal(size=(4, 2, 2)).astype(np.float32)
-    critic_a = CriticInput(team_obs=team, team_mask=np.ones((4, 2), bool))
-    critic_b = CriticInput(team_obs=team + 3.0, team_mask=np.ones((4, 2), bool))
+    own = random_obs(BANDIT, 4)[0]
+    team = np.random.default_rng(1).normal(size=(8, 2)).astype(np.float32)
+    # rows 0..3 are the agents, rows 4..11 their teammates (two each, referenced by row)
+    rows = np.full((12, 2), -1, np.int32)
+    rows[:4] = np.arange(4, 12).reshape(4, 2)
+    critic = CriticInput(team_rows=rows)
     values = {}
     for centralized in (True, False):
         policy = MAPPOPolicy(BANDIT, MAPPOHyperparameters(), NetworkSettings(centralized_critic=centralized))
-        values[centralized] = (policy.value(obs, critic_a), policy.value(obs, critic_b))
+        values[centralized] = tuple(
+            policy.value((np.concatenate([own, t]),), critic)[:4] for t in (team, team + 3.0)
+        )
     assert not np.allclose(*values[True])
     np.testing.assert_array_equal(*values[False])
 

@@ -60,6 +60,7 @@ def test_mfq_is_exported_with_mean_action_and_conv_acts_like_the_learner(tmp_pat
         "continuous_size": 0,
         "discrete_branches": [4],
         "state_shape": None,  # the same spec record as MAPPO's policies.json
+        "action_bounds": None,  # discrete actions only
     }
     assert manifest["conv"]["exportable"] and manifest["conv"]["visual_layout"] == "HWC"
     rng = np.random.default_rng(1)
@@ -115,3 +116,29 @@ def test_unimarl_export_rebuilds_a_mean_field_run(tmp_path: Path, capsys: pytest
     assert "Battle?team=0" in capsys.readouterr().out
     with pytest.raises(RunExportError, match=r"mean-field run.*mean_field\.json"):
         export_checkpoint(run)  # the MAPPO path says where the models are
+
+
+def test_export_samples_at_the_temperature_the_training_reached(tmp_path: Path) -> None:
+    """Halfway through the schedule (T = 0.5) the exported model samples softmax(Q / 0.5), as the workers
+    act, not softmax(Q / T_end)."""
+    import torch
+
+    learner = MFQLearner(SPEC, MFQConfig(use_mean_action=False, network=MLP), seed=0)
+    learner.set_progress(0.5)
+    assert learner.temperature == pytest.approx(0.5)
+    path = export_mean_field(tmp_path, {"p": learner}, 1)["p"].path
+    rng = np.random.default_rng(2)
+    obs = [rng.normal(size=(1, 5, 5, 2)).astype(np.float32) * 10, rng.normal(size=(1, 3)).astype(np.float32)]
+    with torch.no_grad():
+        q = learner.q_online([torch.as_tensor(o) for o in obs])[0].double()
+    reached, end = torch.softmax(q / 0.5, 0).numpy(), torch.softmax(q / 0.1, 0).numpy()
+    assert np.abs(reached - end).sum() > 0.2  # the two temperatures are told apart
+    n = 20_000
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {
+        "obs_0": np.repeat(obs[0].transpose(0, 3, 1, 2), n, axis=0),
+        "obs_1": np.repeat(obs[1], n, axis=0),
+        "action_masks": np.ones((n, 4), np.float32),
+    }
+    sampled = session.run(["discrete_actions"], feed)[0][:, 0]
+    np.testing.assert_allclose(np.bincount(sampled, minlength=4) / n, reached, atol=0.015)

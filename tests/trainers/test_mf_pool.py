@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from unimarl.trainers.config import EnvSettings, config_from_dict
 from unimarl.trainers.envs import EnvFactory
@@ -19,7 +20,9 @@ from unimarl.trainers.train import train
 
 NAV = Path(__file__).with_name("nav_env.py")
 SMALL = {"encoder": "mlp", "visual_hidden": 16, "head_hidden": [16], "batch_size": 16, "learning_starts": 16}
-STEP_DELAY_S = 0.05
+STEP_DELAY_S = 0.25
+"""Per-step sleep of the slow env: well above the one-off ~0.2 s that a Ray actor's first act after its first
+weight refresh was measured to take, so the fast worker's lead cannot hide behind that pause."""
 
 
 def make_one_slow(first_flag: str, **kwargs: Any) -> Any:
@@ -110,7 +113,7 @@ def test_radius_mean_actions_with_an_agent_gone_without_final_observation() -> N
 
     worker = MFRolloutWorker(EnvFactory(EnvSettings(pettingzoo=f"{NAV}:make")), num_envs=1)
     spec = worker.specs()["agent"]
-    hp = MeanFieldHyperparameters(**SMALL, neighbourhood="radius", radius=10.0)  # type: ignore[arg-type]
+    hp = MeanFieldHyperparameters(**SMALL, neighbourhood="radius", radius=10.0, position_sensor=0)  # type: ignore[arg-type]
     worker.configure(MFPlan({"p": MFPolicySetup(spec, "mfq", hp)}, {"agent": "p"}, frozenset({"p"})))
     names = ["agent_1", "agent_2"]
     split = [(list(np.ones((1, *spec.obs_shapes[0]), np.float32)), None) for _ in names]
@@ -118,3 +121,44 @@ def test_radius_mean_actions_with_an_agent_gone_without_final_observation() -> N
     means = worker._means(0, "agent", names, split, [("agent_0", None, False, True)], [None])
     assert means is not None and means.shape == (3, 5)
     worker.close()
+
+
+def test_a_chunk_refreshes_old_is_counted_and_corrected_by_mfac() -> None:
+    """Serial pool: a chunk names the refresh it was collected with and carries each action's probability
+    under those weights; ingested three refreshes later (as Ray delivers a slow worker's chunk), its age is
+    counted and MF-AC's update weights it by min(1, pi_now / pi_then), computed here from the two actors."""
+    from collections import defaultdict
+
+    import torch
+
+    from unimarl.trainers.mf_pool import SerialMFPool
+    from unimarl.trainers.mf_train import _ingest
+
+    pool = SerialMFPool(EnvFactory(EnvSettings(pettingzoo=f"{NAV}:make")), num_workers=1, num_envs=1)
+    try:
+        spec = pool.specs()["agent"]
+        hp = MeanFieldHyperparameters(**{**SMALL, "batch_size": 4096, "learning_rate": 1e-2})  # type: ignore[arg-type]
+        pool.configure(MFPlan({"p": MFPolicySetup(spec, "mfac", hp)}, {"agent": "p"}, frozenset({"p"})))
+        learner, then = make_learner("mfac", spec, hp, seed=0), make_learner("mfac", spec, hp, seed=0)
+        pool.start({"p": learner.get_weights()}, 0.0, 8)
+        [stale] = pool.poll(timeout=1.0)
+        acc: dict[str, list[float]] = defaultdict(list)
+        for _ in range(3):  # the learner moves on while the stale chunk is on its way
+            [fresh] = pool.poll(timeout=1.0)
+            _ingest(fresh, {"p": learner}, acc, pool.version)
+            pool.set_weights({"p": learner.get_weights()}, 0.0)
+        assert acc["counters/chunk_age_refreshes"] == [0.0, 0.0, 0.0]
+        obs = np.concatenate([t.obs[0] for t in stale.transitions["p"]])
+        action = torch.as_tensor(np.concatenate([t.action for t in stale.transitions["p"]]))
+        logp = np.concatenate([t.logp for t in stale.transitions["p"]])
+        rows = torch.arange(len(action))
+        with torch.no_grad():
+            pi_then = torch.softmax(then.actor([torch.as_tensor(obs)]), 1)[rows, action]
+            pi_now = torch.softmax(learner.actor([torch.as_tensor(obs)]), 1)[rows, action]
+        np.testing.assert_allclose(logp, torch.log(pi_then).numpy(), rtol=1e-4, atol=1e-6)
+        expected = float(torch.clamp(pi_now / pi_then, max=1.0).mean())
+        _ingest(stale, {"p": learner}, acc, pool.version)
+        assert stale.weights_version == 1 and acc["counters/chunk_age_refreshes"][-1] == 3.0
+        assert acc["Losses/is_ratio/p"][-1] == pytest.approx(expected, rel=1e-5) and expected < 0.999
+    finally:
+        pool.close()

@@ -144,3 +144,24 @@ def test_self_play_learner_plays_both_sides(tmp_path: Path) -> None:
     teams = {key[2].split("?agent_id=")[0] for t in chunk.transitions["p"] for key in t.agent_keys or []}
     assert teams == {"Battle?team=0", "Battle?team=1"}
     assert "opponent:p" not in chunk.transitions
+
+
+def test_temperature_follows_the_time_budget_that_ends_the_run(tmp_path: Path) -> None:
+    """A run ended by max_seconds long before max_steps reaches the end of its temperature schedule (the
+    workers act, and the export samples, near T_end), not the temperature of its small step share."""
+    data = {
+        "env": {"pettingzoo": f"{Path(__file__).with_name('nav_env.py')}:make", "num_envs": 1},
+        "run": {
+            "run_id": "t",
+            "results_dir": str(tmp_path),
+            "device": "cpu",
+            "max_steps": 10**7,
+            "max_seconds": 3,
+        },
+        "behaviors": {"agent": {"trainer_type": "mfq", "hyperparameters": {**SMALL, "push_every": 4}}},
+    }
+    result = train(config_from_dict(data))
+    assert result.stopped_by == "max_seconds" and result.env_steps < 10**5
+    state = torch.load(sorted((result.run_dir / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    progress = state["policies"]["agent"]["counters"]["progress"]
+    assert progress > 0.9  # T <= 0.15 on the default schedule 1 -> 0.2 (80%) -> 0.1 (steps alone: < 0.01)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -95,3 +96,40 @@ def test_state_dict_round_trip_with_weights_only(tmp_path):
     assert other.gradient_steps == 1 and state["algorithm"] == "mfac"
     with pytest.raises(MeanFieldError, match="do not fit this network"):
         MFACLearner(TINY, MFACConfig()).load_state_dict(state)
+
+
+def test_policy_gradient_of_older_weights_data_is_importance_weighted_by_hand():
+    """pi(a=0) = 1/2 now; the acting weights gave it 0.8 (rho = 0.625) or 0.25 (rho = 2, truncated to 1)."""
+    logits = torch.zeros(3, 3)
+    q = torch.tensor([[1.0, 3.0, 100.0]]).repeat(3, 1)
+    mask = torch.tensor([[True, True, False]]).repeat(3, 1)
+    mu = torch.log(torch.tensor([0.8, 0.25, float("nan")]))  # NaN: not known, taken as on-policy
+    args = (logits, q, torch.tensor([0, 0, 0]), torch.tensor([2.0, 2.0, 2.0]), mask, 0.1, 0.08)
+    _, logs = actor_critic_loss(*args, mu)
+    # A = -1 for every row, log pi(a) = log(1/2): pg = -mean(rho * A * log(1/2))
+    assert logs["is_ratio"] == pytest.approx((0.625 + 1.0 + 1.0) / 3)
+    assert logs["pg_loss"] == pytest.approx((0.625 + 1.0 + 1.0) / 3 * math.log(0.5))
+    _, on_policy = actor_critic_loss(*args)
+    assert on_policy["pg_loss"] == pytest.approx(math.log(0.5)) and on_policy["is_ratio"] == 1.0
+
+
+def test_update_weights_stale_transitions_by_their_acting_probability():
+    """Transitions chosen by older weights carry their log-probabilities; the update's ratio is the mean of
+    min(1, pi_now / pi_then) computed here from the two actors."""
+    old = MFACLearner(TINY, MFACConfig(network=TINY_NET, batch_size=64), seed=0)
+    learner = MFACLearner(TINY, MFACConfig(network=TINY_NET, batch_size=64), seed=1)
+    t = transitions(16, 0)
+    acted = old.act(t.obs, t.mean_action, t.action_mask)
+    t = dataclasses.replace(t, action=acted.discrete_actions[:, 0], logp=acted.logp)
+    with torch.no_grad():
+        x = [torch.as_tensor(t.obs[0])]
+        mask = torch.as_tensor(t.action_mask)
+        pi_then = torch.softmax(old.actor(x).masked_fill(~mask, float("-inf")), 1)
+        pi_now = torch.softmax(learner.actor(x).masked_fill(~mask, float("-inf")), 1)
+    rows = torch.arange(16)
+    a = torch.as_tensor(t.action)
+    expected = torch.clamp(pi_now[rows, a] / pi_then[rows, a], max=1.0).mean()
+    np.testing.assert_allclose(np.exp(acted.logp), pi_then[rows, a].numpy(), rtol=1e-5)
+    learner.add(t)
+    logs = learner.update()
+    assert logs["is_ratio"] == pytest.approx(float(expected), rel=1e-5) and logs["is_ratio"] < 1.0

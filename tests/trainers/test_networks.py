@@ -96,9 +96,15 @@ TEAM_SPEC = PolicySpec(obs_shapes=((3,),), action_spec=ActionSpec(0, (2,)))
 
 
 def team_input(team_obs: torch.Tensor, team_mask: torch.Tensor | None = None) -> CriticInputTensors:
+    """Teammates [B, K, D] as references into a source batch holding their observations."""
+    batch, k, _ = team_obs.shape
     if team_mask is None:
-        team_mask = torch.ones(team_obs.shape[:2], dtype=torch.bool)
-    return CriticInputTensors(team_obs=team_obs, team_mask=team_mask)
+        team_mask = torch.ones((batch, k), dtype=torch.bool)
+    rows = torch.arange(batch * k).reshape(batch, k)
+    return CriticInputTensors(
+        team_rows=torch.where(team_mask, rows, -1),
+        team_source=[team_obs.reshape(batch * k, team_obs.shape[2])],
+    )
 
 
 def test_critic_value_changes_with_a_teammates_observation() -> None:

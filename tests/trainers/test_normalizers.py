@@ -99,3 +99,23 @@ def test_popart_update_preserves_denormalised_outputs() -> None:
     after = popart.denormalize(head(features).squeeze(1)).detach()
     assert popart.mean_var()[0].item() > old_mean + 10
     np.testing.assert_allclose(after.numpy(), before.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_value_norm_before_any_update_is_the_identity() -> None:
+    # the variance floor must not act on the empty statistics (it would scale every target by 10)
+    vn = ValueNorm()
+    x = torch.tensor([-50.0, 0.0, 3.5], dtype=torch.float64)
+    np.testing.assert_allclose(vn.normalize(x).numpy(), x.numpy())
+    np.testing.assert_allclose(vn.denormalize(x).numpy(), x.numpy())
+    assert [t.item() for t in vn.mean_var()] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("beta", [0.9, 0.99999, 0.999999, 1.0 - 1e-9])
+def test_value_norm_first_update_is_the_batch_statistics_for_any_beta(beta: float) -> None:
+    # hand-computed: mean 2, population variance ((-1)^2 + 0 + 1^2) / 3 = 2/3; the debiasing term after one
+    # step is 1 - beta, which can lie below any fixed floor
+    vn = ValueNorm(beta=beta)
+    vn.update(torch.tensor([1.0, 2.0, 3.0]))
+    mean, var = vn.mean_var()
+    assert mean.item() == pytest.approx(2.0, rel=1e-6)
+    assert var.item() == pytest.approx(2.0 / 3.0, rel=1e-6)

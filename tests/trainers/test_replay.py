@@ -141,3 +141,25 @@ def test_sample_from_a_buffer_without_intact_frames_says_why():
     buf._frames_written += buf.frame_capacity  # every frame overwritten (as by other agents' first frames)
     with pytest.raises(MeanFieldError, match=r"none of the 5 stored transitions.*frame_slack=0\.0"):
         buf.sample(4)
+
+
+def test_behaviour_log_probabilities_stay_with_their_rows():
+    """With store_logp each row keeps the log-probability it was added with (here -reward), through
+    wraparound and shuffling; without it (or for rows added without one) it reads as NaN."""
+    import dataclasses
+
+    buf = ReplayBuffer([(2,)], capacity=8, n_actions=3, mean_dim=3, share_frames=False, store_logp=True)
+    for t in range(5):
+        values = np.arange(3, dtype=np.float32) + 10 * t
+        buf.add(dataclasses.replace(step(values, t), logp=-values))
+    buf.add(step(np.array([99.0], np.float32), 5))  # no logp
+    rewards = []
+    for s in buf.iterate(3):
+        known = ~np.isnan(s.logp)
+        np.testing.assert_array_equal(s.logp[known], -s.reward[known])
+        assert np.all(s.reward[~known] == 99.0)
+        rewards += s.reward.tolist()
+    assert 99.0 in rewards and 40.0 in rewards and len(rewards) >= 4  # rows on both sides of the wrap
+    plain = ReplayBuffer([(2,)], capacity=8, n_actions=3, mean_dim=3, share_frames=False)
+    plain.add(dataclasses.replace(step([1.0], 0), logp=np.array([-1.0], np.float32)))
+    assert np.isnan(plain.sample(2).logp).all()

@@ -18,7 +18,7 @@ from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSet
 from unimarl.trainers.pool import RayPool, SerialPool, cpus_per_worker, init_ray
 from unimarl.trainers.rollout import RolloutWorker
 from unimarl.trainers.rollout_plan import PolicySetup, WorkerPlan
-from unimarl.trainers.teams import concat_batches, team_arrays
+from unimarl.trainers.teams import concat_batches, team_rows
 
 NAV = str(Path(__file__).with_name("nav_env.py"))
 
@@ -97,37 +97,33 @@ def test_trajectories_with_deaths_restarts_and_truncation_are_hand_checked() -> 
     assert ret[(1, 0)] == pytest.approx(5.0) and ret[(1, 1)] == pytest.approx(3.0)
     # a_0 truncated after t=2: bootstrapped from V(final obs [0, 3]) with no teammate ending beside it
     v_final = policy.value(
-        (np.array([[0.0, 3.0]], np.float32),),
-        CriticInput(team_obs=np.zeros((1, 0, 2), np.float32), team_mask=np.zeros((1, 0), bool)),
+        (np.array([[0.0, 3.0]], np.float32),), CriticInput(team_rows=np.zeros((1, 0), np.int32))
     )
     assert ret[(0, 2)] == pytest.approx(1.0 + float(v_final[0]), abs=1e-4)
     assert ret[(0, 0)] - ret[(0, 1)] == pytest.approx(1.0, abs=1e-4)
     # a_2 is a fragment cut at the horizon: bootstrapped from V([2, 4]) (alone)
     v_cut = policy.value(
-        (np.array([[2.0, 4.0]], np.float32),),
-        CriticInput(team_obs=np.zeros((1, 0, 2), np.float32), team_mask=np.zeros((1, 0), bool)),
+        (np.array([[2.0, 4.0]], np.float32),), CriticInput(team_rows=np.zeros((1, 0), np.int32))
     )
     assert ret[(2, 3)] == pytest.approx(6.0 + float(v_cut[0]), abs=1e-4)
     assert ret[(2, 2)] == pytest.approx(11.0 + float(v_cut[0]), abs=1e-4)
     np.testing.assert_allclose(batch.advantages, batch.returns - batch.values, atol=1e-5)
     # critic: at t=0 a_0's teammate is a_1; at t=2 a_0 and a_2 are teammates
     k = rows[(0, 0)]
-    assert batch.critic.team_mask is not None and batch.critic.team_obs is not None
-    assert batch.critic.team_mask[k].tolist() == [True]
-    np.testing.assert_array_equal(batch.critic.team_obs[k, 0], [1.0, 0.0])
-    np.testing.assert_array_equal(batch.critic.team_obs[rows[(2, 2)], 0], [0.0, 2.0])
-    assert not batch.critic.team_mask[rows[(2, 3)]].any()  # alone at t=3
+    refs = batch.critic.team_rows
+    assert refs is not None
+    assert (refs[k] >= 0).sum() == 1
+    np.testing.assert_array_equal(batch.obs[0][refs[k][refs[k] >= 0][0]], [1.0, 0.0])
+    k2 = rows[(2, 2)]
+    np.testing.assert_array_equal(batch.obs[0][refs[k2][refs[k2] >= 0][0]], [0.0, 2.0])
+    assert not (refs[rows[(2, 3)]] >= 0).any()  # alone at t=3
     assert result.episode_returns == {"a": [5.0, 3.0]} and result.episode_lengths == {"a": [2, 3]}
     assert result.env_steps == 4 and result.agent_steps == 7 and batch.loss_mask.sum() == 7
 
 
-def test_team_arrays_pad_and_exclude_self() -> None:
-    flat = np.arange(10, dtype=np.float32).reshape(5, 2)
-    team_obs, team_mask = team_arrays(flat, np.array([0, 1, 0, 0, 2]))
-    assert team_obs.shape == (5, 2, 2)
-    np.testing.assert_array_equal(team_obs[0], [[4, 5], [6, 7]])
-    np.testing.assert_array_equal(team_mask, [[1, 1], [0, 0], [1, 1], [1, 1], [0, 0]])
-    assert not team_obs[1].any()
+def test_team_rows_pad_and_exclude_self() -> None:
+    rows = team_rows(np.array([0, 1, 0, 0, 2]))
+    np.testing.assert_array_equal(rows, [[2, 3], [-1, -1], [0, 3], [0, 2], [-1, -1]])
 
 
 def test_concat_pads_teammate_axis() -> None:
@@ -135,7 +131,11 @@ def test_concat_pads_teammate_axis() -> None:
     worker2, policy2 = _worker(factory)
     small = worker2.collect({"agent": policy2.get_weights()}, 5).batches["agent"]
     both = concat_batches([small, small])
-    assert both.critic.team_obs is not None and both.critic.team_obs.shape == (20, 1, 10)
+    assert both.critic.team_rows is not None and both.critic.team_rows.shape == (20, 1)
+    # the second copy's references point into the second copy
+    np.testing.assert_array_equal(
+        both.critic.team_rows[10:], np.where(small.critic.team_rows >= 0, small.critic.team_rows + 10, -1)
+    )
 
 
 def _shapes(batch: Any) -> dict[str, tuple]:
@@ -143,7 +143,7 @@ def _shapes(batch: Any) -> dict[str, tuple]:
         "obs": batch.obs[0].shape[1:],
         "disc": batch.discrete_actions.shape[1:],
         "mask": None if batch.action_mask is None else batch.action_mask.shape[1:],
-        "team": batch.critic.team_obs.shape[1:],
+        "team": batch.critic.team_rows.shape[1:],
         "n": len(batch),
     }
 
@@ -245,8 +245,8 @@ def test_behaviour_appearing_after_reset_gets_its_own_policy() -> None:
     blue_spec = first.new_policies["blue"].spec
     assert blue_spec.obs_shapes == ((3,),) and blue_spec.action_spec.discrete_branches == (3,)
     blue = first.batches["blue"]
-    assert len(blue) == 2 * 2 * 5 and blue.critic.team_obs is not None  # 2 envs x 2 agents x steps 3..7
-    assert blue.critic.team_obs.shape[1:] == (1, 3)
+    assert len(blue) == 2 * 2 * 5 and blue.critic.team_rows is not None  # 2 envs x 2 agents x steps 3..7
+    assert blue.critic.team_rows.shape[1:] == (1,)
     # the learner rebuilds the policy from the same seed: the workers acted with these very weights
     learner = MAPPOPolicy(blue_spec, hp, net, seed=late_policy_seed(5, "blue"))
     value = learner.value(blue.obs, blue.critic)

@@ -27,6 +27,8 @@ from unimarl.trainers.batch import PolicySpec
 from unimarl.trainers.networks import Actor
 from unimarl.trainers.onnx_export import SUPPORTED_OPERATORS, contract_obs_shape, export_actor
 
+from .conftest import PACKAGE_SETS
+
 PLUGIN_CORE = Path(__file__).resolve().parents[2] / "unity_project/Packages/com.unimarl.plugin/Runtime/Core"
 SPECS = {
     "discrete": (PolicySpec(((32,),), ActionSpec(0, (5,))), "CHW"),
@@ -194,14 +196,22 @@ def test_codec_reassembles_exported_model(core_driver: Any, tmp_path: Path) -> N
     assert set(lines[:-1]) == {"none"}
 
 
+@pytest.mark.parametrize("packages", sorted(PACKAGE_SETS))
 @pytest.mark.parametrize("editor", [False, True], ids=["player", "editor"])
-def test_unity_glue_compiles_against_stubs(core_driver: Any, editor: bool) -> None:
-    built = core_driver.compile_glue(editor)
+def test_unity_glue_compiles_against_stubs(core_driver: Any, editor: bool, packages: str) -> None:
+    """The glue compiles against ML-Agents 3.0.0 with Sentis, 4.x with the Inference Engine (ModelAsset moved
+    to Unity.InferenceEngine) and 3.0.0 patched to the Inference Engine, with the defines Unity sets from the
+    asmdef's versionDefines for each."""
+    built = core_driver.compile_glue(editor, packages=packages)
     assert built.returncode == 0, built.stdout + built.stderr
 
 
-def test_example_agents_compile_with_the_glue(core_driver: Any) -> None:
-    built = core_driver.compile_glue(editor=False, examples=True)
+@pytest.mark.parametrize("packages", sorted(PACKAGE_SETS))
+@pytest.mark.parametrize("editor", [False, True], ids=["player", "editor"])
+def test_example_agents_compile_with_the_glue(core_driver: Any, editor: bool, packages: str) -> None:
+    """The example agents, and in the Editor the scene builder (Tools > Unimarl > Create Example Scenes),
+    compile as their own assemblies with only the references their asmdefs name."""
+    built = core_driver.compile_glue(editor=editor, examples=True, packages=packages)
     assert built.returncode == 0, built.stdout + built.stderr
 
 

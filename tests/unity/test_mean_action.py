@@ -26,12 +26,28 @@ EDGE = ("mean 3", "forget 2", "mean 1", "mean 3")
 WRONG_WIDTH = "input 'mean_action' has 8 values but the model's actions encode to 7"
 
 
-def _script(rng: np.random.Generator, spec: ActionSpec, steps: int) -> tuple[list[str], list[Any]]:
+def _segment(agent: int, grouped: bool) -> tuple[int, int]:
+    """(group, team) of ``agent``: with ``grouped``, 3 areas of 2 teams numbered as the battle numbers its
+    groups (``2 * area + team + 1``), and every fifth agent without a group (0: its Team Id alone counts)."""
+    team = agent % 2
+    if not grouped or agent % 5 == 4:
+        return 0, team if grouped else 0
+    return 2 * (agent // 2 % 3) + team + 1, team
+
+
+def _script(
+    rng: np.random.Generator, spec: ActionSpec, steps: int, grouped: bool = False
+) -> tuple[list[str], list[Any]]:
     """A Unity-like run: agents die (forgotten, gone), restart (forgotten, deciding again) and arrive; some
     steps have no decision. Returns the driver script and, per ``mean`` query, (agent, step) to compare."""
-    script, queries, alive = [], [], list(range(8))
-    next_id = 8
+    script, queries, alive = [], [], list(range(16 if grouped else 8))
+    next_id = len(alive)
     tracker_steps: list[tuple[list[int], list[int], np.ndarray]] = []
+
+    def token(agent: int) -> str:
+        group, team = _segment(agent, grouped)
+        return f"{agent}:{group}:{team}" if grouped else str(agent)
+
     for step in range(steps):
         script.append("roll")
         if step % 4 == 3:  # a step without decisions keeps the previous decision
@@ -48,30 +64,39 @@ def _script(rng: np.random.Generator, spec: ActionSpec, steps: int) -> tuple[lis
             ]
         )
         for agent in alive:
-            script.append(f"mean {agent}")
+            script.append(f"mean {token(agent)}")
             queries.append((agent, len(tracker_steps)))
         for agent, row in zip(alive, actions, strict=True):
             values = [f"{v:.3f}" for v in row[: spec.continuous_size]]
             values += [str(int(v)) for v in row[spec.continuous_size :]]
-            script.append(f"record {agent} " + " ".join(values))
+            script.append(f"record {token(agent)} " + " ".join(values))
         tracker_steps.append((list(alive), restarted, actions))
     return script, [queries, tracker_steps]
 
 
-def test_recorder_matches_the_tracker(core_driver: Any) -> None:
+@pytest.mark.parametrize("grouped", [False, True], ids=["one_group", "groups_and_teams"])
+def test_recorder_matches_the_tracker(core_driver: Any, grouped: bool) -> None:
+    """The trainer keeps one tracker per behaviour ("Battle?team=N") and segments it by Unity group (the
+    mean-field worker's ``segment``); the recorder, one per PolicyHotSwap, must give the same means."""
     spec = ActionSpec(2, (3, 2))
-    script, (queries, steps) = _script(np.random.default_rng(2), spec, steps=16)
+    script, (queries, steps) = _script(np.random.default_rng(2), spec, steps=16, grouped=grouped)
     lines = core_driver.mean_action(2, (3, 2), script)
     got = [np.array(line.split()[2:], np.float32) for line in lines]
-    tracker, episode = MeanActionTracker(spec, "team"), defaultdict[int, int](int)
+    trackers = {team: MeanActionTracker(spec, "team") for team in (0, 1)}
+    episode = defaultdict[int, int](int)
     want: dict[tuple[int, int], np.ndarray] = {}
     for k, (alive, restarted, actions) in enumerate(steps):
         for agent in restarted:
             episode[agent] += 1
-        keys = [(agent, episode[agent]) for agent in alive]
-        for agent, mean in zip(alive, tracker.mean_actions(keys), strict=True):
-            want[(agent, k)] = mean
-        tracker.record(keys, actions[:, 2:].astype(int), actions[:, :2].astype(np.float32))
+        for team, tracker in trackers.items():
+            rows = [i for i, agent in enumerate(alive) if _segment(agent, grouped)[1] == team]
+            members = [alive[i] for i in rows]
+            keys = [(agent, episode[agent]) for agent in members]
+            groups = np.array([_segment(agent, grouped)[0] for agent in members], np.int64)
+            for agent, mean in zip(members, tracker.mean_actions(keys, segment=groups), strict=True):
+                want[(agent, k)] = mean
+            chosen = actions[rows]
+            tracker.record(keys, chosen[:, 2:].astype(int), chosen[:, :2].astype(np.float32))
     assert len(got) == len(queries) and len(got) > 30
     for (agent, k), row in zip(queries, got, strict=True):
         np.testing.assert_allclose(row, want[(agent, k)], atol=1e-6, err_msg=f"agent {agent}, decision {k}")

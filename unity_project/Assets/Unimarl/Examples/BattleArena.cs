@@ -8,9 +8,17 @@
 // damage 2), then deaths, then moves in a random order (the first mover wins a contested cell). Rewards:
 // +0.2 per hit, +5 per kill to every attacker of the victim that step, -1 on death, -0.005 per step alive. A
 // dead agent ends its episode once (EndEpisode) and is switched off until the next episode; the episode ends
-// when a team is wiped out (EndEpisode) or after m_MaxSteps steps (EpisodeInterrupted), then everybody
-// restarts. Stats per episode (Average, as the sim): Battle/kills_team0, Battle/kills_team1, Battle/team0_win
-// (1: team 0 made more kills, 0: fewer, 0.5: as many; a wiped-out team has fewer).
+// when a team is wiped out (each team's EndGroupEpisode) or after m_MaxSteps steps (GroupEpisodeInterrupted),
+// then everybody restarts and the arena requests their decisions again (ending an episode in AgentPreStep drops
+// the request the DecisionRequester made earlier in that event, see CoopNavArea). Stats per episode (Average, as
+// the sim): Battle/kills_team0, Battle/kills_team1, Battle/team0_win (1: team 0 made more kills, 0: fewer, 0.5:
+// as many; a wiped-out team has fewer). Agents' transforms follow their cells (one unit per cell).
+// Groups: each team is a SimpleMultiAgentGroup, team 0's created first, both in Start, so with several arenas in a
+// scene each arena's teams have consecutive ids (Unity numbers groups 1, 2, ... in creation order): the sim's
+// group_id = 2 * area + team + 1 when the arenas start in order. The trainer tells the arenas' battles apart by
+// these groups (mean actions and outcomes per group); without them a scene of several arenas would be one battle.
+// A disabled agent leaves its group (SimpleMultiAgentGroup.RegisterAgent subscribes to Agent.OnAgentDisabled), so
+// ResetArena registers every agent again.
 using System.Collections.Generic;
 using Unity.MLAgents;
 using UnityEngine;
@@ -42,11 +50,23 @@ namespace Unimarl.Examples
         [SerializeField] int m_MaxSteps = 400;
         [SerializeField] int m_Seed = 0;
 
+        /// <summary>Side of the local view (LocalView holds View * View * Channels floats).</summary>
+        public int View { get { return m_View; } }
+        public int Size { get { return m_Size; } }
+
+        /// <summary>Sets the arena's agents (the scene builder; before the arena starts).</summary>
+        public void Configure(BattleAgent[] agents) { m_Agents = agents; }
+
         System.Random m_Random;
         bool[,] m_Wall;
         BattleAgent[,] m_Occupant;
         int m_Step;
         readonly int[] m_Kills = new int[2];
+        SimpleMultiAgentGroup[] m_Groups;
+
+        /// <summary>The id of <paramref name="team"/>'s SimpleMultiAgentGroup (GetId()); 0 before the arena
+        /// starts.</summary>
+        public int GroupId(int team) { return m_Groups == null ? 0 : m_Groups[team].GetId(); }
 
         void Start()
         {
@@ -59,6 +79,7 @@ namespace Unimarl.Examples
                         || (c <= left ? m_Random.NextDouble() < m_Obstacles : m_Wall[r, m_Size - 1 - c]);
             CheckStartRoom();
             m_Occupant = new BattleAgent[m_Size, m_Size];
+            m_Groups = new[] { new SimpleMultiAgentGroup(), new SimpleMultiAgentGroup() };  // team 0 first
             Academy.Instance.AgentPreStep += OnPreStep;
             ResetArena();
         }
@@ -66,6 +87,7 @@ namespace Unimarl.Examples
         void OnDestroy()
         {
             if (Academy.IsInitialized) Academy.Instance.AgentPreStep -= OnPreStep;
+            if (m_Groups != null) foreach (var group in m_Groups) group.Dispose();
         }
 
         bool Blocked(Vector2Int cell)
@@ -119,10 +141,11 @@ namespace Unimarl.Examples
                 Vector2Int cell;
                 do cell = new Vector2Int(m_Random.Next(1, m_Size - 1), m_Random.Next(first, end));
                 while (m_Wall[cell.x, cell.y] || m_Occupant[cell.x, cell.y] != null);
-                agent.Cell = cell;
+                Place(agent, cell);
                 agent.Hp = MaxHp;
                 agent.Alive = true;
                 agent.gameObject.SetActive(true);
+                m_Groups[agent.Team].RegisterAgent(agent);  // again: switching it off unregistered it
                 m_Occupant[cell.x, cell.y] = agent;
             }
         }
@@ -213,14 +236,24 @@ namespace Unimarl.Examples
             bool[] wiped = { true, true };
             foreach (var agent in m_Agents) if (agent.Alive) wiped[agent.Team] = false;
             if (!wiped[0] && !wiped[1] && m_Step < m_MaxSteps) return;
-            foreach (var agent in m_Agents)
+            // the groups hold the living agents (the dead left when switched off)
+            foreach (var group in m_Groups)
             {
-                if (!agent.Alive) continue;
-                if (wiped[0] || wiped[1]) agent.EndEpisode();
-                else agent.EpisodeInterrupted();
+                if (wiped[0] || wiped[1]) group.EndGroupEpisode();
+                else group.GroupEpisodeInterrupted();
             }
             RecordStats();
             ResetArena();
+            // the new episode's first decision is this step's (Agent.cs:641-642 dropped the DecisionRequester's)
+            foreach (var agent in m_Agents) agent.RequestDecision();
+        }
+
+        /// <summary>Moves <paramref name="agent"/> to <paramref name="cell"/> (row, column), its transform one unit per
+        /// cell on the arena's x (columns) / z (rows, row 0 at the top) plane.</summary>
+        static void Place(BattleAgent agent, Vector2Int cell)
+        {
+            agent.Cell = cell;
+            agent.transform.localPosition = new Vector3(cell.y, 0f, -cell.x);
         }
 
         void RecordStats()
@@ -252,7 +285,7 @@ namespace Unimarl.Examples
                 if (Blocked(to) || occupied.Contains(to) || !claimed.Add(to)) continue;
                 m_Occupant[agent.Cell.x, agent.Cell.y] = null;
                 m_Occupant[to.x, to.y] = agent;
-                agent.Cell = to;
+                Place(agent, to);
             }
         }
     }

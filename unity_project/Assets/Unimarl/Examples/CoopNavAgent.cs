@@ -10,6 +10,7 @@
 // Heuristic: runs the policy pushed by the trainer through PolicyHotSwap (player builds, Behavior Type
 // Heuristic Only); before the first policy arrives the agent stays still.
 using System.Collections.Generic;
+using Unimarl.Core;
 using Unimarl.Unity;
 using Unity.MLAgents;
 using Unity.MLAgents.Actuators;
@@ -29,7 +30,15 @@ namespace Unimarl.Examples
         [SerializeField] bool m_Continuous = false;
 
         readonly List<float> m_Vector = new List<float>();
-        readonly List<float[]> m_HeuristicInputs = new List<float[]> { null };
+        readonly List<SensorObservation> m_HeuristicInputs = new List<SensorObservation> { default(SensorObservation) };
+
+        /// <summary>Sets the agent's area and hot-swap component (the scene builder).</summary>
+        public void Configure(CoopNavArea area, PolicyHotSwap hotSwap, bool continuous)
+        {
+            m_Area = area;
+            m_HotSwap = hotSwap;
+            m_Continuous = continuous;
+        }
 
         public Vector2 Position { get; private set; }
         public Vector2 Velocity { get; private set; }
@@ -84,7 +93,10 @@ namespace Unimarl.Examples
 
         public override void Heuristic(in ActionBuffers actionsOut)
         {
-            m_HeuristicInputs[0] = ObservationVector().ToArray();
+            if (m_HotSwap == null) return;  // no pushed policies to run: stay still
+            // the CollectObservations sensor's name (VectorSensor.cs:28: "VectorSensor_size" + size)
+            var values = ObservationVector().ToArray();
+            m_HeuristicInputs[0] = new SensorObservation("VectorSensor_size" + values.Length, values);
             m_HotSwap.TryDecide(m_HeuristicInputs, null, actionsOut);
         }
     }

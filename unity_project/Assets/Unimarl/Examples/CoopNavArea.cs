@@ -2,9 +2,13 @@
 //
 // Before every Academy step (Academy.AgentPreStep), i.e. after the agents acted on the previous decision,
 // the area gives the team reward -sum over landmarks of the nearest agent's distance - colliding agent pairs
-// (radius 0.15) to the group (AddGroupReward) and to each agent (AddReward), as the sim does with group_reward
-// and the individual reward; after m_EpisodeLength steps (25) it interrupts the group episode (max step
-// reached) and restarts the area. Agents need a DecisionRequester with Decision Period 1.
+// (radius 0.15) to the group only (AddGroupReward, as ML-Agents' cooperative examples PushBlockCollab and
+// DungeonEscape do; the agents' own rewards stay 0), as the sim does with group_reward; after m_EpisodeLength steps (25) it interrupts the group episode (max step
+// reached), restarts the area and requests the agents' decisions again: their DecisionRequester (Decision Period
+// 1) already asked for this step's decision in AgentPreStep (DecisionRequester.cs:65-71, 97-113, subscribed in
+// Awake, before this handler) and ending the episode dropped that request (Agent.cs:641-642, NotifyAgentDone);
+// AgentSendState, which sends the new episode's first observation, comes after AgentPreStep (Academy.cs:577-585
+// in 3.0.0, 578-586 in 4.0.1). Without this every episode after the first would have 24 decisions, not 25.
 using System.Collections.Generic;
 using Unity.MLAgents;
 using UnityEngine;
@@ -27,6 +31,13 @@ namespace Unimarl.Examples
 
         public IReadOnlyList<CoopNavAgent> Agents { get { return m_Agents; } }
         public IReadOnlyList<Vector2> Landmarks { get { return m_Landmarks; } }
+
+        /// <summary>Sets the area's agents and landmark markers (the scene builder; before the area starts).</summary>
+        public void Configure(CoopNavAgent[] agents, Transform[] landmarkMarkers)
+        {
+            m_Agents = agents;
+            m_LandmarkMarkers = landmarkMarkers;
+        }
 
         void Start()
         {
@@ -78,10 +89,10 @@ namespace Unimarl.Examples
             if (academyStepCount == 0) return;  // nothing has acted yet
             float team = TeamReward();
             m_Group.AddGroupReward(team);
-            foreach (var agent in m_Agents) agent.AddReward(team);
             if (++m_Step < m_EpisodeLength) return;
             m_Group.GroupEpisodeInterrupted();
             ResetArea();
+            foreach (var agent in m_Agents) agent.RequestDecision();
         }
     }
 }

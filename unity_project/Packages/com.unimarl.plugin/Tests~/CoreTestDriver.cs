@@ -11,8 +11,9 @@
 // "model BEHAVIOR VERSION SHA256HEX ACKHEX" or "reject REASON ACKHEX" (ACKHEX: the serialized acknowledgement).
 // policy prints "layout D CONTINUOUS BRANCH,SIZES", "continuous V..." and "discrete V..." (INPUTS: obs_i, action_masks,
 // mean_action, each [1, ...]; a missing mean_action is fed as zeros). meanaction: BRANCHES is "3,4" or "-"; SCRIPT
-// lines are "roll", "forget ID", "record ID V..." (continuous values, then one integer per branch) and "mean ID",
-// which prints "mean ID V...".
+// lines are "roll", "forget ID", "record AGENT V..." (continuous values, then one integer per branch) and
+// "mean AGENT", which prints "mean AGENT V..."; AGENT is "ID" (group 0, team 0) or "ID:GROUP:TEAM" (the agent's
+// SimpleMultiAgentGroup id, 0 for none, and Team Id: MeanActionRecorder.Segment).
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;
@@ -124,16 +125,27 @@ static class CoreTestDriver
                     for (int i = 0; i < continuousSize; i++) continuous[i] = float.Parse(parts[2 + i], System.Globalization.CultureInfo.InvariantCulture);
                     var discrete = new int[branches.Length];
                     for (int b = 0; b < branches.Length; b++) discrete[b] = int.Parse(parts[2 + continuousSize + b]);
-                    recorder.Record(int.Parse(parts[1]), continuous, discrete);
+                    long segment;
+                    recorder.Record(ParseAgent(parts[1], out segment), segment, continuous, discrete);
                     break;
                 case "mean":
-                    recorder.MeanAction(int.Parse(parts[1]), mean);
+                    long own;
+                    int agent = ParseAgent(parts[1], out own);
+                    recorder.MeanAction(agent, own, mean);
                     Console.WriteLine("mean " + parts[1] + " " + string.Join(" ", Array.ConvertAll(mean, v => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture))));
                     break;
                 default: throw new ArgumentException("unknown script line '" + line + "'");
             }
         }
         return 0;
+    }
+
+    /// <summary>"ID" or "ID:GROUP:TEAM" -> ID and the agent's segment.</summary>
+    static int ParseAgent(string text, out long segment)
+    {
+        var fields = text.Split(':');
+        segment = MeanActionRecorder.Segment(fields.Length > 1 ? int.Parse(fields[1]) : 0, fields.Length > 2 ? int.Parse(fields[2]) : 0);
+        return int.Parse(fields[0]);
     }
 
     static string Join(int[] values)

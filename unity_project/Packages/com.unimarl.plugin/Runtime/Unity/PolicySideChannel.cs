@@ -1,9 +1,12 @@
 // The policy side channel: receives chunked ONNX models from the trainer and answers with acknowledgements.
 //
 // Channel id and message formats: Unimarl.Core.PolicyChannelIds / PolicyCodec (protos/unimarl/policy_channel.proto).
-// Rejected chunks are acknowledged here at once; a complete model is handed to PolicyReceived, whose handler
-// acknowledges it with Acknowledge once it has loaded the model (or failed to).
+// Rejected chunks are acknowledged here at once; a complete model is handed to the handlers (PolicyHotSwap), and
+// the one that takes it acknowledges it with Acknowledge once it has loaded the model (or failed to). Every
+// complete model is answered: LoadFailed when no handler takes it or a handler throws (ML-Agents'
+// SideChannel.ProcessMessage would log and skip the message, SideChannel.cs:36-51, and the trainer would wait).
 using System;
+using System.Collections.Generic;
 using Unimarl.Core;
 using Unity.MLAgents.SideChannels;
 
@@ -13,8 +16,7 @@ namespace Unimarl.Unity
     {
         readonly PolicyAssembler m_Assembler;
 
-        /// <summary>Raised on the main thread for every complete, hash-checked model.</summary>
-        public event Action<ReceivedPolicy> PolicyReceived;
+        readonly List<Func<ReceivedPolicy, bool>> m_Handlers = new List<Func<ReceivedPolicy, bool>>();
 
         public PolicySideChannel(long maxModelSize)
         {
@@ -36,11 +38,30 @@ namespace Unimarl.Unity
                 return;
             }
             if (policy == null) return;
-            var handler = PolicyReceived;
-            if (handler == null)
-                Acknowledge(policy, PolicyRejectReason.LoadFailed, "no PolicyHotSwap component handles " + policy.Behavior);
-            else handler(policy);
+            bool taken = false;
+            foreach (var handler in m_Handlers.ToArray())
+            {
+                try
+                {
+                    taken |= handler(policy);
+                }
+                catch (Exception e)
+                {
+                    UnityEngine.Debug.LogError("[unimarl] policy " + policy.Behavior + " v" + policy.Version + ": " + e);
+                    Acknowledge(policy, PolicyRejectReason.LoadFailed, e.GetType().Name + ": " + e.Message);
+                    return;
+                }
+            }
+            if (!taken)
+                Acknowledge(policy, PolicyRejectReason.LoadFailed, "no PolicyHotSwap component handles " + policy.Behavior +
+                    " (add one with that Behavior Name and Team Id -1 or the pushed team)");
         }
+
+        /// <summary>Adds a handler, called on the main thread for every complete, hash-checked model; it returns
+        /// whether it took the model (and then acknowledges it).</summary>
+        public void AddHandler(Func<ReceivedPolicy, bool> handler) { m_Handlers.Add(handler); }
+
+        public void RemoveHandler(Func<ReceivedPolicy, bool> handler) { m_Handlers.Remove(handler); }
 
         /// <summary>Tells the trainer whether <paramref name="policy"/> is now in use.</summary>
         public void Acknowledge(ReceivedPolicy policy, PolicyRejectReason reason, string error)

@@ -1,169 +1,100 @@
-// Compile-only stand-ins for the Unity / Sentis / ML-Agents API surface the plug-in's glue and the example agents
-// (unity_project/Assets/Unimarl/Examples) use (signatures as in the public docs of Unity 6, com.unity.sentis 2.1
-// and com.unity.ml-agents 3.0.0). They let the glue be compiled
-// outside Unity so a typo or a wrong signature fails the build; they do nothing at run time.
+// Stand-ins for the com.unity.ml-agents API the plug-in, the example agents and the scene builder use. Public
+// signatures follow the package's C# sources (3.0.0 and 4.0.1; tests/unity/test_api_stubs.py compares them), and
+// the behaviour the tests rely on is modelled on those sources, cited per rule (file:line, 3.0.0; 4.0.1 has the
+// same code). Members that are not package API are internal or live in Unimarl.Stubs.
 using System;
 using System.Collections.Generic;
+using Unimarl.Stubs;
+#if STUB_INFERENCE_ENGINE
+using ModelAsset = Unity.InferenceEngine.ModelAsset;
+#else
+using ModelAsset = Unity.Sentis.ModelAsset;
+#endif
 
-namespace UnityEngine
+// The world driver (Tests~/WorldTestDriver.cs) sets up and reads what the engine and the trainer would.
+[assembly: System.Runtime.CompilerServices.InternalsVisibleTo("world")]
+
+namespace Unimarl.Stubs
 {
-    public class Object
+    /// <summary>One AgentInfo handed to an agent's policy (IPolicy.RequestDecision), as the communicator would see
+    /// it; Policy says which policy got it (only Remote reaches the trainer).</summary>
+    public sealed class SentInfo
     {
-        public string name { get; set; }
-        public int GetInstanceID() { return 0; }
-        public static T[] FindObjectsByType<T>(FindObjectsSortMode sortMode) where T : Object { return new T[0]; }
-        public static void Destroy(Object obj) { }
-    }
-
-    public enum FindObjectsSortMode { None = 0, InstanceID = 1 }
-
-    public class Component : Object
-    {
-        public T GetComponent<T>() { return default(T); }
-        public GameObject gameObject { get { return null; } }
-        public Transform transform { get { return null; } }
-    }
-
-    public class Transform : Component
-    {
-        public Vector3 localPosition { get; set; }
-    }
-
-    public class GameObject : Object
-    {
-        public void SetActive(bool value) { }
-    }
-
-    public struct Vector2 : IEquatable<Vector2>
-    {
-        public float x, y;
-        public Vector2(float x, float y) { this.x = x; this.y = y; }
-        public static Vector2 zero { get { return new Vector2(0f, 0f); } }
-        public static Vector2 right { get { return new Vector2(1f, 0f); } }
-        public static Vector2 left { get { return new Vector2(-1f, 0f); } }
-        public static Vector2 up { get { return new Vector2(0f, 1f); } }
-        public static Vector2 down { get { return new Vector2(0f, -1f); } }
-        public static float Distance(Vector2 a, Vector2 b) { return 0f; }
-        public static Vector2 operator +(Vector2 a, Vector2 b) { return a; }
-        public static Vector2 operator -(Vector2 a, Vector2 b) { return a; }
-        public static Vector2 operator *(Vector2 a, float d) { return a; }
-        public bool Equals(Vector2 other) { return x == other.x && y == other.y; }
-    }
-
-    public struct Vector2Int : IEquatable<Vector2Int>
-    {
-        public int x { get; set; }
-        public int y { get; set; }
-        public Vector2Int(int x, int y) { this.x = x; this.y = y; }
-        public static Vector2Int operator +(Vector2Int a, Vector2Int b) { return a; }
-        public bool Equals(Vector2Int other) { return x == other.x && y == other.y; }
-    }
-
-    public struct Vector3
-    {
-        public float x, y, z;
-        public Vector3(float x, float y, float z) { this.x = x; this.y = y; this.z = z; }
-    }
-
-    public static class Mathf
-    {
-        public static float Clamp(float value, float min, float max) { return value; }
-        public static int Clamp(int value, int min, int max) { return value; }
-        public static float Min(float a, float b) { return a; }
-        public static int Max(int a, int b) { return a; }
-    }
-    public class Behaviour : Component { public bool enabled { get; set; } }
-    public class MonoBehaviour : Behaviour { }
-    public class ScriptableObject : Object { }
-
-    public static class Debug
-    {
-        public static void Log(object message) { }
-        public static void LogWarning(object message) { }
-        public static void LogError(object message) { }
-    }
-
-    public static class Application
-    {
-        public static string dataPath { get { return ""; } }
-    }
-
-    [AttributeUsage(AttributeTargets.Field)] public sealed class SerializeField : Attribute { }
-    [AttributeUsage(AttributeTargets.Field)] public sealed class TooltipAttribute : Attribute { public TooltipAttribute(string tooltip) { } }
-    [AttributeUsage(AttributeTargets.Class)] public sealed class DisallowMultipleComponent : Attribute { }
-}
-
-namespace UnityEditor
-{
-    public static class AssetDatabase
-    {
-        public static void ImportAsset(string path) { }
-        public static T LoadAssetAtPath<T>(string assetPath) where T : UnityEngine.Object { return null; }
-        public static bool IsValidFolder(string path) { return false; }
-        public static string CreateFolder(string parentFolder, string newFolderName) { return ""; }
-    }
-}
-
-namespace Unity.Sentis
-{
-    public class ModelAsset : UnityEngine.ScriptableObject { }
-}
-
-namespace Unity.MLAgents.Actuators
-{
-    public struct ActionSegment<T> where T : struct
-    {
-        public int Length { get { return 0; } }
-        public T this[int index] { get { return default(T); } set { } }
-    }
-
-    public interface IDiscreteActionMask
-    {
-        void SetActionEnabled(int branch, int actionIndex, bool isEnabled);
-    }
-
-    public readonly struct ActionBuffers
-    {
-        public ActionSegment<float> ContinuousActions { get { return default(ActionSegment<float>); } }
-        public ActionSegment<int> DiscreteActions { get { return default(ActionSegment<int>); } }
-    }
-}
-
-namespace Unity.MLAgents.Sensors
-{
-    public class VectorSensor
-    {
-        public void AddObservation(float observation) { }
-        public void AddObservation(IList<float> observation) { }
-    }
-
-    public interface ISensor { }
-
-    public abstract class SensorComponent : UnityEngine.MonoBehaviour
-    {
-        public abstract ISensor[] CreateSensors();
-    }
-
-    public class VectorSensorComponent : SensorComponent
-    {
-        public string SensorName { get; set; }
-        public int ObservationSize { get; set; }
-        public VectorSensor GetSensor() { return null; }
-        public override ISensor[] CreateSensors() { return new ISensor[0]; }
+        public int AcademyStep, AgentId, EpisodeId;
+        public string Policy, Behavior;
+        public bool Done, MaxStepReached;
+        public float Reward, GroupReward;
+        /// <summary>AgentInfo.groupId: the agent's SimpleMultiAgentGroup id, 0 without one.</summary>
+        public int GroupId;
+        public List<string> SensorNames = new List<string>();
+        public List<float[]> Observations = new List<float[]>();
+        /// <summary>1 = allowed, per action of every branch (the mask WriteDiscreteActionMask wrote).</summary>
+        public float[] Mask = new float[0];
     }
 }
 
 namespace Unity.MLAgents.Policies
 {
-    public enum InferenceDevice { Default = 0, GPU = 1, Burst = 2, CPU = 3 }
-    public enum BehaviorType { Default = 0, HeuristicOnly = 1, InferenceOnly = 2 }
+    using Unity.MLAgents.Actuators;
+
+    public enum InferenceDevice
+    {
+        Default = 0,
+        ComputeShader = 1,
+        Burst = 2,
+        PixelShader = 3,
+    }
+
+    public enum BehaviorType
+    {
+        Default,
+        HeuristicOnly,
+        InferenceOnly,
+    }
+
+    public class BrainParameters
+    {
+        public int VectorObservationSize = 1;
+        public int NumStackedVectorObservations = 1;
+        public ActionSpec ActionSpec { get; set; } = new ActionSpec(0, new[] { 2 });
+    }
 
     public class BehaviorParameters : UnityEngine.MonoBehaviour
     {
-        public string BehaviorName { get; set; }
-        public string FullyQualifiedBehaviorName { get { return ""; } }
+        BrainParameters m_BrainParameters = new BrainParameters();
+        public BrainParameters BrainParameters
+        {
+            get { return m_BrainParameters; }
+            internal set { m_BrainParameters = value; }
+        }
+        public ModelAsset Model { get; set; }
+        public InferenceDevice InferenceDevice { get; set; }
         public BehaviorType BehaviorType { get; set; }
-        public Unity.Sentis.ModelAsset Model { get; set; }
+        public string BehaviorName { get; set; } = "My Behavior";
+        public int TeamId;
+        public string FullyQualifiedBehaviorName
+        {
+            get { return BehaviorName + "?team=" + TeamId; }
+        }
+
+        /// <summary>BehaviorParameters.cs:229-263 (GeneratePolicy): Heuristic Only -> heuristic; Inference Only ->
+        /// the model (heuristic without one); Default -> the trainer when one is connected, else the model, else
+        /// the heuristic. Creating an inference policy loads the model and throws if it cannot.</summary>
+        internal string GeneratePolicy()
+        {
+            switch (BehaviorType)
+            {
+                case BehaviorType.HeuristicOnly: return "Heuristic";
+                case BehaviorType.InferenceOnly:
+                    if (Model == null) return "Heuristic";
+                    StubInference.Load(Model);
+                    return "Inference";
+                default:
+                    if (Academy.Instance.IsCommunicatorOn) return "Remote";
+                    if (Model != null) { StubInference.Load(Model); return "Inference"; }
+                    return "Heuristic";
+            }
+        }
     }
 }
 
@@ -173,69 +104,399 @@ namespace Unity.MLAgents
     using Unity.MLAgents.Policies;
     using Unity.MLAgents.Sensors;
 
+    [UnityEngine.RequireComponent(typeof(BehaviorParameters))]
     public class Agent : UnityEngine.MonoBehaviour
     {
-        public void SetModel(string behaviorName, Unity.Sentis.ModelAsset model, InferenceDevice inferenceDevice = InferenceDevice.Default) { }
-        public virtual void OnEpisodeBegin() { }
+        enum DoneReason { DoneCalled, MaxStepReached, Disabled }
+
+        static int s_EpisodeIds;
+        public int MaxStep;
+
+        bool m_Initialized, m_RequestDecision, m_RequestAction, m_Done, m_DecisionRequested;
+        string m_Brain;
+        BehaviorParameters m_PolicyFactory;
+        float m_Reward, m_GroupReward;
+        int m_StepCount, m_EpisodeId;
+        /// Agent.cs:354-359: the MultiAgentGroup id (0: no group), and the event a group unregisters on.
+        int m_GroupId;
+        internal event Action<Agent> OnAgentDisabled;
+        ActionBuffers m_Stored, m_HeuristicActions;
+        internal List<ISensor> sensors = new List<ISensor>();
+        internal VectorSensor collectObservationsSensor;
+        /// <summary>Calls of SetModel that changed the model (not package API).</summary>
+        internal int ModelChanges;
+
+        public int StepCount { get { return m_StepCount; } }
+        public int CompletedEpisodes { get; private set; }
+
+        protected internal virtual void Awake() { }
+
+        protected virtual void OnEnable() { LazyInitialize(); }
+
+        // Agent.cs:480-533.
+        public void LazyInitialize()
+        {
+            if (m_Initialized) return;
+            m_Initialized = true;
+            m_EpisodeId = ++s_EpisodeIds;
+            m_PolicyFactory = GetComponent<BehaviorParameters>();
+            var academy = Academy.Instance;
+            academy.AgentIncrementStep += AgentIncrementStep;
+            academy.AgentSendState += SendInfo;
+            academy.DecideAction += DecideAction;
+            academy.AgentAct += AgentStep;
+            academy.AgentForceReset += _AgentReset;
+            var spec = m_PolicyFactory.BrainParameters.ActionSpec;
+            m_Stored = new ActionBuffers(new float[spec.NumContinuousActions], new int[spec.NumDiscreteActions]);
+            m_HeuristicActions = new ActionBuffers(new float[spec.NumContinuousActions], new int[spec.NumDiscreteActions]);
+            m_Brain = m_PolicyFactory.GeneratePolicy();
+            Initialize();
+            InitializeSensors();
+            if (academy.TotalStepCount != 0) OnEpisodeBegin();
+        }
+
+        // Agent.cs:574-594.
+        protected virtual void OnDisable()
+        {
+            if (Academy.IsInitialized)
+            {
+                var academy = Academy.Instance;
+                academy.AgentIncrementStep -= AgentIncrementStep;
+                academy.AgentSendState -= SendInfo;
+                academy.DecideAction -= DecideAction;
+                academy.AgentAct -= AgentStep;
+                academy.AgentForceReset -= _AgentReset;
+                NotifyAgentDone(DoneReason.Disabled);
+            }
+            if (OnAgentDisabled != null) OnAgentDisabled(this);  // Agent.cs:592: its group unregisters it
+            m_Initialized = false;
+        }
+
+        // Agent.cs:1416-1436.
+        internal void SetMultiAgentGroup(IMultiAgentGroup multiAgentGroup)
+        {
+            if (multiAgentGroup == null)
+            {
+                m_GroupId = 0;
+                return;
+            }
+            var newGroupId = multiAgentGroup.GetId();
+            if (m_GroupId != 0 && m_GroupId != newGroupId)
+                throw new InvalidOperationException("Agent is already registered with a group. Unregister it first.");
+            m_GroupId = newGroupId;
+        }
+
+        // Agent.cs:596-644: the terminal info goes to the policy at once; requests are dropped.
+        void NotifyAgentDone(DoneReason doneReason)
+        {
+            if (m_Done) return;
+            m_Done = true;
+            UpdateSensors();
+            CollectObservations(collectObservationsSensor);
+            RequestDecisionOfBrain(true, doneReason == DoneReason.MaxStepReached);
+            foreach (var sensor in sensors) sensor.Reset();
+            if (doneReason != DoneReason.Disabled) CompletedEpisodes++;
+            m_Reward = 0f;
+            m_GroupReward = 0f;
+            m_RequestAction = false;
+            m_RequestDecision = false;
+        }
+
+        // Agent.cs:664-681: a changed model ends the episode (DoneReason.Disabled), then the policy is rebuilt.
+        public void SetModel(
+            string behaviorName,
+            ModelAsset model,
+            InferenceDevice inferenceDevice = InferenceDevice.Default)
+        {
+            if (behaviorName == m_PolicyFactory.BehaviorName && model == m_PolicyFactory.Model && inferenceDevice == m_PolicyFactory.InferenceDevice)
+                return;
+            NotifyAgentDone(DoneReason.Disabled);
+            ModelChanges++;
+            m_PolicyFactory.Model = model;
+            m_PolicyFactory.InferenceDevice = inferenceDevice;
+            m_PolicyFactory.BehaviorName = behaviorName;
+            if (m_Initialized) m_Brain = m_PolicyFactory.GeneratePolicy();
+        }
+
+        public void AddReward(float increment) { m_Reward += increment; }
+
+        internal void AddGroupReward(float increment) { m_GroupReward += increment; }
+
+        // Agent.cs:806-835.
+        public void EndEpisode() { NotifyAgentDone(DoneReason.DoneCalled); _AgentReset(); }
+
+        public void EpisodeInterrupted() { NotifyAgentDone(DoneReason.MaxStepReached); _AgentReset(); }
+
+        // Agent.cs:855-887.
+        public void RequestDecision() { m_RequestDecision = true; RequestAction(); }
+
+        public void RequestAction() { m_RequestAction = true; }
+
+        public virtual void Initialize() { }
+        public virtual void Heuristic(in ActionBuffers actionsOut) { }
         public virtual void CollectObservations(VectorSensor sensor) { }
         public virtual void WriteDiscreteActionMask(IDiscreteActionMask actionMask) { }
         public virtual void OnActionReceived(ActionBuffers actions) { }
-        public virtual void Heuristic(in ActionBuffers actionsOut) { }
-        public void AddReward(float increment) { }
-        public void EndEpisode() { }
-        public void EpisodeInterrupted() { }
+        public virtual void OnEpisodeBegin() { }
+
+        // Agent.cs:984-1036: sensor components' sensors, the CollectObservations sensor when the vector size is
+        // positive, sorted by name with InvariantCulture (Sensors/ISensor.cs:133-137).
+        void InitializeSensors()
+        {
+            sensors = new List<ISensor>();
+            foreach (var component in GetComponents<SensorComponent>()) sensors.AddRange(component.CreateSensors());
+            collectObservationsSensor = null;
+            if (m_PolicyFactory.BrainParameters.VectorObservationSize > 0)
+            {
+                collectObservationsSensor = new VectorSensor(m_PolicyFactory.BrainParameters.VectorObservationSize);
+                sensors.Add(collectObservationsSensor);
+            }
+            sensors.Sort((x, y) => string.Compare(x.GetName(), y.GetName(), StringComparison.InvariantCulture));
+        }
+
+        void UpdateSensors() { foreach (var sensor in sensors) sensor.Update(); }
+
+        // Agent.cs:1344-1352.
+        void _AgentReset()
+        {
+            m_StepCount = 0;
+            OnEpisodeBegin();
+        }
+
+        // Agent.cs:1372-1382.
+        void SendInfo()
+        {
+            if (m_RequestDecision)
+            {
+                SendInfoToBrain();
+                m_Reward = 0f;
+                m_GroupReward = 0f;
+                m_RequestDecision = false;
+            }
+        }
+
+        // Agent.cs:1092-1148.
+        void SendInfoToBrain()
+        {
+            if (m_Brain == null) return;
+            UpdateSensors();
+            CollectObservations(collectObservationsSensor);
+            m_Mask = new Mask(m_PolicyFactory.BrainParameters.ActionSpec.BranchSizes);
+            WriteDiscreteActionMask(m_Mask);
+            m_Done = false;
+            RequestDecisionOfBrain(false, false);
+        }
+
+        Mask m_Mask;
+
+        sealed class Mask : IDiscreteActionMask
+        {
+            readonly int[] m_Offsets;
+            internal readonly float[] Allowed;
+
+            internal Mask(int[] branches)
+            {
+                m_Offsets = new int[branches.Length];
+                int total = 0;
+                for (int b = 0; b < branches.Length; b++) { m_Offsets[b] = total; total += branches[b]; }
+                Allowed = new float[total];
+                for (int i = 0; i < total; i++) Allowed[i] = 1f;
+            }
+
+            public void SetActionEnabled(int branch, int actionIndex, bool isEnabled) { Allowed[m_Offsets[branch] + actionIndex] = isEnabled ? 1f : 0f; }
+        }
+
+        void RequestDecisionOfBrain(bool done, bool maxStepReached)
+        {
+            if (m_Brain == null) return;
+            var info = new SentInfo
+            {
+                Mask = done || m_Mask == null ? new float[0] : m_Mask.Allowed,
+                AcademyStep = Academy.Instance.StepInProgress, AgentId = GetInstanceID(), EpisodeId = m_EpisodeId,
+                Policy = m_Brain, Behavior = m_PolicyFactory.FullyQualifiedBehaviorName, Done = done,
+                MaxStepReached = maxStepReached, Reward = m_Reward, GroupReward = m_GroupReward,
+                GroupId = m_GroupId,  // Agent.cs:608 (terminal), 1133 (decision)
+            };
+            foreach (var sensor in sensors)
+            {
+                info.SensorNames.Add(sensor.GetName());
+                var vector = sensor as VectorSensor;
+                info.Observations.Add(vector == null ? new float[0] : vector.Written());
+            }
+            Academy.Instance.Sent.Add(info);
+            // HeuristicPolicy.cs:36-41: remember the request; DecideAction runs the heuristic only if not done.
+            m_DecisionRequested = true;
+        }
+
+        void AgentIncrementStep() { m_StepCount += 1; }
+
+        // Agent.cs:1390-1403.
+        void AgentStep()
+        {
+            if (m_RequestAction && m_Brain != null)
+            {
+                m_RequestAction = false;
+                OnActionReceived(m_Stored);
+            }
+            if (m_StepCount >= MaxStep && MaxStep > 0)
+            {
+                NotifyAgentDone(DoneReason.MaxStepReached);
+                _AgentReset();
+            }
+        }
+
+        // Agent.cs:1405-1414 with HeuristicPolicy.cs:44-53 (heuristic on a pending, not-done request) and
+        // RemotePolicy (the trainer's actions: zeros here).
+        void DecideAction()
+        {
+            if (m_Brain == "Heuristic" && m_DecisionRequested && !m_Done)
+            {
+                Array.Clear(m_HeuristicActions.ContinuousActions.Array, 0, m_HeuristicActions.ContinuousActions.Length);
+                Array.Clear(m_HeuristicActions.DiscreteActions.Array, 0, m_HeuristicActions.DiscreteActions.Length);
+                Heuristic(in m_HeuristicActions);
+            }
+            m_DecisionRequested = false;
+            var source = m_Brain == "Heuristic" ? m_HeuristicActions : new ActionBuffers(new float[m_Stored.ContinuousActions.Length], new int[m_Stored.DiscreteActions.Length]);
+            Array.Copy(source.ContinuousActions.Array, m_Stored.ContinuousActions.Array, m_Stored.ContinuousActions.Length);
+            Array.Copy(source.DiscreteActions.Array, m_Stored.DiscreteActions.Array, m_Stored.DiscreteActions.Length);
+        }
+    }
+
+    [UnityEngine.RequireComponent(typeof(Agent))]
+    public class DecisionRequester : UnityEngine.MonoBehaviour
+    {
+        public int DecisionPeriod = 5;
+        public int DecisionStep = 0;
+        public bool TakeActionsBetweenDecisions = true;
+        Agent m_Agent;
+
+        // DecisionRequester.cs:65-71, 97-113: requests on AgentPreStep, subscribed in Awake.
+        internal void Awake()
+        {
+            m_Agent = gameObject.GetComponent<Agent>();
+            Academy.Instance.AgentPreStep += MakeRequests;
+        }
+
+        void OnDestroy()
+        {
+            if (Academy.IsInitialized) Academy.Instance.AgentPreStep -= MakeRequests;
+        }
+
+        void MakeRequests(int academyStepCount)
+        {
+            if (academyStepCount % DecisionPeriod == DecisionStep) m_Agent.RequestDecision();
+            if (TakeActionsBetweenDecisions) m_Agent.RequestAction();
+        }
     }
 
     public class Academy : IDisposable
     {
-        public static Academy Instance { get { return null; } }
-        public static bool IsInitialized { get { return false; } }
-        public event Action<int> AgentPreStep { add { } remove { } }
-        public StatsRecorder StatsRecorder { get { return null; } }
-        public void Dispose() { }
+        static Academy s_Instance;
+        bool m_HadFirstReset;
+
+        public static Academy Instance { get { return s_Instance ?? (s_Instance = new Academy()); } }
+        public static bool IsInitialized { get { return s_Instance != null; } }
+        /// <summary>Whether a trainer is connected; the tests set it (not settable in the package).</summary>
+        public bool IsCommunicatorOn { get; internal set; }
+        public int StepCount { get; private set; }
+        public int TotalStepCount { get; private set; }
+        public StatsRecorder StatsRecorder { get; } = new StatsRecorder();
+
+        public event Action<int> AgentPreStep;
+        internal event Action AgentIncrementStep;
+        internal event Action AgentSendState;
+        internal event Action DecideAction;
+        internal event Action AgentAct;
+        internal event Action AgentForceReset;
+
+        /// <summary>The step count AgentPreStep got in the latest EnvironmentStep (not package API).</summary>
+        internal int StepInProgress;
+        /// <summary>Every AgentInfo handed to a policy, in order (not package API).</summary>
+        internal readonly List<SentInfo> Sent = new List<SentInfo>();
+
+        // Academy.cs:568-604 (4.0.1: 569-605): the first step resets every agent, then AgentPreStep (decision
+        // requesters, game logic), step counters, AgentSendState (observations of agents with a pending
+        // decision), DecideAction, AgentAct (OnActionReceived).
+        public void EnvironmentStep()
+        {
+            if (!m_HadFirstReset)
+            {
+                StepCount = 0;
+                if (AgentForceReset != null) AgentForceReset();
+                m_HadFirstReset = true;
+            }
+            StepInProgress = StepCount;
+            if (AgentPreStep != null) AgentPreStep(StepCount);
+            StepCount += 1;
+            TotalStepCount += 1;
+            if (AgentIncrementStep != null) AgentIncrementStep();
+            if (AgentSendState != null) AgentSendState();
+            if (DecideAction != null) DecideAction();
+            if (AgentAct != null) AgentAct();
+        }
+
+        public void Dispose() { s_Instance = null; }
     }
 
-    public enum StatAggregationMethod { Average = 0, MostRecent = 1, Sum = 2, Histogram = 3 }
+    public enum StatAggregationMethod
+    {
+        Average = 0,
+        MostRecent = 1,
+        Sum = 2,
+        Histogram = 3
+    }
 
     public sealed class StatsRecorder
     {
-        public void Add(string key, float value, StatAggregationMethod aggregationMethod = StatAggregationMethod.Average) { }
+        internal readonly List<string> Recorded = new List<string>();
+        public void Add(
+            string key,
+            float value,
+            StatAggregationMethod aggregationMethod = StatAggregationMethod.Average)
+        {
+            Recorded.Add(key + "=" + value.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+        }
     }
 
-    public class SimpleMultiAgentGroup : IDisposable
+    public interface IMultiAgentGroup
     {
-        public void RegisterAgent(Agent agent) { }
-        public void UnregisterAgent(Agent agent) { }
-        public void AddGroupReward(float reward) { }
-        public void GroupEpisodeInterrupted() { }
-        public void EndGroupEpisode() { }
-        public virtual void Dispose() { }
-    }
-}
-
-namespace Unity.MLAgents.SideChannels
-{
-    public class IncomingMessage
-    {
-        public byte[] GetRawBytes() { return new byte[0]; }
+        int GetId();
+        void RegisterAgent(Agent agent);
+        void UnregisterAgent(Agent agent);
     }
 
-    public class OutgoingMessage : IDisposable
+    public class SimpleMultiAgentGroup : IMultiAgentGroup, IDisposable
     {
-        public void SetRawBytes(byte[] data) { }
-        public void Dispose() { }
-    }
+        // MultiAgentGroupIdCounter.cs:5-12 and SimpleMultiAgentGroup.cs:12: ids 1, 2, ... in creation order.
+        static int s_Counter;
+        readonly int m_Id = System.Threading.Interlocked.Increment(ref s_Counter);
+        readonly List<Agent> m_Agents = new List<Agent>();
 
-    public abstract class SideChannel
-    {
-        public Guid ChannelId { get; protected set; }
-        protected abstract void OnMessageReceived(IncomingMessage msg);
-        protected void QueueMessageToSend(OutgoingMessage msg) { }
-    }
+        // SimpleMultiAgentGroup.cs:18-52: registering sets the agent's group id (Agent.SetMultiAgentGroup) and
+        // unregisters it when it is disabled; Dispose unregisters everyone.
+        public virtual void Dispose() { while (m_Agents.Count > 0) UnregisterAgent(m_Agents[0]); }
 
-    public static class SideChannelManager
-    {
-        public static void RegisterSideChannel(SideChannel sideChannel) { }
-        public static void UnregisterSideChannel(SideChannel sideChannel) { }
+        public virtual void RegisterAgent(Agent agent)
+        {
+            if (m_Agents.Contains(agent)) return;
+            agent.SetMultiAgentGroup(this);
+            m_Agents.Add(agent);
+            agent.OnAgentDisabled += UnregisterAgent;
+        }
+
+        public virtual void UnregisterAgent(Agent agent)
+        {
+            if (!m_Agents.Contains(agent)) return;
+            agent.SetMultiAgentGroup(null);
+            m_Agents.Remove(agent);
+            agent.OnAgentDisabled -= UnregisterAgent;
+        }
+
+        public int GetId() { return m_Id; }
+
+        // SimpleMultiAgentGroup.cs:81-143: group rewards and episode ends go to every registered agent.
+        public void AddGroupReward(float reward) { foreach (var agent in m_Agents) agent.AddGroupReward(reward); }
+        public void EndGroupEpisode() { foreach (var agent in m_Agents.ToArray()) agent.EndEpisode(); }
+        public void GroupEpisodeInterrupted() { foreach (var agent in m_Agents.ToArray()) agent.EpisodeInterrupted(); }
     }
 }
