@@ -21,6 +21,10 @@ Semantics:
   order (fixed in 4.0.1, #6239; :func:`floats_hwc_under_chw` cites the C# lines); with ``hwc_floats`` the
   decoder reorders them, so every version decodes to the same [C, H, W] array.
 - Variable-length observations (``VARIABLE_SIZE`` flag) are zero-padded to the declared shape.
+- Malformed input ends in :class:`ProtocolError` / :class:`ObservationError`, and sizes are checked before
+  anything is allocated for them: a new behaviour's observation shapes must be non-negative and no larger
+  than its first observation's data can fill (:func:`_check_shape`), action counts >= 0 and branch sizes
+  >= 1; masks' lengths are checked before the mask array is built, a PNG's header size before decoding.
 - NaN/inf in observations or rewards: ``nan_policy`` "raise" (ObservationError), "warn" (replace with 0 and
   log once per behaviour and observation of one game: the caller passes its own ``warned`` set, so one game's
   warning never silences another's) or "ignore".
@@ -56,6 +60,9 @@ from unimarl.protos import AgentInfoProto, BrainParametersProto, ObservationProt
 logger = logging.getLogger(__name__)
 
 NAN_POLICIES = ("raise", "warn", "ignore")
+MAX_VARIABLE_VALUES = 1 << 24
+"""Most values one variable-length observation may pad to, over all agents of a message (64 MiB float32)."""
+_PNG_MAX_VALUES_PER_BYTE = 8 * 1032
 LAYOUTS = ("CHW", "HWC")
 _PNG = 1
 # Every AgentInfoProto field the decoder reads, fetched in one C-level call per agent.
@@ -168,7 +175,9 @@ def _spec_from_proto(brain: BrainParametersProto, first: AgentInfoProto) -> Beha
         shape = tuple(int(s) for s in obs.shape)
         if not props:
             props = (DimensionProperty.UNSPECIFIED,) * len(shape)
-        obs_specs.append(ObservationSpec(shape, props, obs_type, obs.name))
+        obs_spec = ObservationSpec(shape, props, obs_type, obs.name)
+        _check_shape(name, index, obs_spec, obs)
+        obs_specs.append(obs_spec)
     spec = brain.action_spec
     if (
         spec.num_continuous_actions == 0
@@ -181,7 +190,40 @@ def _spec_from_proto(brain: BrainParametersProto, first: AgentInfoProto) -> Beha
         actions = ActionSpec(sizes[0], ()) if is_continuous else ActionSpec(0, sizes)
     else:
         actions = ActionSpec(spec.num_continuous_actions, tuple(spec.discrete_branch_sizes))
+    if actions.continuous_size < 0 or any(size < 1 for size in actions.discrete_branches):
+        raise ProtocolError(
+            f"behaviour {name!r} declares {actions.continuous_size} continuous actions and discrete branch "
+            f"sizes {list(actions.discrete_branches)}: counts must be >= 0 and branch sizes >= 1"
+        )
     return BehaviorSpec(name, tuple(obs_specs), actions)
+
+
+def _check_shape(behavior: str, index: int, spec: ObservationSpec, first: ObservationProto) -> None:
+    """Refuse a declared shape that is negative or larger than the first observation's bytes can fill.
+
+    Every later observation must match this shape, so the bound keeps the decoder from allocating arrays
+    for sizes no message carries. Floats: ``prod(shape)`` values must be present (4 bytes each). PNG:
+    deflate expands at most 1032:1 (zlib technical details, "Maximum compression factor") and 1-bit
+    palette pixels pack 8 to a byte, so ``8 * 1032`` values per compressed byte. Variable-length
+    observations are zero-padded, so their bytes bound nothing: :data:`MAX_VARIABLE_VALUES`.
+    """
+    where = f"behaviour {behavior!r} observation {index} ({spec.name!r})"
+    if any(d < 0 for d in spec.shape):
+        raise ObservationError(f"{where}: shape {spec.shape} has a negative dimension; fix the game's sensor")
+    # a zero dimension makes the size 0, but numpy still refuses the product of the others if it overflows
+    size = max(math.prod(spec.shape), math.prod(d for d in spec.shape if d) - 1)
+    if spec.is_variable_length:
+        limit, carried = MAX_VARIABLE_VALUES, "the limit for variable-length observations"
+    elif first.compression_type == _PNG:
+        limit = _PNG_MAX_VALUES_PER_BYTE * len(first.compressed_data)
+        carried = f"what {len(first.compressed_data)} PNG bytes can decode to"
+    else:
+        limit, carried = len(first.float_data.data), "the floats its first observation carries"
+    if size > limit:
+        raise ObservationError(
+            f"{where}: shape {spec.shape} needs more values than {carried} ({limit}); "
+            "the message is malformed or the sensor's shape does not match its data"
+        )
 
 
 class _Decoder:
@@ -218,7 +260,10 @@ class _Decoder:
         self, spec: BehaviorSpec, infos: Sequence[AgentInfoProto], records: Any
     ) -> BehaviorSteps | None:
         """The behaviour's steps read as columns (see the module docstring); None: take the per-agent path."""
-        bodies, columns = split_columns(records)
+        split = split_columns(records)
+        if split is None:
+            return None
+        bodies, columns = split
         n, n_obs = len(bodies), len(spec.observation_specs)
         observations = list(columns.observations)
         if n != len(infos) or len(observations) != n * n_obs:
@@ -293,10 +338,8 @@ class _Decoder:
             if batch is not None and self.hwc_floats and batch.ndim == 4:
                 batch = _chw_from_hwc(batch)
         if batch is None:
-            batch = np.empty((len(chunks), *obs_spec.shape), np.float32)
-            for row, (chunk, aid) in enumerate(zip(chunks, agent_id.tolist(), strict=True)):
-                proto = ObservationProto.FromString(chunk)
-                batch[row] = self.one_observation(spec, obs_spec, proto, aid, k)
+            protos = [ObservationProto.FromString(chunk) for chunk in chunks]
+            batch = self.per_agent(spec, k, protos, agent_id)
         return self.finite(batch, spec.name, agent_id, f"observation {k}")
 
     def batch(self, spec: BehaviorSpec, rows: list[tuple], *, with_mask: bool) -> AgentBatch:
@@ -342,10 +385,24 @@ class _Decoder:
             if batch is not None and self.hwc_floats and batch.ndim == 4:
                 batch = _chw_from_hwc(batch)
         if batch is None:
-            batch = np.empty((len(protos), *obs_spec.shape), np.float32)
-            for row, (proto, aid) in enumerate(zip(protos, agent_id.tolist(), strict=True)):
-                batch[row] = self.one_observation(spec, obs_spec, proto, aid, k)
+            batch = self.per_agent(spec, k, protos, agent_id)
         return self.finite(batch, spec.name, agent_id, f"observation {k}")
+
+    def per_agent(
+        self, spec: BehaviorSpec, k: int, protos: Sequence[ObservationProto], agent_id: np.ndarray
+    ) -> np.ndarray:
+        """Observation ``k`` decoded agent by agent; memory grows only with observations that decoded."""
+        obs_spec = spec.observation_specs[k]
+        if obs_spec.is_variable_length and len(protos) * math.prod(obs_spec.shape) > MAX_VARIABLE_VALUES:
+            raise ObservationError(
+                f"behaviour {spec.name!r} observation {k}: {len(protos)} agents of variable-length shape "
+                f"{obs_spec.shape} would pad to more than MAX_VARIABLE_VALUES = {MAX_VARIABLE_VALUES} values"
+            )
+        rows = [
+            self.one_observation(spec, obs_spec, proto, aid, k)
+            for proto, aid in zip(protos, agent_id.tolist(), strict=True)
+        ]
+        return np.stack(rows).astype(np.float32, copy=False)
 
     def one_observation(
         self, spec: BehaviorSpec, obs_spec: ObservationSpec, proto: ObservationProto, aid: int, k: int
@@ -375,9 +432,11 @@ class _Decoder:
     def png(self, proto: ObservationProto, shape: tuple[int, ...], where: str) -> np.ndarray:
         if len(shape) != 3:
             raise ObservationError(f"{where}: PNG compression on a rank-{len(shape)} observation {shape}")
-        channels = shape[0] if self.layout == "CHW" else shape[2]
+        channels, size = (shape[0], shape[1:]) if self.layout == "CHW" else (shape[2], shape[:2])
         try:
-            image = decode_png_observation(proto.compressed_data, channels, proto.compressed_channel_mapping)
+            image = decode_png_observation(
+                proto.compressed_data, channels, proto.compressed_channel_mapping, (size[0], size[1])
+            )
         except ObservationError as e:
             raise ObservationError(f"{where}: {e}") from e
         if self.layout == "CHW":
@@ -425,13 +484,15 @@ def _masks(
         values = itertools.chain.from_iterable(masks)
         flat = np.fromiter(values, bool, len(masks) * total).reshape(len(masks), total)
         return tuple(np.split(flat, bounds, axis=1))
-    flat = np.zeros((len(masks), total), bool)
-    for row, (mask, n) in enumerate(zip(masks, lengths, strict=True)):
-        if n == total:
-            flat[row] = mask
-        elif n:
+    # lengths first: only then is ``total`` known to be backed by mask data in the message
+    for row, n in enumerate(lengths):
+        if n and n != total:
             raise ProtocolError(
                 f"behaviour {spec.name!r} agent {agent_id[row]}: action mask of length {n}, expected {total} "
                 f"(sum of discrete branch sizes {branches})"
             )
+    flat = np.zeros((len(masks), total), bool)
+    for row, (mask, n) in enumerate(zip(masks, lengths, strict=True)):
+        if n:
+            flat[row] = mask
     return tuple(np.split(flat, bounds, axis=1))

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 
 from unimarl.protos import ObservationProto
 from unimarl.protos.wire import varint_len
@@ -51,10 +52,18 @@ def _column_views() -> Any:
 _RECORDS, _COLUMNS = _column_views()
 
 
-def split_columns(records: Any) -> tuple[list[bytes], Any]:
-    """``(records as bytes, Columns view)`` of one behaviour's ``ListAgentInfoProto``."""
+def split_columns(records: Any) -> tuple[list[bytes], Any] | None:
+    """``(records as bytes, Columns view)`` of one behaviour's ``ListAgentInfoProto``, or None.
+
+    None (take the per-agent path) when the view cannot parse what ``AgentInfoProto`` did: a field sent
+    with another wire type is an unknown field to ``AgentInfoProto`` but a (malformed) packed list to the
+    all-repeated view.
+    """
     bodies = list(_RECORDS.FromString(records.SerializeToString()).value)
-    return bodies, _COLUMNS.FromString(b"".join(bodies))
+    try:
+        return bodies, _COLUMNS.FromString(b"".join(bodies))
+    except DecodeError:
+        return None
 
 
 def float_fast_path(protos: list[ObservationProto], shape: tuple[int, ...]) -> np.ndarray | None:

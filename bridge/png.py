@@ -60,14 +60,21 @@ def split_pngs(data: bytes) -> list[bytes]:
     return images
 
 
-def _decode_one(png: bytes) -> np.ndarray:
+def _decode_one(png: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
     from PIL import Image  # imported lazily: only games with compressed observations need Pillow
 
     try:
         with Image.open(io.BytesIO(png)) as image:
+            # the header's size is checked before decoding: a few bytes can claim a huge image (smaller
+            # images are decoded and reported by the caller's shape check)
+            if size is not None and image.height * image.width > size[0] * size[1]:
+                raise ObservationError(
+                    f"a PNG in a compressed observation is {image.height} x {image.width} pixels, "
+                    f"expected {size[0]} x {size[1]} as the observation's shape declares"
+                )
             image.load()
             array = np.asarray(image)
-    except OSError as e:
+    except (OSError, Image.DecompressionBombError) as e:
         raise ObservationError(f"a PNG in a compressed observation could not be decoded: {e}") from e
     if array.dtype != np.uint8:
         raise ObservationError(f"PNG observations must be 8-bit per channel, got pixel type {array.dtype}")
@@ -76,9 +83,14 @@ def _decode_one(png: bytes) -> np.ndarray:
     return array.astype(np.float32) / np.float32(255.0)
 
 
-def decode_png_observation(data: bytes, expected_channels: int, mapping: Sequence[int] = ()) -> np.ndarray:
-    """Decode ``compressed_data`` to a float32 HWC array with values in [0, 1]."""
-    images = [_decode_one(png) for png in split_pngs(data)]
+def decode_png_observation(
+    data: bytes, expected_channels: int, mapping: Sequence[int] = (), size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Decode ``compressed_data`` to a float32 HWC array with values in [0, 1].
+
+    ``size``: the expected (height, width); each image's header is checked against it before decoding.
+    """
+    images = [_decode_one(png, size) for png in split_pngs(data)]
     if len({img.shape[:2] for img in images}) != 1:
         sizes = [img.shape[:2] for img in images]
         raise ObservationError(f"concatenated PNGs of one observation differ in size: {sizes}")
@@ -102,7 +114,8 @@ def _apply_mapping(stacked: np.ndarray, mapping: list[int]) -> np.ndarray:
             "the mapping needs one entry per decoded channel"
         )
     n_out = max(mapping) + 1
-    if n_out <= 0 or {m for m in mapping if m >= 0} != set(range(n_out)) or min(mapping) < -1:
+    # n_out <= n_in first: a gap-free cover of 0..N-1 needs N entries, and range(n_out) is built next
+    if not 0 < n_out <= n_in or {m for m in mapping if m >= 0} != set(range(n_out)) or min(mapping) < -1:
         raise ObservationError(
             f"invalid compressed_channel_mapping {mapping}: "
             "entries must be -1 (drop) or cover 0..N-1 without gaps"

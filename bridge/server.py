@@ -13,8 +13,9 @@ handoff:
   non-200 reply), so neither side is left blocked.
 
 The handler has no (de)serializer: requests and replies are raw bytes and parsing errors are the trainer's to
-report with context. The server binds 127.0.0.1 unless told otherwise, port 0 picks a free port, and
-``grpc.so_reuseport`` is off so a taken port is an error instead of two servers sharing it.
+report with context. The server binds 127.0.0.1 unless told otherwise (any other host is logged as a warning
+naming it: the server is plain, unauthenticated gRPC), port 0 picks a free port, and ``grpc.so_reuseport`` is
+off so a taken port is an error instead of two servers sharing it.
 
 Speed: each step costs two cross-thread wakeups (handler -> trainer, trainer -> handler), so both use the
 leanest primitives CPython has (a C ``SimpleQueue`` and a bare lock per call, no ``Condition``), and
@@ -25,11 +26,13 @@ avoids the handoff, but side by side with a trivial trainer it was no faster bey
 
 Message limits: gRPC refuses messages over 4 MB by default, which a single batch of camera observations
 exceeds (84x84 RGB float observations for 50 agents are ~4.2 MB). Both directions are raised to
-``max_message_bytes``.
+``max_message_bytes`` (256 MiB by default); a larger message is refused by gRPC with ``RESOURCE_EXHAUSTED``
+before it reaches the trainer, so one call cannot hand the trainer more than that.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import queue
 import socket
@@ -92,6 +95,16 @@ class _PendingCall:
                 return self.reply
             self._done = True
             return None
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is reachable only from this machine: ``localhost`` or a loopback IP (127/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to any interface
+        return False
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -176,6 +189,12 @@ class ExchangeServer:
             return self.port
         if self._closed.is_set():
             raise BridgeError("this Exchange server was closed; create a new one")
+        if not is_loopback(self.host):
+            logger.warning(
+                "the Exchange server binds %s, which other machines can reach (plain gRPC, no "
+                "authentication); bind 127.0.0.1 unless the game runs on another machine",
+                self.host,
+            )
         if self._requested_port != 0:
             check_port_free(self.host, self._requested_port)
         options = [

@@ -323,9 +323,30 @@ def config_from_dict(data: dict[str, Any] | None) -> TrainConfig:
     return config
 
 
+# Characters that make a run id more than one folder name: path separators on any OS, a Windows drive or
+# stream colon, and NUL (which the OS refuses).
+_RUN_ID_FORBIDDEN = ("/", "\\", ":", "\0")
+
+
+def check_run_id(run_id: str) -> None:
+    """Raise ConfigError unless ``run_id`` names exactly one folder directly under the results folder."""
+    if (
+        not isinstance(run_id, str)
+        or not run_id.strip()
+        or run_id in (".", "..")
+        or any(c in run_id for c in _RUN_ID_FORBIDDEN)
+    ):
+        raise ConfigError(
+            f"run.run_id {run_id!r} is not a single folder name inside run.results_dir: a run id cannot be "
+            "empty, '.' or '..', or contain '/', '\\', ':' or NUL; use letters, digits, '-', '_' and '.' "
+            "(e.g. coop_nav-1), and choose where runs go with run.results_dir (--results-dir)"
+        )
+
+
 def validate(config: TrainConfig) -> None:
     """Cross-field checks (run after CLI overrides too)."""
     run = config.run
+    check_run_id(run.run_id)
     if run.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"run.device must be auto, cpu or cuda, got '{run.device}'")
     if run.backend not in ("auto", "serial", "ray"):

@@ -42,7 +42,7 @@ from unimarl.trainers.mappo import MAPPOPolicy, NetworkSettings
 from unimarl.trainers.names import path_name
 from unimarl.trainers.networks import build_actor
 from unimarl.trainers.onnx_export import ExportReport, contract_obs_shape, export_actor
-from unimarl.trainers.run_dir import checkpoint_files
+from unimarl.trainers.run_dir import checkpoint_files, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def load_latest_checkpoint(run_path: Path) -> tuple[Path, dict[str, Any]]:
     checkpoints = checkpoint_files(run_path / "checkpoints")
     if not checkpoints:
         raise RunExportError(f"no checkpoint in {run_path / 'checkpoints'}: train (or resume) the run first")
-    return checkpoints[-1], torch.load(checkpoints[-1], weights_only=True, map_location="cpu")
+    return checkpoints[-1], read_checkpoint(checkpoints[-1], RunExportError, map_location="cpu")
 
 
 def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 import torch
 import yaml
 
-from unimarl.trainers.errors import ResumeError
+from unimarl.trainers.config import check_run_id
+from unimarl.trainers.errors import ResumeError, TrainerError
 from unimarl.trainers.names import path_name
 
 logger = logging.getLogger(__name__)
@@ -35,10 +37,29 @@ def checkpoint_files(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def read_checkpoint(
+    path: Path, error: type[TrainerError] = ResumeError, map_location: str | None = None
+) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)``; a file that is unreadable or holds anything but tensors and
+    plain data (a pickled object, whose unpickling could run code) raises ``error`` naming it."""
+    try:
+        state = torch.load(path, weights_only=True, map_location=map_location)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise error(
+            f"{path} cannot be read as a checkpoint with torch.load(weights_only=True) ({first_line}); "
+            "only checkpoints of tensors and plain data written by unimarl are loaded: use another checkpoint"
+        ) from e
+    if not isinstance(state, dict):
+        raise error(f"{path} holds a {type(state).__name__}, not a checkpoint dict; use another checkpoint")
+    return state
+
+
 class RunDir:
     """Creates and writes one run folder; ``resume`` reuses an existing one."""
 
     def __init__(self, results_dir: str | Path, run_id: str, resume: bool = False, keep_checkpoints: int = 5):
+        check_run_id(run_id)
         self.path = Path(results_dir) / run_id
         self.checkpoints = self.path / "checkpoints"
         self.logs = self.path / "logs"
@@ -108,7 +129,7 @@ class RunDir:
         path = self.latest_checkpoint()
         if path is None:
             raise ResumeError(f"cannot resume: no checkpoint in {self.checkpoints}; start without --resume")
-        state = torch.load(path, weights_only=True)
+        state = read_checkpoint(path)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ResumeError(
                 f"{path} has checkpoint format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}"
