@@ -304,3 +304,25 @@ def agent_behavior(env: Any, agent: str, info: dict[str, Any] | None) -> str:
             return str(info["behavior"])
         return str(env.agent_behavior(agent))
     return behavior_from_name(agent)
+
+
+def credit_group_reward(
+    reward: float, info: dict[str, Any] | None, weight: float, behavior: str, warned: set[str]
+) -> float:
+    """An agent's reward plus ``weight`` times its Unity group reward (``infos["group_reward"]``, ML-Agents'
+    ``AddGroupReward``), as MAPPO and the mean-field learners credit it.
+
+    A non-zero group reward met with weight 0 is ignored and warned about once per behaviour (``warned``
+    records the behaviours already warned about).
+    """
+    group = float((info or {}).get("group_reward", 0.0) or 0.0)
+    if group and not weight and behavior not in warned:
+        warned.add(behavior)
+        logger.warning(
+            "behaviour '%s' receives group rewards (Unity AddGroupReward) but its group_reward_weight is 0, "
+            "so they are ignored; unless the game also adds them to the agents' own rewards, set "
+            "behaviors.%s.group_reward_weight (default 1.0)",
+            behavior,
+            behavior.split("?", 1)[0],
+        )
+    return float(reward) + weight * group

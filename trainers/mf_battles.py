@@ -21,13 +21,12 @@ i, groups start swapped when i is odd), so in every area the learner plays both 
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from unimarl.trainers.envs import credit_group_reward
 
 NO_GROUP = 0
 """Unity's group id of an agent outside any SimpleMultiAgentGroup."""
@@ -119,18 +118,8 @@ class EnvBook:
     # -- one step -------------------------------------------------------------------------------------
     def credit(self, agent: str, behavior: str, reward: float, info: dict | None) -> float:
         """The agent's reward with its weighted group reward."""
-        group_reward = float((info or {}).get("group_reward", 0.0) or 0.0)
         weight = self.group_weight.get(behavior, self.group_weight.get(behavior.split("?", 1)[0], 0.0))
-        if group_reward and not weight and behavior not in self.warned:
-            self.warned.add(behavior)
-            logger.warning(
-                "behaviour '%s' receives group rewards (Unity AddGroupReward) but its group_reward_weight is "
-                "0, so they are ignored; unless the game also adds them to the agents' own rewards, set "
-                "behaviors.%s.group_reward_weight (default 1.0)",
-                behavior,
-                behavior.split("?", 1)[0],
-            )
-        return reward + weight * group_reward
+        return credit_group_reward(reward, info, weight, behavior, self.warned)
 
     def step(
         self,

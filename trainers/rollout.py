@@ -51,7 +51,15 @@ import numpy as np
 import torch
 
 from unimarl.trainers.batch import CriticInput, PolicySpec
-from unimarl.trainers.envs import AgentView, EnvFactory, agent_behavior, agent_view, env_state, is_unity
+from unimarl.trainers.envs import (
+    AgentView,
+    EnvFactory,
+    agent_behavior,
+    agent_view,
+    credit_group_reward,
+    env_state,
+    is_unity,
+)
 from unimarl.trainers.errors import ConfigError, EnvSetupError, TrainerError
 from unimarl.trainers.mappo import MAPPOPolicy
 from unimarl.trainers.rollout_plan import (
@@ -486,19 +494,8 @@ class RolloutWorker(GamePushing):
                 slot = open_trajs.get(agent)
                 if slot is None:
                     continue
-                r = float(reward)
-                group = float((infos.get(agent) or {}).get("group_reward", 0.0))
-                if group:
-                    w = weights.get(slot.behavior, 0.0)
-                    r += w * group
-                    if not w and slot.behavior not in self._ignored_group:
-                        self._ignored_group.add(slot.behavior)
-                        logger.warning(
-                            "behaviour '%s' receives group rewards (Unity AddGroupReward) but its "
-                            "group_reward_weight is 0, so they are ignored; unless the game also adds them "
-                            "to the agents' own rewards, set group_reward_weight (default 1.0)",
-                            slot.behavior,
-                        )
+                weight = weights.get(slot.behavior, 0.0)
+                r = credit_group_reward(reward, infos.get(agent), weight, slot.behavior, self._ignored_group)
                 self._records[slot.policy][slot.rec].rewards[slot.row] += r
                 episode[agent][0] += r
             live = set(self._envs[i].agents)
