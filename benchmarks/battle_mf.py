@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from unimarl.trainers.config import EnvSettings, config_from_dict
-from unimarl.trainers.envs import EnvFactory, make_sim_build
-from unimarl.trainers.evaluate import evaluate, evaluate_both_sides, load_side
-from unimarl.trainers.train import train
+from unimarl.trainers.core.config import EnvSettings, config_from_dict
+from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
+from unimarl.trainers.run.evaluate import evaluate, evaluate_both_sides, load_side
+from unimarl.trainers.run.train import train
 
 PAIRS = {"mfq": (("MF-Q", True), ("IQL", False)), "mfac": (("MF-AC", True), ("AC", False))}
 

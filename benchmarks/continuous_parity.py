@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from unimarl import sim
-from unimarl.trainers import envs, onnx_export
-from unimarl.trainers.action_map import ActionBounds
+from unimarl.trainers.core.action_map import ActionBounds
+from unimarl.trainers.envs import factory as envs
+from unimarl.trainers.export import onnx as onnx_export
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "export"))
 import test_action_parity as cases

@@ -28,9 +28,9 @@ from unimarl import sim
 from unimarl.bridge.parallel_env import UnityParallelEnv
 from unimarl.bridge.policy_channel import PolicyChannel
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.networks import Actor
-from unimarl.trainers.onnx_export import export_actor
+from unimarl.trainers.algos.mappo.networks import Actor
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.export.onnx import export_actor
 
 BEHAVIOR = "Battle?team=1"  # pushed to; run by the game
 VIEW = 5

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from unimarl.trainers.config import config_from_dict
-from unimarl.trainers.envs import EnvFactory, make_sim_build
-from unimarl.trainers.train import train
+from unimarl.trainers.core.config import config_from_dict
+from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
+from unimarl.trainers.run.train import train
 
 NAV = str(Path(__file__).resolve().parents[1] / "tests" / "trainers" / "nav_env.py")
 

@@ -26,12 +26,12 @@ import onnxruntime as ort
 import torch
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.mf_config import MeanFieldHyperparameters, make_learner
-from unimarl.trainers.mf_export import policy_model
-from unimarl.trainers.networks import Actor
-from unimarl.trainers.onnx_export import contract_obs_shape, export_actor
-from unimarl.trainers.policy_export import infer_visual_layout
+from unimarl.trainers.algos.mappo.networks import Actor
+from unimarl.trainers.algos.meanfield.learners import MeanFieldHyperparameters, make_learner
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.export.meanfield import policy_model
+from unimarl.trainers.export.onnx import contract_obs_shape, export_actor
+from unimarl.trainers.export.policies import infer_visual_layout
 
 PLUGIN = Path(__file__).resolve().parents[1] / "unity_project" / "Packages" / "com.unimarl.plugin"
 TIMEOUT_S = 300

@@ -65,7 +65,7 @@ def run_baseline() -> dict:
 
 
 def run_buffer(view_dtype: str) -> dict:
-    from unimarl.trainers.replay import ReplayBuffer, Transitions
+    from unimarl.trainers.algos.meanfield.replay import ReplayBuffer, Transitions
 
     before = rss_mib()
     buf = ReplayBuffer(

@@ -81,11 +81,11 @@ def make(agents: int, height: int, width: int) -> Cameras:
 def _new(args: argparse.Namespace) -> dict[str, float]:
     import torch
 
-    from unimarl.trainers.config import EnvSettings
-    from unimarl.trainers.envs import EnvFactory
-    from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-    from unimarl.trainers.rollout import RolloutWorker
-    from unimarl.trainers.rollout_plan import PolicySetup, WorkerPlan
+    from unimarl.trainers.algos.mappo.plan import PolicySetup, WorkerPlan
+    from unimarl.trainers.algos.mappo.policy import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
+    from unimarl.trainers.algos.mappo.rollout import RolloutWorker
+    from unimarl.trainers.core.config import EnvSettings
+    from unimarl.trainers.envs.factory import EnvFactory
 
     torch.set_num_threads(2)
     kwargs = {"agents": args.agents, "height": args.height, "width": args.width}

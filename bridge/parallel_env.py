@@ -7,7 +7,9 @@ server on 127.0.0.1) on the first :meth:`UnityParallelEnv.reset`; the game dials
 Agent names: ``f"{behavior}?agent_id={unity_id}"`` for an agent's first episode, then
 ``f"{behavior}?agent_id={unity_id}&episode={k}"`` for its k-th later episode (k >= 1). A name that was
 terminated or truncated never comes back; :func:`parse_agent_name` splits a name. ``reset()`` starts a new
-episode for every agent, so names from before a reset never come back either.
+episode for every agent, so names from before a reset never come back either. Names being per episode, the
+list of every name grows for as long as the game runs: ``possible_agents`` holds the latest step's agents
+(live ones and those that ended at it), a superset of ``agents``.
 
 Terminal and restart in one step: Unity can report an agent as done and as requesting the first decision of
 its next episode in the same message. :meth:`~UnityParallelEnv.step` then returns the final observation,
@@ -141,7 +143,6 @@ class UnityParallelEnv(ParallelEnv):
         self._connection: UnityConnection | None = None
         self.agents: list[str] = []
         self.possible_agents: list[str] = []
-        self._possible: set[str] = set()
         self._live: dict[str, dict[str, Any]] = {}  # name -> last observation, infos
         self._current: dict[tuple[str, int], str] = {}  # (behavior, unity id) -> live name
         self._episodes: dict[tuple[str, int], int] = {}  # (behavior, unity id) -> next episode index
@@ -319,6 +320,7 @@ class UnityParallelEnv(ParallelEnv):
         truncations: dict[str, bool] = {}
         infos: dict[str, dict[str, Any]] = {}
         self._decision_names = {}
+        ended: list[str] = []
         state_found = False
         agent_states: dict[str, np.ndarray] = {}
         for behavior, steps in output.steps.items():
@@ -339,6 +341,7 @@ class UnityParallelEnv(ParallelEnv):
                 rewards[name] = terminal_rewards[row]
                 terminations[name], truncations[name] = not interrupted, interrupted
                 del self._live[name], self._current[key]
+                ended.append(name)
                 self._episodes[key] = self._episodes.get(key, 0) + 1
             names = []
             decision_rewards = steps.decision.reward.tolist()
@@ -346,9 +349,6 @@ class UnityParallelEnv(ParallelEnv):
                 if name is None:
                     name = agent_name(behavior, key[1], self._episodes.get(key, 0))
                     self._current[key] = name
-                    if name not in self._possible:
-                        self._possible.add(name)
-                        self.possible_agents.append(name)
                 self._live[name] = entry
                 names.append(name)
                 obs[name], infos[name] = entry["obs"], entry["info"]
@@ -366,6 +366,7 @@ class UnityParallelEnv(ParallelEnv):
                     agent_states[name] = self._agent_states[name]
         self._agent_states = agent_states
         self.agents = list(self._live)
+        self.possible_agents = [*ended, *self.agents]
         return obs, rewards, terminations, truncations, infos
 
     def _rows(

@@ -365,7 +365,7 @@ class Battle(Game):
     def _episode_stats(self, arena: Arena) -> None:
         self.record_stat("Battle/kills_team0", float(arena.kills[0]))
         self.record_stat("Battle/kills_team1", float(arena.kills[1]))
-        # more kills wins (a team wiped out has fewer), as unimarl.trainers.evaluate counts a battle
+        # more kills wins (a team wiped out has fewer), as unimarl.trainers.run.evaluate counts a battle
         self.record_stat("Battle/team0_win", 0.5 + 0.5 * float(np.sign(arena.kills[0] - arena.kills[1])))
 
     def collect(self) -> dict[str, AgentBatch]:

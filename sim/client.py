@@ -23,7 +23,8 @@ sim keeps playing (one academy step every 20 ms) until it is killed.
 
 Faults (``--misbehave``, N = number of STEP commands applied first): ``die:N`` exit 3; ``hang:N`` stop
 answering (block forever); ``malformed:N`` send bytes that are not a message; ``bad-version`` announce API
-2.0.0; ``bad-shape:N`` one observation shorter than its shape; ``nan:N`` a NaN in one observation.
+2.0.0; ``bad-shape:N`` one observation shorter than its shape; ``nan:N`` a NaN in one observation; ``mute``
+connect but never send the handshake (a player hung at start-up).
 
 Exit codes: 0 quit, 1 trainer unreachable / no answer in time / an exception Unity would throw, 2 usage,
 3 ``--misbehave die``.
@@ -181,6 +182,10 @@ class Client:
 
     def handshake(self) -> UnityMessageProto:
         """Calls #1 and #2; returns the first real input."""
+        if self.args.misbehave is not None and self.args.misbehave.mode == "mute":
+            logger.warning("--misbehave mute: never sending the handshake")
+            while True:  # hung at start-up until killed
+                time.sleep(1.0)
         hello = UnityMessageProto()
         hello.header.status = STATUS_OK
         init = hello.unity_output.rl_initialization_output

@@ -21,7 +21,7 @@ from unimarl.sim.game import Game
 BEHAVIOR_TYPES = ("default", "inference", "heuristic")
 
 DEFAULT_PACKAGE_VERSION = "2.2.1-exp.1"
-MISBEHAVE_MODES = ("die", "hang", "malformed", "bad-version", "bad-shape", "nan")
+MISBEHAVE_MODES = ("die", "hang", "malformed", "bad-version", "bad-shape", "nan", "mute")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ HWC. An input that fits neither layout fails the load (acknowledged as load fail
 are fed as ``action_masks`` with 1 = allowed. The model's outputs are the actions, applied as they are, as
 Unity's ML-Agents runner does: continuous actions are ``deterministic_continuous_actions``, which already went
 through the trainer's one mapping inside the graph (ML-Agents' ``clip(mean, -3, 3) / 3``,
-``unimarl.trainers.action_map``); no second mapping here.
+``unimarl.trainers.core.action_map``); no second mapping here.
 
 Behaviours named with ``--inference-behavior`` (Unity's *Heuristic Only* agents whose ``Heuristic`` calls
 ``PolicyHotSwap.TryDecide``) act from their received model whatever ``--behavior-type`` says; the client
@@ -31,11 +31,11 @@ Mean action (mean-field policies, e.g. MF-Q's Boltzmann policy over ``Q(obs, a, 
 take one input after the contract's, ``mean_action``, float32 ``[batch, D]`` with ``D = continuous size + sum
 of the discrete branch sizes``; any other extra input fails the load. Each deciding agent is fed the mean of
 the *encoded* actions (continuous values, then a one-hot per discrete branch, as
-``unimarl.trainers.meanfield.encode_actions``) that the other agents of its behaviour *and Unity group* (one
-area's team: a battle's group is ``2 * area + team + 1``; agents without a group, id 0, form one group)
-applied at the behaviour's previous decision, counting only agents that decide now and are not starting a new
-episode (an id reported done in this output restarted: a new agent without a previous action); the zero
-vector when there is none. An agent's group is the one reported with this decision. This is
+``unimarl.trainers.algos.meanfield.mean_action.encode_actions``) that the other agents of its behaviour *and
+Unity group* (one area's team: a battle's group is ``2 * area + team + 1``; agents without a group, id 0,
+form one group) applied at the behaviour's previous decision, counting only agents that decide now and are
+not starting a new episode (an id reported done in this output restarted: a new agent without a previous
+action); the zero vector when there is none. An agent's group is the one reported with this decision. This is
 ``MeanActionTracker`` with the ``team`` neighbourhood and the Unity group as ``segment``, as the trainer's
 mean-field worker runs it. The runner keeps, per behaviour, the ids and actions the game applied at the last
 decision (:meth:`PolicyRunner.record`), whoever chose them (model, trainer, or zeros before a model); discrete

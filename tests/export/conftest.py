@@ -8,8 +8,8 @@ import pytest
 from torch import nn
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.networks import Actor
+from unimarl.trainers.algos.mappo.networks import Actor
+from unimarl.trainers.core.batch import PolicySpec
 
 SPECS = {
     "discrete": PolicySpec(((8,),), ActionSpec(0, (5,))),

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.action_map import ActionBounds, bounds_of, to_env
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-from unimarl.trainers.networks import Actor
-from unimarl.trainers.onnx_export import export_actor
-from unimarl.trainers.policy_export import spec_entry, spec_from_entry
+from unimarl.trainers.algos.mappo.networks import Actor
+from unimarl.trainers.algos.mappo.policy import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
+from unimarl.trainers.core.action_map import ActionBounds, bounds_of, to_env
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.export.onnx import export_actor
+from unimarl.trainers.export.policies import spec_entry, spec_from_entry
 
 INF = float("inf")
 RAW = np.array([-4.0, -1.5, 0.0, 1.5, 4.0], np.float32)

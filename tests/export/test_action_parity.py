@@ -21,10 +21,10 @@ from pettingzoo import ParallelEnv
 
 from unimarl import sim
 from unimarl.bridge.parallel_env import UnityParallelEnv, parse_agent_name
-from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-from unimarl.trainers.policy_export import export_policies, read_manifest
-from unimarl.trainers.rollout import RolloutWorker
-from unimarl.trainers.rollout_plan import PolicySetup, WorkerPlan
+from unimarl.trainers.algos.mappo.plan import PolicySetup, WorkerPlan
+from unimarl.trainers.algos.mappo.policy import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
+from unimarl.trainers.algos.mappo.rollout import RolloutWorker
+from unimarl.trainers.export.policies import export_policies, read_manifest
 
 TOLERANCE = 1e-5
 LOW = np.array([-2.0, 0.0, 0.5], np.float32)

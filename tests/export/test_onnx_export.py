@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.onnx_contract import assert_contract, check_model
-from unimarl.trainers.onnx_export import (
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.export.contract import assert_contract, check_model
+from unimarl.trainers.export.onnx import (
     SUPPORTED_OPERATORS,
     ExportError,
     contract_obs_shape,

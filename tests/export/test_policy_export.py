@@ -12,19 +12,19 @@ import pytest
 import torch
 
 from unimarl.bridge.spec import ActionSpec, DimensionProperty, ObservationSpec
-from unimarl.trainers import policy_export
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-from unimarl.trainers.onnx_contract import assert_contract
-from unimarl.trainers.onnx_export import ExportError
-from unimarl.trainers.policy_export import (
+from unimarl.trainers.algos.mappo.policy import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.envs.factory import visual_layout_of
+from unimarl.trainers.export import policies as policy_export
+from unimarl.trainers.export.contract import assert_contract
+from unimarl.trainers.export.onnx import ExportError
+from unimarl.trainers.export.policies import (
     RunExportError,
     export_checkpoint,
     export_policies,
     infer_visual_layout,
     policy_for,
     read_manifest,
-    visual_layout_of,
 )
 
 VECTOR = PolicySpec(((6,),), ActionSpec(0, (3,)))

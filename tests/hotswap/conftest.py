@@ -17,9 +17,9 @@ from unimarl import sim
 from unimarl.bridge.parallel_env import UnityParallelEnv, parse_agent_name
 from unimarl.bridge.policy_channel import PolicyChannel
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.networks import Actor
-from unimarl.trainers.onnx_export import export_actor
+from unimarl.trainers.algos.mappo.networks import Actor
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.export.onnx import export_actor
 
 BEHAVIOR = "CoopNav?team=0"
 COOP_NAV_SPEC = PolicySpec(((14,),), ActionSpec(0, (5,)))

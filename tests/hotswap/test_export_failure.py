@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from unimarl.trainers import policy_export
-from unimarl.trainers.config import config_from_dict
-from unimarl.trainers.onnx_export import ExportError
-from unimarl.trainers.policy_export import read_manifest
-from unimarl.trainers.train import train
+from unimarl.trainers.core.config import config_from_dict
+from unimarl.trainers.export import policies as policy_export
+from unimarl.trainers.export.onnx import ExportError
+from unimarl.trainers.export.policies import read_manifest
+from unimarl.trainers.run.train import train
 
 BEHAVIOR = "CoopNav?team=0"
 

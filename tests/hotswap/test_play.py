@@ -21,12 +21,12 @@ import yaml
 from unimarl import sim
 from unimarl.bridge.parallel_env import parse_agent_name
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.cli import main
-from unimarl.trainers.config import config_from_dict, config_to_dict
-from unimarl.trainers.networks import Actor, ActorOutput
-from unimarl.trainers.onnx_export import export_actor
-from unimarl.trainers.play import PlayError, play, play_game
+from unimarl.trainers.algos.mappo.networks import Actor, ActorOutput
+from unimarl.trainers.cli.main import main
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.core.config import config_from_dict, config_to_dict
+from unimarl.trainers.export.onnx import export_actor
+from unimarl.trainers.run.play import PlayError, play, play_game
 
 COOP_NAV = "CoopNav?team=0"
 VISUAL = "Visual?team=0"

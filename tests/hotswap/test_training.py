@@ -11,12 +11,12 @@ import numpy as np
 import onnx
 import pytest
 
-from unimarl.trainers.cli import main
-from unimarl.trainers.config import config_from_dict
-from unimarl.trainers.onnx_contract import assert_contract
-from unimarl.trainers.play import play_game
-from unimarl.trainers.policy_export import RunExportError, read_manifest
-from unimarl.trainers.train import train
+from unimarl.trainers.cli.main import main
+from unimarl.trainers.core.config import config_from_dict
+from unimarl.trainers.export.contract import assert_contract
+from unimarl.trainers.export.policies import RunExportError, read_manifest
+from unimarl.trainers.run.play import play_game
+from unimarl.trainers.run.train import train
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,11 @@ import torch
 
 from unimarl.bridge.parallel_env import parse_agent_name
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-from unimarl.trainers.play import play_game
-from unimarl.trainers.policy_export import export_policies, read_manifest, visual_layout_of
+from unimarl.trainers.algos.mappo.policy import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.envs.factory import visual_layout_of
+from unimarl.trainers.export.policies import export_policies, read_manifest
+from unimarl.trainers.run.play import play_game
 
 BEHAVIOR = "Visual?team=0"
 SIZE = 16

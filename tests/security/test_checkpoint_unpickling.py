@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from unimarl.trainers.errors import ResumeError
-from unimarl.trainers.evaluate import EvaluationError, load_side
-from unimarl.trainers.evaluate_returns import load_mappo_side
-from unimarl.trainers.policy_export import RunExportError, load_latest_checkpoint
-from unimarl.trainers.run_dir import CHECKPOINT_FORMAT, RunDir
+from unimarl.trainers.core.checkpoints import CHECKPOINT_FORMAT
+from unimarl.trainers.core.errors import ResumeError
+from unimarl.trainers.export.policies import RunExportError, load_latest_checkpoint
+from unimarl.trainers.run.evaluate import EvaluationError, load_side
+from unimarl.trainers.run.evaluate_returns import load_mappo_side
+from unimarl.trainers.run.run_dir import RunDir
 
 
 class _Planted:

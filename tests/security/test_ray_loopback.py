@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ray
 
-from unimarl.trainers.pool import init_ray
+from unimarl.trainers.collect.backend import init_ray
 
 
 def test_local_ray_binds_loopback_without_a_dashboard() -> None:

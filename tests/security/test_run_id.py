@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from unimarl.trainers.cli import main
-from unimarl.trainers.config import config_from_dict
-from unimarl.trainers.errors import ConfigError
-from unimarl.trainers.run_dir import RunDir
+from unimarl.trainers.cli.main import main
+from unimarl.trainers.core.config import config_from_dict
+from unimarl.trainers.core.errors import ConfigError
+from unimarl.trainers.run.run_dir import RunDir
 
 BAD_IDS = [
     "../x",

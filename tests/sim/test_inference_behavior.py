@@ -29,7 +29,7 @@ from unimarl.sim.client import Client, build_parser
 from unimarl.sim.coop_nav import CoopNav
 from unimarl.sim.game import BehaviorDef, ObsDef
 from unimarl.sim.policy_runner import PolicyRunner
-from unimarl.trainers.meanfield import MeanActionTracker, encode_actions
+from unimarl.trainers.algos.meanfield.mean_action import MeanActionTracker, encode_actions
 
 HIDDEN, VISIBLE = "Battle?team=1", "Battle?team=0"
 BATTLE_FLAGS = ("--team-size", "3", "--grid", "12", "--view", "3", "--max-steps", "4")

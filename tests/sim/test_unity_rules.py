@@ -61,7 +61,7 @@ def test_battle_sends_its_sensors_in_ml_agents_order(trainer, launch, wire) -> N
 
 def test_default_position_sensor_names_battles_position() -> None:
     """The mean-field ``position_sensor`` default indexes the sensor named ``position`` in the wire order."""
-    from unimarl.trainers.mf_config import MeanFieldHyperparameters
+    from unimarl.trainers.algos.meanfield.learners import MeanFieldHyperparameters
 
     behavior = Battle(build_parser(Battle).parse_args(list(BATTLE)), 0, 1).behaviors[0]
     names = [behavior.observations[i].name for i in sensor_order([o.name for o in behavior.observations])]

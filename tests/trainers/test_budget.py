@@ -13,9 +13,9 @@ import pytest
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from unimarl.trainers import progress
-from unimarl.trainers.config import config_from_dict
-from unimarl.trainers.train import train
+from unimarl.trainers.core.config import config_from_dict
+from unimarl.trainers.run import progress
+from unimarl.trainers.run.train import train
 
 STEP_S = 0.02
 
@@ -95,9 +95,9 @@ def test_long_iteration_logs_progress_lines(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(progress, "EVERY_S", 0.5)
-    with caplog.at_level(logging.INFO, logger="unimarl.trainers.progress"):
+    with caplog.at_level(logging.INFO, logger="unimarl.trainers.run.progress"):
         train(_config(tmp_path, 2.5))
-    lines = [r for r in caplog.records if r.name == "unimarl.trainers.progress"]
+    lines = [r for r in caplog.records if r.name == "unimarl.trainers.run.progress"]
     assert len(lines) >= 3, [r.getMessage() for r in lines]
     assert all(r.levelno == logging.INFO for r in lines)
     assert "iteration 1: collecting for" in lines[0].getMessage()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unimarl.trainers.cli import main
+from unimarl.trainers.cli.main import main
 
 
 def test_help_lists_train_and_sim(capsys: pytest.CaptureFixture) -> None:
@@ -24,7 +24,7 @@ def test_sim_dispatch_does_not_import_torch_or_ray() -> None:
         "import sys, unimarl.sim\n"
         "calls = []\n"
         "unimarl.sim.main = lambda argv: calls.append(list(argv)) or 0\n"
-        "from unimarl.trainers.cli import main\n"
+        "from unimarl.trainers.cli.main import main\n"
         "rc = main(['sim', 'coop_nav', '--mlagents-port', '1'])\n"
         "assert rc == 0 and calls == [['coop_nav', '--mlagents-port', '1']], calls\n"
         "heavy = [m for m in ('torch', 'ray') if m in sys.modules]\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unimarl.trainers.config import (
+from unimarl.trainers.core.config import (
     BehaviorSettings,
     apply_env_flag,
     config_from_dict,
@@ -15,8 +15,8 @@ from unimarl.trainers.config import (
     load_config,
     validate,
 )
-from unimarl.trainers.envs import behavior_from_name
-from unimarl.trainers.errors import ConfigError
+from unimarl.trainers.core.errors import ConfigError
+from unimarl.trainers.envs.factory import behavior_from_name
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 

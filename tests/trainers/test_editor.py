@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unimarl.trainers.cli import main
+from unimarl.trainers.cli.main import main
 
 
 def _free_port() -> int:
@@ -34,7 +34,7 @@ def test_train_without_env_accepts_the_game_dialling_the_editor_port(
     path.write_text(yaml.safe_dump(config))
     # the "Editor": a stand-in game that dials the port, as Unity does when Play is pressed
     game = subprocess.Popen(
-        [sys.executable, "-m", "unimarl.trainers.cli", "sim", "coop_nav", "--mlagents-port", str(port)],
+        [sys.executable, "-m", "unimarl.trainers.cli.main", "sim", "coop_nav", "--mlagents-port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

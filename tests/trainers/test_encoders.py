@@ -13,9 +13,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import CriticInput, PolicySpec
-from unimarl.trainers.config import EnvSettings
-from unimarl.trainers.encoders import (
+from unimarl.trainers.algos.encoders import (
     MIN_RESOLUTION,
     VIS_ENCODE_TYPES,
     EncoderError,
@@ -25,15 +23,17 @@ from unimarl.trainers.encoders import (
     leaky_relu_ops,
     max_pool_ops,
 )
-from unimarl.trainers.envs import EnvFactory
-from unimarl.trainers.errors import ConfigError
-from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-from unimarl.trainers.networks import Critic, CriticInputTensors, build_actor, critic_rows
-from unimarl.trainers.onnx_contract import check_model
-from unimarl.trainers.onnx_export import SUPPORTED_OPERATORS, export_actor
-from unimarl.trainers.rollout import RolloutWorker
-from unimarl.trainers.rollout_plan import PolicySetup, WorkerPlan
-from unimarl.trainers.rollout_records import compact_images, images_as_float
+from unimarl.trainers.algos.mappo.networks import Critic, CriticInputTensors, build_actor, critic_rows
+from unimarl.trainers.algos.mappo.plan import PolicySetup, WorkerPlan
+from unimarl.trainers.algos.mappo.policy import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
+from unimarl.trainers.algos.mappo.records import compact_images, images_as_float
+from unimarl.trainers.algos.mappo.rollout import RolloutWorker
+from unimarl.trainers.core.batch import CriticInput, PolicySpec
+from unimarl.trainers.core.config import EnvSettings
+from unimarl.trainers.core.errors import ConfigError
+from unimarl.trainers.envs.factory import EnvFactory
+from unimarl.trainers.export.contract import check_model
+from unimarl.trainers.export.onnx import SUPPORTED_OPERATORS, export_actor
 
 
 def test_exported_leaky_relu_and_max_pool_match_torch() -> None:

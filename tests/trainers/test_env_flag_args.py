@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from unimarl.trainers.config import apply_env_flag, config_from_dict, config_to_dict
-from unimarl.trainers.envs import EnvFactory
+from unimarl.trainers.core.config import apply_env_flag, config_from_dict, config_to_dict
+from unimarl.trainers.envs.factory import EnvFactory
 
 EXTRA = ["--agents", "2", "--episode-length", "7"]
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unimarl.trainers.cli import main
-from unimarl.trainers.evaluate import (
+from unimarl.trainers.algos.meanfield.worker import FIRST_ATTACK, Outcome, baseline_actions
+from unimarl.trainers.cli.main import main
+from unimarl.trainers.run.evaluate import (
     EvaluationError,
     Side,
     bootstrap_ci,
@@ -18,7 +19,6 @@ from unimarl.trainers.evaluate import (
     summarise,
     wilson,
 )
-from unimarl.trainers.mf_worker import FIRST_ATTACK, Outcome, baseline_actions
 
 
 def test_wilson_matches_hand_values() -> None:
@@ -162,8 +162,8 @@ def _constant_q_checkpoint(path: Path, progress: float) -> Path:
     import torch
 
     from unimarl.bridge.spec import ActionSpec
-    from unimarl.trainers.batch import PolicySpec
-    from unimarl.trainers.mf_config import MeanFieldHyperparameters, make_learner
+    from unimarl.trainers.algos.meanfield.learners import MeanFieldHyperparameters, make_learner
+    from unimarl.trainers.core.batch import PolicySpec
 
     hp = MeanFieldHyperparameters(encoder="mlp", visual_hidden=16, head_hidden=[16])
     spec = PolicySpec(((5, 5, 5), (2,), (4,)), ActionSpec(0, (21,)))  # LocalView, position, Status

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unimarl.trainers.errors import TrainerError
-from unimarl.trainers.gae import gae
+from unimarl.trainers.algos.mappo.gae import gae
+from unimarl.trainers.core.errors import TrainerError
 
 REWARDS = np.array([1.0, 0.0, 2.0])
 VALUES = np.array([0.5, 1.0, 1.5])

@@ -13,8 +13,8 @@ import pytest
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from unimarl.trainers.config import config_from_dict
-from unimarl.trainers.train import train
+from unimarl.trainers.core.config import config_from_dict
+from unimarl.trainers.run.train import train
 
 EPISODE = 5
 OWN, GROUP = 0.25, 1.0

@@ -16,8 +16,8 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from unimarl.trainers.config import config_from_dict
-from unimarl.trainers.train import train
+from unimarl.trainers.core.config import config_from_dict
+from unimarl.trainers.run.train import train
 
 STEPS, CUES = 8, 3
 RANDOM_RETURN = STEPS / CUES

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from unimarl.trainers.losses import entropy_bonus, masked_mean, policy_loss, value_loss
+from unimarl.trainers.algos.mappo.losses import entropy_bonus, masked_mean, policy_loss, value_loss
 
 
 def t(*values: float) -> torch.Tensor:

@@ -11,9 +11,14 @@ import pytest
 import torch
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import ActOutput, CriticInput, PolicySpec, RolloutBatch
-from unimarl.trainers.errors import ConfigError, TrainerError
-from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings, PolicyInputError
+from unimarl.trainers.algos.mappo.policy import (
+    MAPPOHyperparameters,
+    MAPPOPolicy,
+    NetworkSettings,
+    PolicyInputError,
+)
+from unimarl.trainers.core.batch import ActOutput, CriticInput, PolicySpec, RolloutBatch
+from unimarl.trainers.core.errors import ConfigError, TrainerError
 
 METRICS = {
     "Losses/Policy Loss",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.meanfield import (
+from unimarl.trainers.algos.meanfield.mean_action import (
     MeanActionTracker,
     MeanFieldError,
     Neighbourhood,

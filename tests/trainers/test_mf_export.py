@@ -12,13 +12,13 @@ import onnxruntime as ort
 import pytest
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.config import config_from_dict
-from unimarl.trainers.mf_export import MANIFEST, export_mean_field
-from unimarl.trainers.mf_networks import NetworkConfig
-from unimarl.trainers.mfac import MFACConfig, MFACLearner
-from unimarl.trainers.mfq import MFQConfig, MFQLearner
-from unimarl.trainers.train import train
+from unimarl.trainers.algos.meanfield.mfac import MFACConfig, MFACLearner
+from unimarl.trainers.algos.meanfield.mfq import MFQConfig, MFQLearner
+from unimarl.trainers.algos.meanfield.networks import NetworkConfig
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.core.config import config_from_dict
+from unimarl.trainers.export.meanfield import MANIFEST, export_mean_field
+from unimarl.trainers.run.train import train
 
 SPEC = PolicySpec(obs_shapes=((5, 5, 2), (3,)), action_spec=ActionSpec(discrete_branches=(4,)))
 MLP = NetworkConfig(encoder="mlp", visual_hidden=16, head_hidden=(16,))
@@ -103,8 +103,8 @@ def test_training_exports_and_hot_swaps_mfac(tmp_path: Path) -> None:
 
 
 def test_unimarl_export_rebuilds_a_mean_field_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from unimarl.trainers.cli import main
-    from unimarl.trainers.policy_export import RunExportError, export_checkpoint
+    from unimarl.trainers.cli.main import main
+    from unimarl.trainers.export.policies import RunExportError, export_checkpoint
 
     data = _small_battle(tmp_path, "mfq", 24)
     run = train(config_from_dict(data)).run_dir

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from unimarl.trainers.config import EnvSettings, config_from_dict
-from unimarl.trainers.envs import EnvFactory, make_sim_build
-from unimarl.trainers.evaluate import evaluate_both_sides, load_side
-from unimarl.trainers.train import train
+from unimarl.trainers.core.config import EnvSettings, config_from_dict
+from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
+from unimarl.trainers.run.evaluate import evaluate_both_sides, load_side
+from unimarl.trainers.run.train import train
 
 SIM_ARGS = ["--team-size", "64", "--grid", "24", "--view", "13"]
 

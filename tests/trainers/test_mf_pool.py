@@ -10,13 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from unimarl.trainers.config import EnvSettings, config_from_dict
-from unimarl.trainers.envs import EnvFactory
-from unimarl.trainers.mf_config import MeanFieldHyperparameters, make_learner
-from unimarl.trainers.mf_pool import RayMFPool
-from unimarl.trainers.mf_worker import MFPlan, MFPolicySetup
-from unimarl.trainers.pool import cpus_per_worker, init_ray
-from unimarl.trainers.train import train
+from unimarl.trainers.algos.meanfield.learners import MeanFieldHyperparameters, make_learner
+from unimarl.trainers.algos.meanfield.worker import MFPlan, MFPolicySetup, MFRolloutWorker
+from unimarl.trainers.collect.backend import Collector, RayBackend, SerialBackend, cpus_per_worker, init_ray
+from unimarl.trainers.core.config import EnvSettings, config_from_dict
+from unimarl.trainers.envs.factory import EnvFactory
+from unimarl.trainers.run.train import train
 
 NAV = Path(__file__).with_name("nav_env.py")
 SMALL = {"encoder": "mlp", "visual_hidden": 16, "head_hidden": [16], "batch_size": 16, "learning_starts": 16}
@@ -51,15 +50,18 @@ def test_ray_pool_streams_chunks_without_synchronous_rounds(tmp_path: Path) -> N
     flag = str(tmp_path / "first")
     factory = EnvFactory(EnvSettings(pettingzoo=f"{__file__}:make_one_slow", kwargs={"first_flag": flag}))
     init_ray(None, num_cpus=2)
-    pool = RayMFPool(
-        factory, num_workers=2, num_envs=1, seed=0, timeout_s=120, cpus_per_worker=cpus_per_worker(2)
+    backend = RayBackend(
+        MFRolloutWorker, factory, 2, num_envs=1, seed=0, timeout_s=120, cpus_per_worker=cpus_per_worker(2)
     )
+    pool = Collector(backend)
     try:
-        spec = pool.specs()["agent"]
+        spec = backend.call_first("specs")["agent"]
         hp = MeanFieldHyperparameters(**SMALL, update_every=1)  # type: ignore[arg-type]
-        pool.configure(MFPlan({"p": MFPolicySetup(spec, "mfq", hp)}, {"agent": "p"}, frozenset({"p"})))
+        backend.call(
+            "configure", MFPlan({"p": MFPolicySetup(spec, "mfq", hp)}, {"agent": "p"}, frozenset({"p"}))
+        )
         learner = make_learner("mfq", spec, hp, seed=0)
-        pool.start({"p": learner.get_weights()}, 0.0, 4)
+        pool.stream({"p": learner.get_weights()}, 0.0, 4, {})
         arrivals: list[list[int]] = []
         updates = 0
         while sum(len(a) for a in arrivals) < 12 or len({w for a in arrivals for w in a}) < 2:
@@ -69,9 +71,9 @@ def test_ray_pool_streams_chunks_without_synchronous_rounds(tmp_path: Path) -> N
                 for t in chunk.transitions["p"]:
                     learner.add(t)
             updates += bool(learner.update())
-            pool.set_weights({"p": learner.get_weights()}, 0.0)
+            pool.stream({"p": learner.get_weights()}, 0.0, 4, {})
     finally:
-        pool.close()
+        backend.close()
     per_worker = np.bincount([w for a in arrivals for w in a], minlength=2)
     fast, slow = int(per_worker.argmax()), int(per_worker.argmin())
     first_slow = next(k for k, a in enumerate(arrivals) if slow in a)
@@ -109,7 +111,8 @@ def test_mean_field_training_completes_on_ray(tmp_path: Path) -> None:
 
 
 def test_radius_mean_actions_with_an_agent_gone_without_final_observation() -> None:
-    from unimarl.trainers.mf_worker import MFRolloutWorker
+    from unimarl.trainers.algos.meanfield.worker import MFRolloutWorker
+    from unimarl.trainers.collect.runner import AgentEnd
 
     worker = MFRolloutWorker(EnvFactory(EnvSettings(pettingzoo=f"{NAV}:make")), num_envs=1)
     spec = worker.specs()["agent"]
@@ -118,7 +121,8 @@ def test_radius_mean_actions_with_an_agent_gone_without_final_observation() -> N
     names = ["agent_1", "agent_2"]
     split = [(list(np.ones((1, *spec.obs_shapes[0]), np.float32)), None) for _ in names]
     # agent_0 vanished without a final observation: it has no position (the position sensor has 16 values)
-    means = worker._means(0, "agent", names, split, [("agent_0", None, False, True)], [None])
+    gone = AgentEnd("agent_0", "agent", None, None, 0.0, False, True, {}, 0.0, 0)
+    means = worker._means(0, "agent", names, split, [gone], [None])
     assert means is not None and means.shape == (3, 5)
     worker.close()
 
@@ -131,22 +135,24 @@ def test_a_chunk_refreshes_old_is_counted_and_corrected_by_mfac() -> None:
 
     import torch
 
-    from unimarl.trainers.mf_pool import SerialMFPool
-    from unimarl.trainers.mf_train import _ingest
+    from unimarl.trainers.algos.meanfield.algorithm import _ingest
 
-    pool = SerialMFPool(EnvFactory(EnvSettings(pettingzoo=f"{NAV}:make")), num_workers=1, num_envs=1)
+    backend = SerialBackend(MFRolloutWorker, EnvFactory(EnvSettings(pettingzoo=f"{NAV}:make")), 1, num_envs=1)
+    pool = Collector(backend)
     try:
-        spec = pool.specs()["agent"]
+        spec = backend.call_first("specs")["agent"]
         hp = MeanFieldHyperparameters(**{**SMALL, "batch_size": 4096, "learning_rate": 1e-2})  # type: ignore[arg-type]
-        pool.configure(MFPlan({"p": MFPolicySetup(spec, "mfac", hp)}, {"agent": "p"}, frozenset({"p"})))
+        backend.call(
+            "configure", MFPlan({"p": MFPolicySetup(spec, "mfac", hp)}, {"agent": "p"}, frozenset({"p"}))
+        )
         learner, then = make_learner("mfac", spec, hp, seed=0), make_learner("mfac", spec, hp, seed=0)
-        pool.start({"p": learner.get_weights()}, 0.0, 8)
+        pool.stream({"p": learner.get_weights()}, 0.0, 8, {})
         [stale] = pool.poll(timeout=1.0)
         acc: dict[str, list[float]] = defaultdict(list)
         for _ in range(3):  # the learner moves on while the stale chunk is on its way
             [fresh] = pool.poll(timeout=1.0)
             _ingest(fresh, {"p": learner}, acc, pool.version)
-            pool.set_weights({"p": learner.get_weights()}, 0.0)
+            pool.stream({"p": learner.get_weights()}, 0.0, 8, {})
         assert acc["counters/chunk_age_refreshes"] == [0.0, 0.0, 0.0]
         obs = np.concatenate([t.obs[0] for t in stale.transitions["p"]])
         action = torch.as_tensor(np.concatenate([t.action for t in stale.transitions["p"]]))
@@ -161,4 +167,4 @@ def test_a_chunk_refreshes_old_is_counted_and_corrected_by_mfac() -> None:
         assert stale.weights_version == 1 and acc["counters/chunk_age_refreshes"][-1] == 3.0
         assert acc["Losses/is_ratio/p"][-1] == pytest.approx(expected, rel=1e-5) and expected < 0.999
     finally:
-        pool.close()
+        backend.close()

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from unimarl.trainers.config import EnvSettings, config_from_dict
-from unimarl.trainers.envs import EnvFactory, make_sim_build
-from unimarl.trainers.errors import ConfigError
-from unimarl.trainers.mf_config import MeanFieldHyperparameters
-from unimarl.trainers.mf_worker import MFPlan, MFPolicySetup, MFRolloutWorker
-from unimarl.trainers.train import train
+from unimarl.trainers.algos.meanfield.learners import MeanFieldHyperparameters
+from unimarl.trainers.algos.meanfield.worker import MFPlan, MFPolicySetup, MFRolloutWorker
+from unimarl.trainers.core.config import EnvSettings, config_from_dict
+from unimarl.trainers.core.errors import ConfigError
+from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
+from unimarl.trainers.run.train import train
 
 SIM_ARGS = ["--team-size", "6", "--grid", "12", "--view", "5"]
 SMALL = {"encoder": "mlp", "visual_hidden": 32, "head_hidden": [32], "batch_size": 32, "learning_starts": 32}

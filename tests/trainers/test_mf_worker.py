@@ -13,11 +13,11 @@ import pytest
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from unimarl.trainers.config import EnvSettings
-from unimarl.trainers.envs import EnvFactory, make_sim_build
-from unimarl.trainers.errors import ConfigError, EnvSetupError
-from unimarl.trainers.mf_config import MeanFieldHyperparameters
-from unimarl.trainers.mf_worker import MFPlan, MFPolicySetup, MFRolloutWorker
+from unimarl.trainers.algos.meanfield.learners import MeanFieldHyperparameters
+from unimarl.trainers.algos.meanfield.worker import MFPlan, MFPolicySetup, MFRolloutWorker
+from unimarl.trainers.core.config import EnvSettings
+from unimarl.trainers.core.errors import ConfigError, EnvSetupError
+from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
 
 NAV = Path(__file__).with_name("nav_env.py")
 SMALL = {"encoder": "mlp", "visual_hidden": 16, "head_hidden": [16], "batch_size": 16, "learning_starts": 16}
@@ -73,7 +73,7 @@ def test_team_mean_actions_stay_within_the_area(tmp_path: Path) -> None:
     """Two areas: the mean action an agent acts on is the mean of its own area's teammates' previous actions
     (reconstructed from the actions the game received), never the other area's."""
     worker = _sim_worker(tmp_path, "battle", BATTLE_ARGS, {"max_steps": 50}, num_areas=2)
-    env = worker._envs[0]
+    env = worker.runner.envs[0]
     specs = worker.specs()
     worker.configure(
         _plan(specs["Battle?team=0"], {"Battle?team=0": "p", "Battle?team=1": "baseline:random"})
@@ -113,7 +113,7 @@ def test_battle_outcomes_are_counted_per_area(tmp_path: Path) -> None:
     returns of that area's agents (both as seen on the wire)."""
     args = ["--team-size", str(TEAM), "--grid", "6", "--view", "3"]  # the teams start adjacent: kills
     worker = _sim_worker(tmp_path, "battle", args, {"max_steps": 5}, num_areas=2)
-    env = worker._envs[0]
+    env = worker.runner.envs[0]
     specs = worker.specs()
     worker.configure(
         _plan(specs["Battle?team=0"], {"Battle?team=0": "p", "Battle?team=1": "baseline:scripted"})
@@ -304,8 +304,8 @@ def test_a_late_behaviour_without_a_policy_is_a_typed_error() -> None:
 
 
 def test_training_maps_a_late_behaviour_through_policy_mapping(tmp_path: Path) -> None:
-    from unimarl.trainers.config import config_from_dict
-    from unimarl.trainers.train import train
+    from unimarl.trainers.core.config import config_from_dict
+    from unimarl.trainers.run.train import train
 
     hp = {**SMALL, "push_every": 4}
     data: dict[str, Any] = {

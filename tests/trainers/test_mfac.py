@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.meanfield import MeanFieldError
-from unimarl.trainers.mf_networks import NetworkConfig
-from unimarl.trainers.mfac import MFACConfig, MFACLearner, actor_critic_loss
-from unimarl.trainers.replay import Transitions
+from unimarl.trainers.algos.meanfield.mean_action import MeanFieldError
+from unimarl.trainers.algos.meanfield.mfac import MFACConfig, MFACLearner, actor_critic_loss
+from unimarl.trainers.algos.meanfield.networks import NetworkConfig
+from unimarl.trainers.algos.meanfield.replay import Transitions
+from unimarl.trainers.core.batch import PolicySpec
 
 TINY = PolicySpec(obs_shapes=((2,),), action_spec=ActionSpec(discrete_branches=(3,)))
 TINY_NET = NetworkConfig(encoder="mlp", visual_hidden=8, mean_hidden=(4,), head_hidden=(8,))

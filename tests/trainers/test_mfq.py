@@ -11,10 +11,8 @@ import torch
 from torch import nn
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.meanfield import MeanFieldError
-from unimarl.trainers.mf_networks import NetworkConfig, soft_update
-from unimarl.trainers.mfq import (
+from unimarl.trainers.algos.meanfield.mean_action import MeanFieldError
+from unimarl.trainers.algos.meanfield.mfq import (
     MFQConfig,
     MFQLearner,
     boltzmann_policy,
@@ -22,7 +20,9 @@ from unimarl.trainers.mfq import (
     scheduled,
     td_target,
 )
-from unimarl.trainers.replay import Transitions
+from unimarl.trainers.algos.meanfield.networks import NetworkConfig, soft_update
+from unimarl.trainers.algos.meanfield.replay import Transitions
+from unimarl.trainers.core.batch import PolicySpec
 
 LN2 = math.log(2.0)
 VIEW_SPEC = PolicySpec(obs_shapes=((13, 13, 5), (4,)), action_spec=ActionSpec(discrete_branches=(21,)))

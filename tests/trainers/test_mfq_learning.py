@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.meanfield import MeanActionTracker
-from unimarl.trainers.mf_networks import NetworkConfig
-from unimarl.trainers.mfac import MFACConfig, MFACLearner
-from unimarl.trainers.mfq import MFQConfig, MFQLearner
-from unimarl.trainers.replay import Transitions
+from unimarl.trainers.algos.meanfield.mean_action import MeanActionTracker
+from unimarl.trainers.algos.meanfield.mfac import MFACConfig, MFACLearner
+from unimarl.trainers.algos.meanfield.mfq import MFQConfig, MFQLearner
+from unimarl.trainers.algos.meanfield.networks import NetworkConfig
+from unimarl.trainers.algos.meanfield.replay import Transitions
+from unimarl.trainers.core.batch import PolicySpec
 
 N_AGENTS, N_ACTIONS, EP_LEN = 16, 4, 8
 SPEC = PolicySpec(obs_shapes=((2,),), action_spec=ActionSpec(discrete_branches=(N_ACTIONS,)))

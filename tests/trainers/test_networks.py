@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.errors import ConfigError
-from unimarl.trainers.networks import (
+from unimarl.trainers.algos.mappo.networks import (
     Actor,
     ActorOutput,
     Critic,
@@ -21,6 +19,8 @@ from unimarl.trainers.networks import (
     log_prob,
     sample_actions,
 )
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.core.errors import ConfigError
 
 HYBRID = PolicySpec(obs_shapes=((3,), (2, 2)), action_spec=ActionSpec(2, (3, 4)))
 DISCRETE = PolicySpec(obs_shapes=((4,),), action_spec=ActionSpec(0, (3, 4)))

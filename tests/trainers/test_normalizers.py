@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from unimarl.trainers.normalizers import ObsNormalizer, PopArt, RunningMeanStd, ValueNorm
+from unimarl.trainers.algos.mappo.normalizers import ObsNormalizer, PopArt, RunningMeanStd, ValueNorm
 
 
 def test_running_mean_std_matches_numpy_over_batches() -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from unimarl.trainers.errors import TrainerError
-from unimarl.trainers.names import path_name
-from unimarl.trainers.policy_export import model_file_name
-from unimarl.trainers.run_dir import RunDir
+from unimarl.trainers.core.errors import TrainerError
+from unimarl.trainers.core.names import path_name
+from unimarl.trainers.export.policies import model_file_name
+from unimarl.trainers.run.run_dir import RunDir
 
 # characters Windows forbids in file names (plus the path separators) and a control character
 HOSTILE = 'Team<1>:"blue"/red\\x|y?team=0*\x01'

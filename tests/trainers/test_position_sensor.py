@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.errors import ConfigError
-from unimarl.trainers.mf_config import MeanFieldHyperparameters, check_position_sensor, make_learner
+from unimarl.trainers.algos.meanfield.learners import (
+    MeanFieldHyperparameters,
+    check_position_sensor,
+    make_learner,
+)
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.core.errors import ConfigError
 
 # battle-like: local view, features, position
 SPEC = PolicySpec(obs_shapes=((5, 5, 2), (4,), (2,)), action_spec=ActionSpec(discrete_branches=(3,)))

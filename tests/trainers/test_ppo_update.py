@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import CriticInput, PolicySpec, RolloutBatch
-from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-from unimarl.trainers.networks import CriticInputTensors
+from unimarl.trainers.algos.mappo.networks import CriticInputTensors
+from unimarl.trainers.algos.mappo.policy import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
+from unimarl.trainers.core.batch import CriticInput, PolicySpec, RolloutBatch
 
 SPEC = PolicySpec(obs_shapes=((4,),), action_spec=ActionSpec(1, (3,)))
 N = 64

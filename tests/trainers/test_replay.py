@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unimarl.trainers.meanfield import MeanFieldError
-from unimarl.trainers.replay import ReplayBuffer, Transitions
+from unimarl.trainers.algos.meanfield.mean_action import MeanFieldError
+from unimarl.trainers.algos.meanfield.replay import ReplayBuffer, Transitions
 
 
 def step(values, t: float, keys=None, terminated=None, n_actions: int = 3) -> Transitions:

@@ -10,15 +10,15 @@ import pytest
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from unimarl.trainers.batch import CriticInput
-from unimarl.trainers.config import EnvSettings
-from unimarl.trainers.envs import EnvFactory
-from unimarl.trainers.errors import EnvSetupError
-from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-from unimarl.trainers.pool import RayPool, SerialPool, cpus_per_worker, init_ray
-from unimarl.trainers.rollout import RolloutWorker
-from unimarl.trainers.rollout_plan import PolicySetup, WorkerPlan
-from unimarl.trainers.teams import concat_batches, team_rows
+from unimarl.trainers.algos.mappo.plan import PolicySetup, WorkerPlan
+from unimarl.trainers.algos.mappo.policy import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
+from unimarl.trainers.algos.mappo.rollout import RolloutWorker
+from unimarl.trainers.algos.mappo.teams import concat_batches, team_rows
+from unimarl.trainers.collect.backend import Collector, RayBackend, SerialBackend, cpus_per_worker, init_ray
+from unimarl.trainers.core.batch import CriticInput
+from unimarl.trainers.core.config import EnvSettings
+from unimarl.trainers.core.errors import EnvSetupError
+from unimarl.trainers.envs.factory import EnvFactory
 
 NAV = str(Path(__file__).with_name("nav_env.py"))
 
@@ -150,18 +150,18 @@ def _shapes(batch: Any) -> dict[str, tuple]:
 
 def test_masks_are_respected_and_serial_and_ray_backends_give_same_shapes() -> None:
     factory = EnvFactory(EnvSettings(pettingzoo=f"{NAV}:make", kwargs={"masks": True}))
-    serial = SerialPool(factory, num_workers=2, num_envs=2, seed=1)
+    serial = SerialBackend(RolloutWorker, factory, num_workers=2, num_envs=2, seed=1)
     try:
-        specs = serial.specs()
+        specs = serial.call_first("specs")
         plan = WorkerPlan(
             {"agent": PolicySetup(specs["agent"], MAPPOHyperparameters(), NetworkSettings())},
             {"agent": "agent"},
         )
-        serial.configure(plan)
+        serial.call("configure", plan)
         weights = {
             "agent": MAPPOPolicy(specs["agent"], MAPPOHyperparameters(), NetworkSettings()).get_weights()
         }
-        s_results = serial.collect(weights, 30)
+        s_results = Collector(serial).gather(weights, 30)
     finally:
         serial.close()
     batch = s_results[0].batches["agent"]
@@ -175,10 +175,10 @@ def test_masks_are_respected_and_serial_and_ray_backends_give_same_shapes() -> N
     # more workers than Ray CPUs (e.g. Ray started earlier with fewer): each asks for a share, so all fit
     total = int(ray.cluster_resources()["CPU"])
     assert (cpus_per_worker(total), cpus_per_worker(2 * total)) == (1.0, 0.5)
-    pool = RayPool(factory, num_workers=2, num_envs=2, seed=1, timeout_s=120)
+    pool = RayBackend(RolloutWorker, factory, num_workers=2, num_envs=2, seed=1, timeout_s=120)
     try:
-        pool.configure(plan)
-        r_results = pool.collect(weights, 30)
+        pool.call("configure", plan)
+        r_results = Collector(pool).gather(weights, 30)
     finally:
         pool.close()
     assert [_shapes(r.batches["agent"]) for r in r_results] == [
@@ -230,8 +230,8 @@ def make_late() -> LateTeamEnv:
 
 
 def test_behaviour_appearing_after_reset_gets_its_own_policy() -> None:
-    from unimarl.trainers.config import config_from_dict
-    from unimarl.trainers.rollout_plan import late_policy_seed
+    from unimarl.trainers.algos.mappo.plan import late_policy_seed
+    from unimarl.trainers.core.config import config_from_dict
 
     config = config_from_dict({"env": {"pettingzoo": f"{__file__}:make_late"}})
     worker = RolloutWorker(EnvFactory(config.env), 2, seed=5)
@@ -272,8 +272,8 @@ def test_late_behaviour_without_config_names_the_fix() -> None:
 
 
 def test_batched_gae_matches_per_trajectory_gae() -> None:
-    from unimarl.trainers.gae import gae
-    from unimarl.trainers.trajectories import batched_gae
+    from unimarl.trainers.algos.mappo.gae import gae
+    from unimarl.trainers.algos.mappo.trajectories import batched_gae
 
     rng = np.random.default_rng(0)
     lengths = [1, 4, 7, 2, 5]
@@ -295,8 +295,8 @@ def test_batched_gae_matches_per_trajectory_gae() -> None:
 
 @pytest.mark.parametrize(("package", "layout"), [("2.2.1-exp.1", "HWC"), ("3.0.0", "CHW")])
 def test_worker_reports_the_games_visual_layout(tmp_path: Path, package: str, layout: str) -> None:
-    from unimarl.trainers.envs import make_sim_build
-    from unimarl.trainers.train import _policy_layouts
+    from unimarl.trainers.algos.mappo.algorithm import policy_layouts as _policy_layouts
+    from unimarl.trainers.envs.factory import make_sim_build
 
     settings = EnvSettings(sim="visual", args=["--package-version", package])
     build = make_sim_build(settings, tmp_path)
@@ -395,7 +395,7 @@ def test_decision_period_rewards_accrue_to_the_last_action_across_fragment_cuts(
     assert second.episode_lengths == {"a": [2]}
     assert (first.agent_steps, second.agent_steps) == (8, 5)
     # nothing of the ended agent is left behind
-    assert set(worker._episode[0]) == set(worker._meta[0]) == {"a_1", "a_2"}
+    assert set(worker.runner.open_episodes(0)) == set(worker._meta[0]) == {"a_1", "a_2"}
     third = worker.collect(weights, horizon=4)
     rows3 = sorted((int(o[0]), int(o[1])) for o in third.batches["a"].obs[0])
     assert rows3 == [(1, 8), (1, 9), (1, 10), (1, 11), (2, 8)]  # a_2's action at t = 11 is held again
@@ -405,7 +405,7 @@ def test_decision_period_rewards_accrue_to_the_last_action_across_fragment_cuts(
 def test_coop_nav_with_a_decision_period_credits_every_reward(tmp_path: Path) -> None:
     """coop_nav gives each agent the team reward summed since its last decision, so with nothing lost every
     agent of an area ends its episode with the same return, however the fragments cut the periods."""
-    from unimarl.trainers.envs import make_sim_build
+    from unimarl.trainers.envs.factory import make_sim_build
 
     args = ["--decision-period", "3", "--episode-length", "10"]
     settings = EnvSettings(sim="coop_nav", args=args)

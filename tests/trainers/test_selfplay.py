@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from unimarl.trainers.mf_config import SelfPlaySettings
-from unimarl.trainers.selfplay import SnapshotPool, mix_weights
+from unimarl.trainers.algos.meanfield.learners import SelfPlaySettings
+from unimarl.trainers.selfplay.snapshots import SnapshotPool, mix_weights
 
 
 def _w(value: float) -> dict[str, np.ndarray]:

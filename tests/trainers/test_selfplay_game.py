@@ -15,18 +15,18 @@ import pytest
 from unimarl.bridge.policy_channel import PolicyStatus, RejectReason
 from unimarl.bridge.spec import ActionSpec
 from unimarl.protos.policy_wire import PolicyAck
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.config import config_from_dict
-from unimarl.trainers.errors import ConfigError
-from unimarl.trainers.mf_config import MeanFieldHyperparameters, SelfPlaySettings, make_learner
-from unimarl.trainers.mf_export import policy_model
-from unimarl.trainers.mf_networks import NetworkConfig
-from unimarl.trainers.mf_train import plan_mean_field
-from unimarl.trainers.mf_worker import MFPolicySetup, Outcome
-from unimarl.trainers.mfq import MFQConfig, MFQLearner
-from unimarl.trainers.selfplay import SnapshotPool
-from unimarl.trainers.selfplay_game import GameOpponents, SelfPlayError
-from unimarl.trainers.train import train
+from unimarl.trainers.algos.meanfield.algorithm import plan_mean_field
+from unimarl.trainers.algos.meanfield.learners import MeanFieldHyperparameters, SelfPlaySettings, make_learner
+from unimarl.trainers.algos.meanfield.mfq import MFQConfig, MFQLearner
+from unimarl.trainers.algos.meanfield.networks import NetworkConfig
+from unimarl.trainers.algos.meanfield.worker import MFPolicySetup, Outcome
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.core.config import config_from_dict
+from unimarl.trainers.core.errors import ConfigError
+from unimarl.trainers.export.meanfield import policy_model
+from unimarl.trainers.run.train import train
+from unimarl.trainers.selfplay.game import GameOpponents, SelfPlayError
+from unimarl.trainers.selfplay.snapshots import SnapshotPool
 
 SPEC = PolicySpec(obs_shapes=((5, 5, 2), (3,)), action_spec=ActionSpec(discrete_branches=(4,)))
 MLP = NetworkConfig(encoder="mlp", visual_hidden=16, head_hidden=(16,))

@@ -12,12 +12,12 @@ import pytest
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from unimarl.trainers.batch import CriticInput
-from unimarl.trainers.config import EnvSettings
-from unimarl.trainers.envs import EnvFactory
-from unimarl.trainers.mappo import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
-from unimarl.trainers.rollout import RolloutWorker
-from unimarl.trainers.rollout_plan import PolicySetup, WorkerPlan
+from unimarl.trainers.algos.mappo.plan import PolicySetup, WorkerPlan
+from unimarl.trainers.algos.mappo.policy import MAPPOHyperparameters, MAPPOPolicy, NetworkSettings
+from unimarl.trainers.algos.mappo.rollout import RolloutWorker
+from unimarl.trainers.core.batch import CriticInput
+from unimarl.trainers.core.config import EnvSettings
+from unimarl.trainers.envs.factory import EnvFactory
 
 # agent -> (behaviour, Unity group); two areas of a striker pair and a goalie, and two ungrouped strikers
 AGENTS = {

@@ -15,10 +15,10 @@ import pytest
 import torch
 import yaml
 
-from unimarl.trainers.cli import main
-from unimarl.trainers.config import config_from_dict
-from unimarl.trainers.errors import ResumeError
-from unimarl.trainers.train import train
+from unimarl.trainers.cli.main import main
+from unimarl.trainers.core.config import config_from_dict
+from unimarl.trainers.core.errors import ResumeError
+from unimarl.trainers.run.train import train
 
 NAV = str(Path(__file__).with_name("nav_env.py"))
 
@@ -141,11 +141,26 @@ def _config(path: Path) -> Any:
     return config_from_dict(yaml.safe_load(path.read_text()))
 
 
-def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "workers"),
+    [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGTERM, 2)],
+    ids=["SIGINT", "SIGTERM", "SIGTERM-ray"],  # ray.init takes SIGTERM in the driver: the run takes it back
+)
+def test_a_stop_signal_saves_a_checkpoint_and_models_and_exits_cleanly(
+    tmp_path: Path, signum: signal.Signals, workers: int
+) -> None:
     path = _write_config(tmp_path, max_steps=10_000_000)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "unimarl.trainers.cli", "train", str(path)],
+        [
+            sys.executable,
+            "-m",
+            "unimarl.trainers.cli.main",
+            "train",
+            str(path),
+            "--num-workers",
+            str(workers),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -157,7 +172,7 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
         while not metrics.exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert metrics.exists(), "training did not start within 60 s"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -168,7 +183,29 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
     checkpoints = list((tmp_path / "results" / "nav" / "checkpoints").glob("checkpoint-*.pt"))
     assert checkpoints
     state = torch.load(max(checkpoints, key=lambda p: p.stat().st_mtime), weights_only=True)
-    assert 0 < state["counters"]["env_steps"] < 10_000_000
+    steps = state["counters"]["env_steps"]
+    assert 0 < steps < 10_000_000
+    manifest = json.loads((tmp_path / "results" / "nav" / "onnx" / "policies.json").read_text())
+    assert manifest["agent"]["env_steps"] == steps  # the models of the final checkpoint were exported
+    assert not list((tmp_path / "results" / "nav").rglob("*.tmp"))
+
+
+def test_resume_skips_a_newest_checkpoint_cut_by_a_crash(tmp_path: Path, caplog: Any) -> None:
+    path = _write_config(tmp_path, max_steps=400, checkpoint_interval=200)
+    first = train(_config(path))
+    newest = first.run_dir / "checkpoints" / "checkpoint-400.pt"
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])  # as a kill -9 during a write without rename would leave it
+    (newest.parent / "checkpoint-600.tmp").write_bytes(data[:100])  # a write cut before its rename
+    config = _config(path)
+    config.run.resume, config.run.max_steps = True, 600
+    with caplog.at_level("WARNING"):
+        second = train(config)
+    assert "skipping unreadable checkpoint" in caplog.text and "checkpoint-400.pt" in caplog.text
+    assert second.env_steps == 600
+    assert not list(newest.parent.glob("*.tmp"))
+    lines = _metrics(first.run_dir)
+    assert [m["env_steps"] for m in lines] == [200, 400, 400, 600]  # resumed from 200: 400 learned again
 
 
 @pytest.mark.slow
@@ -193,9 +230,10 @@ def test_two_node_cluster_spreads_workers_and_trains(tmp_path: Path) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from unimarl.trainers.config import EnvSettings
-    from unimarl.trainers.envs import EnvFactory
-    from unimarl.trainers.pool import RayPool
+    from unimarl.trainers.algos.mappo.rollout import RolloutWorker
+    from unimarl.trainers.collect.backend import RayBackend
+    from unimarl.trainers.core.config import EnvSettings
+    from unimarl.trainers.envs.factory import EnvFactory
 
     if ray.is_initialized():
         ray.shutdown()
@@ -205,7 +243,7 @@ def test_two_node_cluster_spreads_workers_and_trains(tmp_path: Path) -> None:
         ray.init(address=cluster.address, include_dashboard=False)
         assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1")
         factory = EnvFactory(EnvSettings(pettingzoo=f"{NAV}:make", num_envs=1))
-        pool = RayPool(factory, num_workers=2, num_envs=1, timeout_s=120)
+        pool = RayBackend(RolloutWorker, factory, num_workers=2, num_envs=1, timeout_s=120)
         try:
             assert len(set(pool.nodes())) == 2
         finally:

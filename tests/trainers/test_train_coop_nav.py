@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from unimarl.trainers.config import load_config
-from unimarl.trainers.train import train
+from unimarl.trainers.core.config import load_config
+from unimarl.trainers.run.train import train
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "coop_nav.yaml"
 RANDOM_RETURN = -53.0

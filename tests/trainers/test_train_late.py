@@ -13,10 +13,11 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from unimarl.bridge.spec import ActionSpec, BehaviorSpec, DimensionProperty, ObservationSpec
-from unimarl.trainers.config import config_from_dict
-from unimarl.trainers.policy_export import infer_visual_layout, read_manifest
-from unimarl.trainers.run_dir import RunDir
-from unimarl.trainers.train import _env_factory, train
+from unimarl.trainers.core.config import config_from_dict
+from unimarl.trainers.export.policies import infer_visual_layout, read_manifest
+from unimarl.trainers.run.loop import env_factory
+from unimarl.trainers.run.run_dir import RunDir
+from unimarl.trainers.run.train import train
 
 ROLLOUT_TESTS = str(Path(__file__).with_name("test_rollout.py"))
 NAV = str(Path(__file__).with_name("nav_env.py"))
@@ -51,7 +52,7 @@ def test_resume_rebuilds_a_mapped_late_policy_with_its_behaviours_settings(tmp_p
 def test_env_factory_leaves_the_callers_config_as_given(tmp_path: Path) -> None:
     relative = f"{os.path.relpath(NAV)}:make"
     config = config_from_dict({"env": {"pettingzoo": relative}})
-    factory = _env_factory(config, RunDir(tmp_path, "run"))
+    factory = env_factory(config, RunDir(tmp_path, "run"))
     assert config.env.pettingzoo == relative
     assert factory.settings.pettingzoo == f"{Path(NAV).resolve()}:make"
 

@@ -17,11 +17,11 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.mf_config import MeanFieldHyperparameters, make_learner
-from unimarl.trainers.mf_export import policy_model
-from unimarl.trainers.onnx_export import contract_obs_shape
-from unimarl.trainers.policy_export import infer_visual_layout
+from unimarl.trainers.algos.meanfield.learners import MeanFieldHyperparameters, make_learner
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.export.meanfield import policy_model
+from unimarl.trainers.export.onnx import contract_obs_shape
+from unimarl.trainers.export.policies import infer_visual_layout
 
 # (in channels, out channels, kernel, stride, padding, dilation, groups, bias) per layer.
 CONV_STACKS: dict[str, list[tuple[Any, ...]]] = {

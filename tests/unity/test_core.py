@@ -23,9 +23,9 @@ from unimarl.protos.policy_wire import (
     decode_ack,
     encode_policy,
 )
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.networks import Actor
-from unimarl.trainers.onnx_export import SUPPORTED_OPERATORS, contract_obs_shape, export_actor
+from unimarl.trainers.algos.mappo.networks import Actor
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.export.onnx import SUPPORTED_OPERATORS, contract_obs_shape, export_actor
 
 from .conftest import PACKAGE_SETS
 

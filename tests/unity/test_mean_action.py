@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.meanfield import MeanActionTracker
-from unimarl.trainers.networks import Actor
-from unimarl.trainers.onnx_export import ContractWrapper, input_names, output_names
+from unimarl.trainers.algos.mappo.networks import Actor
+from unimarl.trainers.algos.meanfield.mean_action import MeanActionTracker
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.export.onnx import ContractWrapper, input_names, output_names
 
 SPEC = PolicySpec(((6,),), ActionSpec(2, (3, 2)))
 D = 2 + 3 + 2

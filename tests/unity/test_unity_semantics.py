@@ -16,10 +16,10 @@ import torch
 
 from unimarl.bridge.spec import ActionSpec
 from unimarl.protos.policy_wire import RejectReason, decode_ack, encode_policy
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.meanfield import MeanActionTracker
-from unimarl.trainers.networks import Actor
-from unimarl.trainers.onnx_export import export_actor
+from unimarl.trainers.algos.mappo.networks import Actor
+from unimarl.trainers.algos.meanfield.mean_action import MeanActionTracker
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.export.onnx import export_actor
 
 VIEW = 3  # the battle worlds' view: LocalView holds VIEW * VIEW * 5 floats
 

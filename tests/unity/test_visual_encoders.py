@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from unimarl.bridge.spec import ActionSpec
-from unimarl.trainers.batch import PolicySpec
-from unimarl.trainers.mappo import NetworkSettings
-from unimarl.trainers.mappo_settings import VIS_ENCODE_TYPES
-from unimarl.trainers.networks import build_actor
-from unimarl.trainers.onnx_export import export_actor
+from unimarl.trainers.algos.mappo.networks import build_actor
+from unimarl.trainers.algos.mappo.policy import NetworkSettings
+from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.core.mappo_settings import VIS_ENCODE_TYPES
+from unimarl.trainers.export.onnx import export_actor
 
 
 @pytest.mark.parametrize("kind", VIS_ENCODE_TYPES)

@@ -125,9 +125,9 @@ namespace Unimarl.Core
             if (b != null && b.Length != g.M)
                 throw new ArgumentException("Conv bias " + bias.ShapeString() + " does not have " + g.M + " values");
             int cg = g.C / g.Group, mg = g.M / g.Group, k = cg * g.KH * g.KW, plane = g.OH * g.OW;
-            var columns = new float[k * plane];
-            var pixels = new float[k * plane];
-            var dst = new float[g.N * g.M * plane];
+            var columns = new float[Tensor.Count(new[] { k, plane })];
+            var pixels = new float[columns.Length];
+            var dst = new float[Tensor.Count(new[] { g.N, g.M, plane })];
             for (int n = 0; n < g.N; n++)
                 for (int group = 0; group < g.Group; group++)
                 {

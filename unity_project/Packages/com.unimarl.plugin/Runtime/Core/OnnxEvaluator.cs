@@ -75,7 +75,13 @@ namespace Unimarl.Core
                 for (int i = 0; i < outputs.Length && i < node.Outputs.Count; i++) values[node.Outputs[i]] = outputs[i];
             }
             var result = new Dictionary<string, Tensor>();
-            foreach (var output in m_Model.Outputs) result[output.Name] = values[output.Name];
+            foreach (var output in m_Model.Outputs)
+            {
+                Tensor t;
+                if (!values.TryGetValue(output.Name, out t))
+                    throw new OnnxModelException("output '" + output.Name + "' is produced by no node, input or initializer");
+                result[output.Name] = t;
+            }
             return result;
         }
 

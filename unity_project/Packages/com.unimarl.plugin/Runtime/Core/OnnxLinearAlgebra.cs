@@ -40,7 +40,7 @@ namespace Unimarl.Core
 
         static float[] Transpose(float[] src, int rows, int cols)
         {
-            var dst = new float[rows * cols];
+            var dst = new float[Tensor.Count(new[] { rows, cols })];
             Transpose(src, rows, cols, dst);
             return dst;
         }
@@ -65,7 +65,7 @@ namespace Unimarl.Core
                 throw new ArgumentException("Gemm inner dims differ: " + a.ShapeString() + " x " + b.ShapeString());
             float[] fa = ta ? Transpose(a.AsFloats(), k, m) : a.AsFloats();
             float[] bt = tb ? b.AsFloats() : TransposedB(node, b);
-            var y = new float[m * n];
+            var y = new float[Tensor.Count(new[] { m, n })];
             DotRows(fa, 0, m, k, bt, n, y, 0);
             if (alpha != 1f)
                 for (int i = 0; i < y.Length; i++) y[i] = alpha * y[i];
@@ -108,7 +108,7 @@ namespace Unimarl.Core
             int k = a.Shape[a.Rank - 1], n = b.Shape[1];
             if (b.Shape[0] != k) throw new ArgumentException("MatMul inner dims differ: " + a.ShapeString() + " x " + b.ShapeString());
             int rows = a.Length / Math.Max(k, 1);
-            var y = new float[rows * n];
+            var y = new float[Tensor.Count(new[] { rows, n })];
             DotRows(a.AsFloats(), 0, rows, k, TransposedB(node, b), n, y, 0);
             var shape = (int[])a.Shape.Clone();
             shape[shape.Length - 1] = n;

@@ -4,6 +4,8 @@
 // float_data, int64_data, int32_data, double_data) and the graph inputs/outputs with their static dims. Field
 // numbers are those of onnx/onnx.proto3. Tensors of type FLOAT, DOUBLE and FLOAT16 become float32; INT64, INT32,
 // INT8, UINT8 and BOOL become int64.
+// Dims are checked before anything is allocated: a negative dim, or a shape of more than Tensor.MaxElements
+// elements (initializers, constants, declared inputs and outputs), is refused with an OnnxModelException naming it.
 using System;
 using System.Collections.Generic;
 
@@ -220,6 +222,8 @@ namespace Unimarl.Core
                 }
                 info.Dims.Add(value);
             }
+            // Symbolic dims (-1, such as batch) count as 1: a declared shape never needs more than MaxElements per item.
+            CheckedDims(info.Dims.ConvertAll(d => d == -1 ? 1 : d), "value '" + info.Name + "'");
         }
 
         /// <summary>Reads a TensorProto; float types become float32, integer and bool types int64.</summary>
@@ -246,16 +250,39 @@ namespace Unimarl.Core
                     default: r.Skip(); break;
                 }
             }
-            var shape = dims.ConvertAll(d => (int)d).ToArray();
+            var shape = CheckedDims(dims, "tensor '" + name + "'");
             int count = Tensor.Count(shape);
             if (raw != null) return FromRaw(raw, type, shape, count, name);
+            int held = type == Float ? floats.Count : type == Double ? doubles.Count
+                : type == Int64 || type == Int32 || type == Int8 || type == Uint8 || type == Bool ? longs.Count : -1;
+            if (held < 0) throw new OnnxModelException("tensor '" + name + "' has unsupported element type " + type);
+            if (held != count)
+                throw new OnnxModelException("tensor '" + name + "' of dims " + Tensor.ShapeString(shape) + " holds " + held + " values, expected " + count);
             switch (type)
             {
                 case Float: return new Tensor(shape, floats.ToArray());
                 case Double: return new Tensor(shape, doubles.ConvertAll(d => (float)d).ToArray());
-                case Int64: case Int32: case Int8: case Uint8: case Bool: return new Tensor(shape, longs.ToArray());
-                default: throw new OnnxModelException("tensor '" + name + "' has unsupported element type " + type);
+                default: return new Tensor(shape, longs.ToArray());
             }
+        }
+
+        /// <summary>Dims of <paramref name="what"/> as ints; throws OnnxModelException, naming the dim, for a
+        /// negative one or for more than Tensor.MaxElements elements in all, before anything is allocated.</summary>
+        static int[] CheckedDims(List<long> dims, string what)
+        {
+            var shape = new int[dims.Count];
+            long count = 1;
+            for (int i = 0; i < shape.Length; i++)
+            {
+                if (dims[i] < 0 || dims[i] > Tensor.MaxElements)
+                    throw new OnnxModelException(what + " has dim " + i + " = " + dims[i] + "; dims must be between 0 and " + Tensor.MaxElements);
+                shape[i] = (int)dims[i];
+                count = Math.Min(count * shape[i], (long)Tensor.MaxElements + 1);
+            }
+            if (count > Tensor.MaxElements)
+                throw new OnnxModelException(what + " has dims [" + string.Join(", ", dims.ConvertAll(d => d.ToString()).ToArray()) +
+                    "], more than " + Tensor.MaxElements + " elements");
+            return shape;
         }
 
         static Tensor FromRaw(byte[] raw, int type, int[] shape, int count, string name)

@@ -105,7 +105,7 @@ namespace Unimarl.Core
         {
             int samples = (int)node.Int("sample_size", 1), batch = x.Shape[0], classes = x.Shape[1];
             var src = x.AsFloats();
-            var result = new long[batch * samples];
+            var result = new long[Tensor.Count(new[] { batch, samples })];
             var cdf = new double[classes];
             for (int b = 0; b < batch; b++)
             {

@@ -30,12 +30,30 @@ namespace Unimarl.Core
                 if (m_Evaluator.Model.Initializers.ContainsKey(input.Name)) continue;
                 if (input.Name == "action_masks") m_Mask = input;
                 else if (input.Name == MeanActionInput) m_MeanAction = input;
-                else if (input.Name.StartsWith("obs_")) m_Observations.Add(input);
+                else if (IsObservation(input.Name)) m_Observations.Add(input);
                 else throw new OnnxModelException("input '" + input.Name + "' is not part of ML-Agents' model contract (obs_i, action_masks) nor '" + MeanActionInput + "'");
+                CheckFixedDims(input);
             }
             m_Observations.Sort((a, b) => int.Parse(a.Name.Substring(4)).CompareTo(int.Parse(b.Name.Substring(4))));
             BranchSizes = new int[0];
             if (m_MeanAction != null) ReadActionLayout();
+        }
+
+        /// <summary>Batch first, then fixed dims: the policy feeds one agent, so every other size must be known.</summary>
+        static void CheckFixedDims(OnnxValueInfo input)
+        {
+            bool ok = input.Dims.Count >= 1;
+            for (int i = 1; ok && i < input.Dims.Count; i++) ok = input.Dims[i] >= 0;
+            if (!ok)
+                throw new OnnxModelException("input '" + input.Name + "' is declared [" +
+                    string.Join(", ", input.Dims.ConvertAll(d => d < 0 ? "?" : d.ToString()).ToArray()) +
+                    "]; a policy input needs a batch dim followed by fixed dims");
+        }
+
+        static bool IsObservation(string name)
+        {
+            int index;
+            return name.StartsWith("obs_") && int.TryParse(name.Substring(4), out index) && index >= 0;
         }
 
         public int ObservationCount { get { return m_Observations.Count; } }
@@ -59,20 +77,35 @@ namespace Unimarl.Core
             foreach (var obs in m_Observations)
             {
                 int count = 1;
-                for (int i = 1; i < obs.Dims.Count; i++) count *= (int)Math.Max(1, obs.Dims[i]);
+                for (int i = 1; i < obs.Dims.Count; i++) count *= (int)obs.Dims[i];  // at most Tensor.MaxElements (OnnxModel)
                 observations.Add(new float[count]);
             }
             var outputs = m_Evaluator.Run(Inputs(observations, null, new float[MeanActionSize]));
             Tensor t;
-            if (outputs.TryGetValue("continuous_action_output_shape", out t)) ContinuousSize = (int)t.AsFloats()[0];
+            if (outputs.TryGetValue("continuous_action_output_shape", out t))
+            {
+                if (t.Length != 1)
+                    throw new OnnxModelException("output 'continuous_action_output_shape' holds " + t.Length + " values; the contract has one");
+                ContinuousSize = ActionSize("continuous_action_output_shape", t.AsFloats()[0], 0);
+            }
             if (outputs.TryGetValue("discrete_action_output_shape", out t))
-                BranchSizes = Array.ConvertAll(t.AsFloats(), v => (int)v);
-            int size = ContinuousSize;
+                BranchSizes = Array.ConvertAll(t.AsFloats(), v => ActionSize("discrete_action_output_shape", v, 1));
+            long size = ContinuousSize;
             foreach (int b in BranchSizes) size += b;
             if (size != MeanActionSize)
                 throw new OnnxModelException("input '" + MeanActionInput + "' has " + MeanActionSize + " values but the model's actions encode to " + size +
                     " (continuous " + ContinuousSize + ", branches [" + string.Join(", ", Array.ConvertAll(BranchSizes, b => b.ToString())) + "]); " +
                     "export D = continuous size + sum of branch sizes, with the contract's *_action_output_shape outputs");
+        }
+
+        /// <summary>One size of the action layout, at least <paramref name="least"/> and at most D (a larger one could
+        /// not fit in mean_action); negative, NaN or oversized values are refused before they size any array.</summary>
+        int ActionSize(string output, float value, int least)
+        {
+            if (!(value >= least && value <= MeanActionSize))
+                throw new OnnxModelException("output '" + output + "' holds " + value + "; sizes there must be between " + least +
+                    " and D = " + MeanActionSize + " of input '" + MeanActionInput + "'");
+            return (int)value;
         }
 
         /// <summary>Decides for one agent. <paramref name="observations"/>[i] is obs_i flattened (visual: C, H, W);

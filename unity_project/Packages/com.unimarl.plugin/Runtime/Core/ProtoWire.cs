@@ -22,6 +22,9 @@ namespace Unimarl.Core
     /// <summary>Reads one message (or sub-message) from a byte range.</summary>
     public sealed class ProtoReader
     {
+        /// <summary>Deepest nesting of groups accepted: the reference protobuf runtime's default recursion limit.</summary>
+        public const int MaxGroupDepth = 100;
+
         static readonly UTF8Encoding StrictUtf8 = new UTF8Encoding(false, true);
         readonly byte[] m_Buffer;
         int m_Position;
@@ -178,23 +181,36 @@ namespace Unimarl.Core
             }
         }
 
+        /// <summary>Skips a group and the groups nested in it, without recursion (hostile input could nest them
+        /// a million deep); nesting beyond <see cref="MaxGroupDepth"/> is refused.</summary>
         void SkipGroup(int field)
         {
-            while (true)
+            var open = new Stack<int>();
+            open.Push(field);
+            while (open.Count > 0)
             {
-                if (AtEnd) throw new ProtoFormatException("group " + field + " is not closed");
+                if (AtEnd) throw new ProtoFormatException("group " + open.Peek() + " is not closed");
                 ulong tag = ReadVarint();
                 int wire = (int)(tag & 7);
                 int number = (int)(tag >> 3);
-                if (wire > 5 || number == 0) throw new ProtoFormatException("invalid tag inside group " + field);
+                if (wire > 5 || number == 0) throw new ProtoFormatException("invalid tag inside group " + open.Peek());
                 if (wire == (int)WireType.EndGroup)
                 {
-                    if (number != field) throw new ProtoFormatException("group " + field + " closed as " + number);
-                    return;
+                    if (number != open.Peek()) throw new ProtoFormatException("group " + open.Peek() + " closed as " + number);
+                    open.Pop();
                 }
-                FieldNumber = number;
-                WireType = (WireType)wire;
-                Skip();
+                else if (wire == (int)WireType.StartGroup)
+                {
+                    if (open.Count >= MaxGroupDepth)
+                        throw new ProtoFormatException("groups nested deeper than " + MaxGroupDepth + " at byte " + m_Position);
+                    open.Push(number);
+                }
+                else
+                {
+                    FieldNumber = number;
+                    WireType = (WireType)wire;
+                    Skip();
+                }
             }
         }
 

@@ -28,11 +28,23 @@ namespace Unimarl.Core
         public int Rank { get { return Shape.Length; } }
         public int Length { get { return IsInt ? Ints.Length : Floats.Length; } }
 
+        /// <summary>Most elements one tensor may hold (256 MiB of float32); larger shapes are refused before
+        /// anything is allocated, whether a model file declares them or an operator would produce them.</summary>
+        public const int MaxElements = 1 << 26;
+
+        /// <summary>Elements of <paramref name="shape"/>; throws ArgumentException for a negative dim or more than
+        /// <see cref="MaxElements"/> elements.</summary>
         public static int Count(int[] shape)
         {
-            int n = 1;
-            foreach (int d in shape) n *= d;
-            return n;
+            long n = 1;
+            foreach (int d in shape)
+            {
+                if (d < 0) throw new ArgumentException("shape " + ShapeString(shape) + " has a negative dim");
+                n = Math.Min(n * d, (long)MaxElements + 1);
+            }
+            if (n > MaxElements)
+                throw new ArgumentException("shape " + ShapeString(shape) + " holds more than " + MaxElements + " elements");
+            return (int)n;
         }
 
         /// <summary>Element i as a double, whatever the element type.</summary>
@@ -68,7 +80,9 @@ namespace Unimarl.Core
             return strides;
         }
 
-        public string ShapeString() { return "[" + string.Join(", ", Array.ConvertAll(Shape, d => d.ToString())) + "]"; }
+        public string ShapeString() { return ShapeString(Shape); }
+
+        public static string ShapeString(int[] shape) { return "[" + string.Join(", ", Array.ConvertAll(shape, d => d.ToString())) + "]"; }
 
         void Check(int length)
         {

@@ -1,0 +1,108 @@
+"""Self-play opponents of the mean-field learners: a snapshot pool per self-play policy
+(:class:`~unimarl.trainers.selfplay.snapshots.SnapshotPool`) whose current snapshot either acts in the rollout
+workers (``opponent:<policy>`` actors) or runs in the games from pushed ONNX models
+(:class:`~unimarl.trainers.selfplay.game.GameOpponents`, ``self_play.opponent_runs: game``).
+
+Each finished battle is recorded for the learning policy against its opponent (whichever teams they drove:
+with ``self_play.sides: both`` they trade teams after every battle); a win refreshes the frozen opponent
+(``self_play.update``). A battle whose opponent the game ran counts only when the game ran one model version
+for the whole battle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from unimarl.trainers.algos.meanfield.algorithm import OPPONENT_PREFIX, MeanField
+from unimarl.trainers.algos.meanfield.learners import MFLearner
+from unimarl.trainers.algos.meanfield.worker import MFChunk
+from unimarl.trainers.core.config import TrainConfig
+from unimarl.trainers.envs.battles import Outcome
+from unimarl.trainers.selfplay.game import GameOpponents, SelfPlayError
+from unimarl.trainers.selfplay.snapshots import SnapshotPool
+
+
+class SelfPlay:
+    """Opponents of one mean-field run (the algorithm's ``opponents``); see the module docstring."""
+
+    def __init__(self, config: TrainConfig, algorithm: MeanField, run_path: str | Path) -> None:
+        setup = algorithm.setup
+        self.pairs = dict(setup.self_play)
+        """Learning policy -> (its behaviour, the opponent behaviour)."""
+        self.in_game = setup.in_game
+        self.pools = {
+            n: SnapshotPool(
+                config.behavior_settings(b).self_play, algorithm.policies[n].get_weights(), config.run.seed
+            )  # type: ignore[arg-type]
+            for n, (b, _) in self.pairs.items()
+        }
+        self.game = GameOpponents(
+            run_path,
+            {n: pair for n, pair in self.pairs.items() if n in self.in_game},
+            setup.plan.policies,
+            self.pools,
+            config.run.num_workers,
+        )
+
+    def start(self, progress: float) -> None:
+        """Export the first in-game opponents."""
+        self.game.refresh(progress)
+
+    def weights(self) -> dict[str, Any]:
+        """Weights of the opponents the workers run (``opponent:<policy>``)."""
+        return {OPPONENT_PREFIX + n: p.current() for n, p in self.pools.items() if n not in self.in_game}
+
+    def models(self) -> dict[str, tuple[int, bytes]]:
+        """Opponent behaviour -> (version, ONNX bytes) of the opponents the games run."""
+        return self.game.models()
+
+    def after_chunk(
+        self, chunk: MFChunk, learners: dict[str, MFLearner], acc: dict[str, list[float]]
+    ) -> bool:
+        """Record the chunk's battles (and the games' model status); True when an opponent changed."""
+        self.game.observe(chunk.worker_index, chunk.game_status)
+        changed = False
+        for outcome in chunk.outcomes:
+            changed |= self._record(outcome, learners, acc)
+        return changed
+
+    def _record(self, o: Outcome, learners: dict[str, MFLearner], acc: dict[str, list[float]]) -> bool:
+        changed = False
+        for name, (mine, theirs) in self.pairs.items():
+            if o.actors:  # the teams learner and opponent drove in this battle (they swap with sides: both)
+                side = {actor: b for b, actor in o.actors.items()}
+                mine, theirs = side.get(name, mine), side.get(OPPONENT_PREFIX + name, theirs)
+            if name in self.in_game:
+                if mine not in o.kills or theirs not in o.kills:
+                    raise SelfPlayError(
+                        f"self_play.opponent_runs game needs the game to report each team's kills as stats "
+                        f"(<Game>/kills_team<k>, e.g. via StatsRecorder) for '{mine}' and '{theirs}'; this "
+                        f"battle reported kills for {sorted(o.kills)}"
+                    )
+                if not self.game.credited(name, o):
+                    continue
+            if mine in o.kills and theirs in o.kills:
+                won = o.kills[mine] > o.kills[theirs]
+                acc[f"selfplay/win/{name}"].append(
+                    1.0 if won else 0.5 if o.kills[mine] == o.kills[theirs] else 0.0
+                )
+                changed |= self.pools[name].record(won, learners[name].get_weights())
+                acc[f"selfplay/refreshes/{name}"].append(float(self.pools[name].refreshes))
+        return changed
+
+    def after_round(self, progress: float, changed: bool) -> None:
+        """Check that the games run the pushed opponents; export new ones when an opponent changed."""
+        self.game.check()
+        if changed:
+            self.game.refresh(progress)
+
+    def metrics(self) -> dict[str, float]:
+        return self.game.metrics()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {n: p.state_dict() for n, p in self.pools.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, pool in self.pools.items():
+            pool.load_state_dict(state[name])
