@@ -559,10 +559,20 @@ class EnvRunner:
 
 
 class RunnerWorker:
-    """What every rollout worker answers through its runner (``self.runner``): where it runs, hot-swap pushes
-    into its games, what the games run, and closing them."""
+    """What every rollout worker answers through its runner (``self.runner``): its behaviours' specs and
+    visual layouts, where it runs, hot-swap pushes into its games, what the games run, and closing them."""
 
     runner: EnvRunner
+
+    def specs(self) -> dict[str, PolicySpec]:
+        """Policy spec of every behaviour with agents after reset."""
+        return self.runner.specs()
+
+    def visual_layouts(self) -> dict[str, str]:
+        """Layout ("CHW" or "HWC") of the visual observations of each behaviour whose game marks one (Unity
+        and sim games); exports record it so a model feeds the layout the game sends. Behaviours met later
+        are reported by the worker's results."""
+        return self.runner.visual_layouts()
 
     def node(self) -> str:
         """Where this worker runs: the Ray node id inside a Ray actor, else the host name."""

@@ -14,15 +14,15 @@ from unimarl.trainers.core.config import TrainConfig
 from unimarl.trainers.core.mf_settings import MEAN_FIELD_TRAINERS
 from unimarl.trainers.export.hotswap import HotSwap
 from unimarl.trainers.export.meanfield import MFHotSwap, export_mean_field
-from unimarl.trainers.export.policies import export_policies
+from unimarl.trainers.export.policies import ExportedPolicy, export_policies
 from unimarl.trainers.selfplay.manager import SelfPlay
 
 
 @dataclass(frozen=True)
 class Entry:
     algorithm: type
-    export: Callable[[Path, Any, int], Any]
-    """(run folder, algorithm, env steps): writes ``onnx/`` and its manifest."""
+    export: Callable[[Path, Any, int], list[ExportedPolicy]]
+    """(run folder, algorithm, env steps): writes ``onnx/`` and its manifest; returns the models written."""
     hotswap: type[HotSwap]
     opponents: Callable[[TrainConfig, Any, Path], Any] | None = None
     """(config, algorithm, run folder) -> the algorithm's self-play opponents."""
@@ -33,7 +33,10 @@ ALGORITHMS: dict[str, Entry] = {
         MAPPO, lambda path, a, steps: export_policies(path, a.policies, steps, a.visual_layouts), HotSwap
     ),
     "meanfield": Entry(
-        MeanField, lambda path, a, steps: export_mean_field(path, a.policies, steps), MFHotSwap, SelfPlay
+        MeanField,
+        lambda path, a, steps: list(export_mean_field(path, a.policies, steps).values()),
+        MFHotSwap,
+        SelfPlay,
     ),
 }
 

@@ -65,8 +65,7 @@ def _save(run: RunDir, entry: Entry, algorithm: Any, c: Counters) -> None:
         "trained_behaviors": trained,  # for `unimarl export`'s <Behavior>.onnx copies
     }
     run.save_checkpoint(state, c.env_steps)
-    written = entry.export(run.path, algorithm, c.env_steps)
-    exported = written.values() if isinstance(written, dict) else written
+    exported = entry.export(run.path, algorithm, c.env_steps)
     copy_behavior_models(run.path, trained, {e.policy: e.path for e in exported})
 
 
@@ -152,9 +151,7 @@ def train(
             # leave free slows everything down (measured 10x fewer samples/s with 2 threads on 2 busy cores)
             torch.set_num_threads(max(1, (os.cpu_count() or 1) - r.num_workers))
         specs = backend.call_first("specs")
-        layouts = (
-            backend.call_first("visual_layouts") if hasattr(algo_cls.worker_cls, "visual_layouts") else {}
-        )
+        layouts = backend.call_first("visual_layouts")
         algorithm = algo_cls(config, specs, layouts, device)
         backend.setup("configure", algorithm.plan())
         if entry.opponents is not None:

@@ -62,7 +62,7 @@ from unimarl.trainers.algos.mappo.policy import MAPPOPolicy
 from unimarl.trainers.algos.mappo.records import StepRecord, assemble_batches, compact_images, take_rows
 from unimarl.trainers.algos.mappo.teams import other_policy_teammates, team_key, team_rows
 from unimarl.trainers.collect.runner import Decision, EnvRunner, EnvStep, RunnerWorker, node_name
-from unimarl.trainers.core.batch import CriticInput, PolicySpec
+from unimarl.trainers.core.batch import CriticInput
 from unimarl.trainers.core.errors import ConfigError, EnvSetupError, TrainerError
 from unimarl.trainers.envs.factory import AgentView, EnvFactory, env_state
 
@@ -141,16 +141,6 @@ class RolloutWorker(RunnerWorker):
         self._carried_trajs = 0
 
     # -- set-up ---------------------------------------------------------------------------------------
-    def specs(self) -> dict[str, PolicySpec]:
-        """Policy spec of every behaviour with agents after reset."""
-        return self.runner.specs()
-
-    def visual_layouts(self) -> dict[str, str]:
-        """Layout ("CHW" or "HWC") of the visual observations of each behaviour whose game marks one (Unity
-        and sim games); exports record it so a model feeds the layout the game sends. Behaviours met later
-        are reported in ``RolloutResult.new_layouts``."""
-        return self.runner.visual_layouts()
-
     def configure(self, plan: WorkerPlan) -> None:
         """Build the local policy copies (CPU) used for acting."""
         self.specs()

@@ -167,10 +167,6 @@ class MFRolloutWorker(RunnerWorker):
         self._dropped = 0
 
     # -- set-up ---------------------------------------------------------------------------------------
-    def specs(self) -> dict[str, PolicySpec]:
-        """Policy spec of every behaviour with agents after reset."""
-        return self.runner.specs()
-
     def _stream(self, actor: str) -> np.random.Generator:
         """The actor's own random generator: (seed, worker, actor name) -> an independent stream."""
         if actor not in self._streams:
