@@ -5,13 +5,17 @@ with the mean-action input removed. Each learner trains by self-play for the sam
 both sides of the game (``self_play.sides: both``: learner and frozen snapshot trade teams after every
 battle). Then ``--battles`` battles are played per orientation: the mean-field learner on team 0 against its
 baseline on team 1, and sides swapped. Printed: the budget, training throughput in agent steps/s (ratio to
-the baseline's), and the mean-field learner's win rate per orientation and combined, with a Wilson interval.
+the baseline's), and the mean-field learner's win rate per orientation and combined, with a Wilson interval;
+with ``--pairs mfq,mfac`` also MF-AC against MF-Q.
 With ``--fairness-battles N``, first the game's own side balance: the scripted baseline against itself, team
 0's win rate (0.50 when neither side is favoured; the game is mirror-symmetric, see
 :mod:`unimarl.sim.battle`).
 
     .venv/bin/python benchmarks/battle_mf.py --train-steps 5000 --battles 50 --pairs mfq,mfac \
-        --fairness-battles 100
+        --fairness-battles 100 --curve 4 --json results/battle_mf.json
+
+``--curve N`` also plays the checkpoints at every ``train-steps / N`` env steps against each other and, with
+``--json``, draws the learning curve (win rate and kills per battle with 95% intervals) as a PNG beside it.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ def battle_config(args: argparse.Namespace, trainer: str, mean: bool, run_id: st
                 "hyperparameters": hp,
                 "self_play": {"opponent": "Battle?team=1", "sides": args.sides},
                 "summary_freq": 500,
-                "checkpoint_interval": 10**9,
+                # a checkpoint per point of the learning curve (the run keeps the newest 5)
+                "checkpoint_interval": max(args.train_steps // args.curve, 1) if args.curve > 1 else 10**9,
             }
         },
         "environment_parameters": {"max_steps": args.battle_steps},
@@ -116,8 +121,26 @@ def main() -> None:
     p.add_argument(
         "--fairness-battles", type=int, default=0, help="first play scripted vs scripted this often (0: skip)"
     )
+    p.add_argument(
+        "--curve",
+        type=int,
+        default=1,
+        help="points of the learning curve (2-5): checkpoints at every train-steps/N, each pair played "
+        "--curve-battles times per orientation; with --json a PNG is written next to it",
+    )
+    p.add_argument(
+        "--curve-battles", type=int, default=20, help="battles per orientation at each curve point"
+    )
+    p.add_argument(
+        "--ablations",
+        default="",
+        help="comma-separated: zero, shuffle: also play the trained mean-field policy with its mean action "
+        "zeroed or shuffled between agents at evaluation (--battles per orientation each)",
+    )
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
+    if not 1 <= args.curve <= 5:
+        p.error(f"--curve takes 1 to 5 points (the run keeps its newest 5 checkpoints), got {args.curve}")
     logging.basicConfig(level=logging.WARNING)
     results = tempfile.mkdtemp(prefix="battle_mf_")
     env = EnvSettings(sim="battle", args=sim_args(args))
@@ -146,10 +169,46 @@ def main() -> None:
                 f"train {name:5s}: {run['agent_steps']:,} agent steps in {run['wall_s']:.0f} s -> "
                 f"{run['agent_steps_per_s']:.0f} agent steps/s ({ratio:.2f}x baseline {base})"
             )
+        curve = []
+        if args.curve > 1:
+            for (steps, ckpt_mf), (_, ckpt_base) in list(
+                zip(checkpoints(runs[mf]["run_dir"]), checkpoints(runs[base]["run_dir"]), strict=True)
+            )[:-1]:
+                point = evaluate_both_sides(
+                    factory,
+                    load_side(str(ckpt_mf)),
+                    load_side(str(ckpt_base)),
+                    battles=args.curve_battles,
+                    num_envs=max(args.num_envs, 2),
+                    seed=args.seed,
+                )
+                curve.append(curve_point(steps, point))
+                print(
+                    f"  curve at {steps} env steps: {mf} win rate {point['win_rate']:.2f} over "
+                    f"{point['battles']} battles"
+                )
         side_mf, side_base = load_side(runs[mf]["run_dir"]), load_side(runs[base]["run_dir"])
         both = evaluate_both_sides(
             factory, side_mf, side_base, battles=args.battles, num_envs=max(args.num_envs, 2), seed=args.seed
         )
+        curve.append(curve_point(runs[mf]["env_steps"], both))
+        ablations = {}
+        for ablation in [a for a in args.ablations.split(",") if a]:
+            ablated = evaluate_both_sides(
+                factory,
+                side_mf,
+                side_base,
+                battles=args.battles,
+                num_envs=max(args.num_envs, 2),
+                seed=args.seed,
+                mean_action_ablation=ablation,
+            )
+            lo, hi = ablated["win_rate_ci"]
+            print(
+                f"  ablation, mean action {ablation} at evaluation: {mf} win rate {ablated['win_rate']:.2f} "
+                f"[{lo:.2f}, {hi:.2f}] over {ablated['battles']} battles"
+            )
+            ablations[ablation] = ablated
         lo, hi = both["win_rate_ci"]
         as0, as1 = both["per_orientation"]
         print(
@@ -157,9 +216,90 @@ def main() -> None:
             f"{both['battles']} battles ({both['wins']} W / {both['draws']} D / {both['losses']} L); "
             f"as team 0 {as0:.2f}, as team 1 {as1:.2f}; eval {both['agent_steps_per_s']:.0f} agent steps/s"
         )
-        out[trainer] = {"train": runs, "eval": both}
+        out[trainer] = {"train": runs, "eval": both, "curve": curve, "ablations": ablations}
+        if args.json and len(curve) > 1:
+            png = Path(args.json).with_name(f"{Path(args.json).stem}_{trainer}.png")
+            if plot_curve(curve, mf, base, png):
+                print(f"learning curve: {png}")
+    if "mfq" in out and "mfac" in out:  # the two mean-field learners against each other
+        mfac, mfq = (
+            load_side(out[t]["train"][n]["run_dir"]) for t, n in (("mfac", "MF-AC"), ("mfq", "MF-Q"))
+        )
+        cross = evaluate_both_sides(
+            factory, mfac, mfq, battles=args.battles, num_envs=max(args.num_envs, 2), seed=args.seed
+        )
+        lo, hi = cross["win_rate_ci"]
+        print(
+            f"MF-AC vs MF-Q: win rate {cross['win_rate']:.2f} [{lo:.2f}, {hi:.2f}] over {cross['battles']} "
+            f"battles ({cross['wins']} W / {cross['draws']} D / {cross['losses']} L)"
+        )
+        out["mfac_vs_mfq"] = cross
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+
+
+def checkpoints(run_dir: str) -> list[tuple[int, Path]]:
+    """(env steps, file) of every checkpoint of a run, oldest first."""
+    found = [(int(p.stem.split("-")[1]), p) for p in Path(run_dir, "checkpoints").glob("checkpoint-*.pt")]
+    return sorted(found)
+
+
+def curve_point(steps: int, both: dict[str, Any]) -> dict[str, Any]:
+    """One point of the learning curve: the mean-field side's win rate and both sides' kills per battle,
+    averaged over the two orientations (each orientation's 95% interval averaged likewise)."""
+    first, second = both["orientations"]
+    mf = [first["sides"][first["labels"][0]], second["sides"][second["labels"][1]]]
+    base = [first["sides"][first["labels"][1]], second["sides"][second["labels"][0]]]
+
+    def kills(sides: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "mean": sum(s["kills_mean"] for s in sides) / 2,
+            "ci": [sum(s["kills_ci"][i] for s in sides) / 2 for i in (0, 1)],
+        }
+
+    return {
+        "env_steps": steps,
+        "battles": both["battles"],
+        "win_rate": both["win_rate"],
+        "win_rate_ci": list(both["win_rate_ci"]),
+        "kills_mf": kills(mf),
+        "kills_baseline": kills(base),
+    }
+
+
+def plot_curve(curve: list[dict[str, Any]], mf: str, base: str, path: Path) -> bool:
+    """Win rate and kills per battle against training env steps, with 95% intervals, as a PNG (needs
+    matplotlib: ``pip install -e ".[bench]"``); False when it is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print('learning curve not drawn: matplotlib is missing (pip install -e ".[bench]")')
+        return False
+    steps = [p["env_steps"] for p in curve]
+    fig, (ax_win, ax_kills) = plt.subplots(1, 2, figsize=(10, 4))
+    lo = [p["win_rate"] - p["win_rate_ci"][0] for p in curve]
+    hi = [p["win_rate_ci"][1] - p["win_rate"] for p in curve]
+    ax_win.errorbar(steps, [p["win_rate"] for p in curve], yerr=[lo, hi], marker="o", capsize=3, label=mf)
+    ax_win.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="even")
+    ax_win.set(xlabel="training env steps (each learner)", ylabel=f"{mf} win rate vs {base}", ylim=(0, 1))
+    ax_win.legend()
+    for key, label in (("kills_mf", mf), ("kills_baseline", base)):
+        mean = [p[key]["mean"] for p in curve]
+        err = [
+            [m - p[key]["ci"][0] for m, p in zip(mean, curve, strict=True)],
+            [p[key]["ci"][1] - m for m, p in zip(mean, curve, strict=True)],
+        ]
+        ax_kills.errorbar(steps, mean, yerr=err, marker="o", capsize=3, label=label)
+    ax_kills.set(xlabel="training env steps (each learner)", ylabel="kills per battle")
+    ax_kills.legend()
+    fig.suptitle(f"{mf} vs {base} on the battle sim game ({curve[-1]['battles']} battles at the last point)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -76,6 +77,12 @@ logger = logging.getLogger(__name__)
 
 _AGENT_SEP = "?agent_id="
 _EPISODE_SEP = "&episode="
+REMEMBERED_IDS = 50_000
+"""Agent ids whose next episode index an env remembers after their episode ended. An agent switched off and
+on again gets a new id (com.unity.ml-agents 3.0.0 ``Agent.LazyInitialize``, run by ``OnEnable``,
+Agent.cs:480-489; battle's ``--reenable-dead``), and older releases drew a new id at every episode end
+(``NotifyAgentDone``): such ids never return, and without a bound one entry per agent episode would pile up
+for the whole run. Agents that keep their id (3.0.0's rule) stay far below it."""
 
 
 class NoGlobalStateError(BridgeError):
@@ -145,7 +152,8 @@ class UnityParallelEnv(ParallelEnv):
         self.possible_agents: list[str] = []
         self._live: dict[str, dict[str, Any]] = {}  # name -> last observation, infos
         self._current: dict[tuple[str, int], str] = {}  # (behavior, unity id) -> live name
-        self._episodes: dict[tuple[str, int], int] = {}  # (behavior, unity id) -> next episode index
+        # (behavior, unity id) -> next episode index; the oldest ended ids beyond REMEMBERED_IDS are forgotten
+        self._episodes: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._decision_names: dict[str, list[str]] = {}
         self._obs_spaces: dict[str, spaces.Space] = {}
         self._act_spaces: dict[str, spaces.Space] = {}
@@ -230,13 +238,20 @@ class UnityParallelEnv(ParallelEnv):
         )
 
     # ----------------------------------------------------------------------------------------- episode loop
+    def _ended(self, key: tuple[str, int]) -> None:
+        """The episode of agent ``key`` ended: its next one (if its id returns) gets the next index."""
+        self._episodes[key] = self._episodes.get(key, 0) + 1
+        self._episodes.move_to_end(key)
+        while len(self._episodes) > REMEMBERED_IDS:
+            self._episodes.popitem(last=False)
+
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         if self._connection is None or (seed is not None and seed != self._connection.seed):
             self._open(self._seed if seed is None else seed)
         for key in self._current:
-            self._episodes[key] = self._episodes.get(key, 0) + 1
+            self._ended(key)
         self._current.clear()
         self._live.clear()
         self._state = None
@@ -342,7 +357,7 @@ class UnityParallelEnv(ParallelEnv):
                 terminations[name], truncations[name] = not interrupted, interrupted
                 del self._live[name], self._current[key]
                 ended.append(name)
-                self._episodes[key] = self._episodes.get(key, 0) + 1
+                self._ended(key)
             names = []
             decision_rewards = steps.decision.reward.tolist()
             for row, key, name, entry in self._rows(spec, steps.decision, requested=True):

@@ -1,8 +1,9 @@
 """``battle``: two teams fight on a grid (MAgent-battle-like); one grid per area, numpy over agents.
 
-Behaviours ``Battle?team=0`` and ``Battle?team=1``, ``--team-size`` agents each (default 64), on a
-``--grid`` x ``--grid`` map (default 40) with walls on the border and random obstacles (``--obstacles``
-fraction of cells, fixed per area). Agent ids: area k, team t, index j -> ``k * 2T + t * T + j``.
+Behaviours ``Battle?team=0`` and ``Battle?team=1`` (``--behaviors``), ``--team-size`` agents each (default
+64), on a ``--grid`` x ``--grid`` map (default 40) with walls on the border and random obstacles
+(``--obstacles`` fraction of cells, fixed per area). Agent ids: area k, team t, index j ->
+``k * 2T + t * T + j``.
 
 Fairness: the map is mirror-symmetric (obstacles are drawn for the left half and mirrored; the border is
 walls), team 0 starts in columns ``[1, size // 2)`` and team 1 in the mirrored columns
@@ -42,6 +43,13 @@ revived agent comes back under a new id, after every agent of its behaviour that
 episode (AVERAGE): ``Battle/kills_team0``, ``Battle/kills_team1``,
 ``Battle/team0_win`` (1: team 0 made more kills, 0: fewer, 0.5: as many; a wiped-out team has fewer), one
 value per area whose battle ended, in area order.
+
+``--behaviors A,B`` names team 0's behaviour ``A?team=0`` and team 1's ``B?team=1`` (two behaviours: an
+asymmetric game for self-play, as Strikers vs Goalie; the team sizes stay equal). ``--win-reward R`` scores
+a battle by its result only, as SoccerTwos' ``SetGroupReward``: when it ends, the surviving agents of the
+team with more kills get group reward +R on their terminal step, those of the other team -R (0 on a draw),
+and the hit, kill, death and step rewards are off (a dead agent's episode ends with reward 0); self-play's
+ELO reads it.
 
 Groups: each team of each area is one Unity group (a ``SimpleMultiAgentGroup`` per team, created area by
 area, team 0 first, so ids count from 1 as Unity numbers groups): ``group_id = 2 * area + team + 1``; group
@@ -234,6 +242,21 @@ class Battle(Game):
         add("--obstacles", type=float, default=0.03, help="fraction of interior cells blocked")
         add("--max-steps", type=int, default=400, help="steps before an episode is interrupted")
         add(
+            "--behaviors",
+            default=",".join(b.split("?")[0] for b in BEHAVIORS),
+            help="names of team 0's and team 1's behaviours, comma-separated (default Battle,Battle: one "
+            "symmetric behaviour; two names make an asymmetric game of two behaviours, as Strikers vs "
+            "Goalie)",
+        )
+        add(
+            "--win-reward",
+            type=float,
+            default=0.0,
+            help="score battles by their result only (SoccerTwos' rule; what self-play's ELO reads): group "
+            "reward +R at the end to the surviving agents of the team with more kills, -R to the other's, "
+            "0 on a draw; no hit, kill, death or step rewards",
+        )
+        add(
             "--reenable-dead",
             action="store_true",
             help="Unity rule: dead agents are re-enabled at the next episode under new ids, reported after "
@@ -264,17 +287,24 @@ class Battle(Game):
             ObsDef("Status", (4,)),
             ObsDef("position", (2,)),
         )
+        names = args.behaviors.split(",")
+        if len(names) != 2 or not all(names):
+            raise ValueError(f"--behaviors takes two names, comma-separated; got {args.behaviors!r}")
+        #: Team -> its behaviour, ML-Agents' ``Name?team=T``.
+        self.names = tuple(f"{name}?team={t}" for t, name in enumerate(names))
         self._behaviors = [
-            BehaviorDef(name, obs, discrete_branches=(NUM_ACTIONS,), has_mask=True) for name in BEHAVIORS
+            BehaviorDef(name, obs, discrete_branches=(NUM_ACTIONS,), has_mask=True) for name in self.names
         ]
 
     @property
     def behaviors(self) -> list[BehaviorDef]:
         return self._behaviors
 
-    def _part(self, area: int, agents: np.ndarray, done: bool, max_step: bool) -> AgentBatch:
+    def _part(
+        self, area: int, agents: np.ndarray, done: bool, max_step: bool, group_reward: float = 0.0
+    ) -> AgentBatch:
         arena = self.arenas[area]
-        rewards = arena.acc[agents].copy()
+        rewards = arena.acc[agents].copy() if not self.args.win_reward else np.zeros(len(agents), np.float32)
         arena.acc[agents] = 0
         return AgentBatch(
             ids=self.agent_ids[area][agents],
@@ -284,7 +314,7 @@ class Battle(Game):
             obs=arena.observe(agents, self.max_steps),
             mask=arena.masks(agents),
             group_id=(2 * area + arena.team[agents] + 1).astype(np.int32),
-            group_reward=np.zeros(len(agents), np.float32),
+            group_reward=np.full(len(agents), group_reward, np.float32),
         )
 
     def reset(self, params: EnvParams) -> None:
@@ -294,7 +324,7 @@ class Battle(Game):
             self._restart(k)
             for team in (0, 1):
                 parts[team].append(self._part(k, np.nonzero(arena.team == team)[0], False, False))
-        self._pending = {BEHAVIORS[t]: self._in_order(AgentBatch.concat(parts[t])) for t in (0, 1)}
+        self._pending = {self.names[t]: self._in_order(AgentBatch.concat(parts[t])) for t in (0, 1)}
 
     def _restart(self, area: int) -> None:
         """Restart an arena; ``--reenable-dead``: its dead agents come back under new ids, last in order."""
@@ -348,7 +378,9 @@ class Battle(Game):
                     parts[team].append(self._part(k, died, True, False))
                 survivors = np.nonzero(arena.alive & in_team)[0]
                 if ended and len(survivors):
-                    parts[team].append(self._part(k, survivors, True, not any(wiped)))
+                    won = float(np.sign(arena.kills[team] - arena.kills[1 - team]))
+                    win_reward = won * self.args.win_reward
+                    parts[team].append(self._part(k, survivors, True, not any(wiped), win_reward))
             if ended:
                 self._episode_stats(arena)
                 self._restart(k)
@@ -357,7 +389,7 @@ class Battle(Game):
                     self._part(k, np.nonzero(arena.alive & (arena.team == team))[0], False, False)
                 )
         self._pending = {
-            BEHAVIORS[t]: self._in_order(AgentBatch.concat(parts[t]))
+            self.names[t]: self._in_order(AgentBatch.concat(parts[t]))
             for t in (0, 1)
             if any(len(p) for p in parts[t])
         }

@@ -142,3 +142,26 @@ def test_nan_warning_is_logged_once_per_game(tmp_path: Path, caplog: pytest.LogC
         for env in envs:
             env.close()
     assert sum("NaN or inf" in r.message for r in caplog.records) == 2
+
+
+def test_ended_agent_ids_are_not_remembered_forever(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent switched off and on gets a new id in Unity (battle's ``--reenable-dead`` gives a dead agent a
+    new id at the next battle); the env's memory of ended ids stays bounded."""
+    from unimarl.bridge import parallel_env
+
+    monkeypatch.setattr(parallel_env, "REMEMBERED_IDS", 10, raising=False)
+    env = make_env(tmp_path, "battle", "--team-size", "4", "--grid", "6", "--view", "3", "--max-steps", "6",
+                   "--reenable-dead", "--obstacles", "0")  # fmt: skip
+    try:
+        obs, _ = env.reset()
+        rng = np.random.default_rng(0)
+        seen: set[int] = set()
+        for _ in range(300):
+            obs, *_ = env.step(seeded_actions(env, obs, rng))
+            seen |= {parse_agent_name(a)[1] for a in env.agents}
+        assert len(seen) > 12  # new ids kept coming, more than the env remembers
+        assert len(env._episodes) <= 10
+        ended = [k for k in env._episodes if k not in env._current]
+        assert ended, "ended ids are remembered up to the bound"
+    finally:
+        env.close()

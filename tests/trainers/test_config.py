@@ -62,8 +62,8 @@ engine_settings: {time_scale: 1}
         ({"envv": {}}, r"unknown key 'envv' in section 'top level': did you mean 'env'"),
         ({"env": {"num_env": 3}}, r"did you mean 'num_envs'"),
         (
-            {"behaviors": {"x": {"trainer_type": "ppo"}}},
-            r"trainer_type 'ppo' is not supported; supported: mappo",
+            {"behaviors": {"x": {"trainer_type": "dqn"}}},
+            r"trainer_type 'dqn' is not supported; supported: mappo",
         ),
         (
             {"behaviors": {"x": {"max_steps": "many"}}},

@@ -219,3 +219,34 @@ def test_a_q_checkpoint_without_progress_is_refused(tmp_path: Path) -> None:
     torch.save(state, checkpoint)
     with pytest.raises(EvaluationError, match="records no training progress"):
         load_side(str(checkpoint))
+
+
+def test_mean_action_ablations_change_what_a_policy_sees() -> None:
+    """``zero`` hands the policy a zero mean action, ``shuffle`` each agent another acting agent's; the
+    benchmark's ablations (benchmarks/battle_mf.py --ablations) rest on it."""
+    from types import SimpleNamespace
+
+    from unimarl.trainers.algos.meanfield.worker import MFPlan, MFRolloutWorker
+
+    seen: list[np.ndarray] = []
+
+    class Recorder:
+        def act(self, obs: list, mean: np.ndarray, mask: object, deterministic: bool) -> SimpleNamespace:
+            seen.append(mean)
+            return SimpleNamespace(discrete_actions=np.zeros((len(obs[0]), 1), np.int64), logp=None)
+
+    worker = MFRolloutWorker.__new__(MFRolloutWorker)  # no games: only the acting step is exercised
+    worker._actors, worker._streams, worker.seed, worker.worker_index = {"p": Recorder()}, {}, 0, 0
+    means = np.arange(16, dtype=np.float32).reshape(8, 2)
+    rows = [(0, f"a{i}", "B", [np.zeros(3, np.float32)], None, means[i]) for i in range(8)]
+    for ablation in ("", "zero", "shuffle"):
+        worker._plan = MFPlan({}, {}, mean_action_ablation=ablation)
+        worker._choose("p", rows)
+    plain, zero, shuffled = seen
+    np.testing.assert_array_equal(plain, means)
+    assert not zero.any()
+    assert not np.array_equal(shuffled, means)
+    assert sorted(map(tuple, shuffled.tolist())) == sorted(map(tuple, means.tolist()))  # the same rows
+    rand = Side("random", baseline="baseline:random")
+    with pytest.raises(EvaluationError, match="mean_action_ablation 'half'"):
+        evaluate(None, rand, rand, mean_action_ablation="half")

@@ -48,6 +48,11 @@ def test_run_folder_checkpoint_and_resume(tmp_path: Path, trainer: str) -> None:
     assert any("battle/kills/Battle?team=0" in line for line in lines)
     assert any(k.startswith("Losses/") for k in lines[-1])
     assert (run / "config.yaml").exists() and (run / "tensorboard").is_dir()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(run / "tensorboard" / "Battle_team_0")).Reload().Tags()["scalars"]
+    for tag in ("Environment/Cumulative Reward", "Environment/Episode Length", "Policy/Learning Rate"):
+        assert tag in tags, (tag, tags)  # the tags ML-Agents' tooling reads
     ckpt = sorted((run / "checkpoints").glob("*.pt"))[-1]
     state = torch.load(ckpt, weights_only=True)
     assert set(state["policies"]) == {"Battle?team=0"}

@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unimarl.trainers.core.config import SamplerSettings, config_from_dict, config_to_dict, load_config
+from unimarl.trainers.core.config import (
+    CompletionCriteria,
+    CurriculumSettings,
+    SamplerSettings,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 from unimarl.trainers.core.errors import ConfigError
+from unimarl.trainers.core.mappo_settings import GhostSettings
 from unimarl.trainers.core.mlagents_schema import UnsupportedSettingError
 
 # a cooperative team on one Unity group (as PushBlockCollab / DungeonEscape)
@@ -151,16 +159,16 @@ behaviors:
 environment_parameters:
   hop_height:
     curriculum:
-      - Low:
-          completion_criteria: {measure: progress, behavior: HighHop, signal_smoothing: true,
-                                min_lesson_length: 50, threshold: 0.2, require_reset: false}
-          value: {sampler_type: uniform, sampler_parameters: {min_value: 0.5, max_value: 2.0}}
-      - High:
-          completion_criteria: {measure: reward, behavior: HighHop, signal_smoothing: false,
-                                min_lesson_length: 50, threshold: 0.8}
-          value: 3.0
-      - Top:
-          value: 4.5
+      - name: Low
+        completion_criteria: {measure: progress, behavior: HighHop, signal_smoothing: true,
+                              min_lesson_length: 50, threshold: 0.2, require_reset: false}
+        value: {sampler_type: uniform, sampler_parameters: {min_value: 0.5, max_value: 2.0}}
+      - name: High
+        completion_criteria: {measure: reward, behavior: HighHop, signal_smoothing: false,
+                              min_lesson_length: 50, threshold: 0.8}
+        value: {sampler_type: constant, sampler_parameters: {value: 3.0}}
+      - name: Top
+        value: 4.5
 """
 
 # per-episode parameter randomisation (as 3DBall_randomize)
@@ -329,23 +337,58 @@ def test_an_unset_schedule_is_ml_agents_linear_default() -> None:
         )
 
 
-def test_self_play_is_refused_and_the_rest_loads() -> None:
-    with pytest.raises(UnsupportedSettingError, match="everything else in the file maps") as info:
-        _load(SELF_PLAY)
-    assert info.value.keys == ["behaviors.Soccer.self_play"]
-    data = yaml.safe_load(SELF_PLAY)
-    del data["behaviors"]["Soccer"]["self_play"]
-    config = config_from_dict(data)
+def test_self_play_maps_to_the_ghost_settings_of_each_behaviour() -> None:
+    config = _load(SELF_PLAY)
+    assert config.behaviors["Soccer"].ghost == GhostSettings(
+        save_steps=40000,
+        team_change=160000,
+        swap_steps=1500,
+        window=8,
+        play_against_latest_model_ratio=0.4,
+        initial_elo=1000.0,
+    )
     assert config.policy_of("Soccer?team=0") == config.policy_of("Soccer?team=1") == "Soccer"
-    with pytest.raises(UnsupportedSettingError) as info:
-        _load(ASYMMETRIC)
-    assert info.value.keys == ["behaviors.Keeper.self_play", "behaviors.Forward.self_play"]
+    asymmetric = _load(ASYMMETRIC)
+    assert asymmetric.behaviors["Keeper"].ghost == GhostSettings(30000, 120000, 800, 6, 0.5, 1200.0)
+    assert asymmetric.behaviors["Forward"].ghost == GhostSettings(30000, 120000, 3200, 6, 0.5, 1200.0)
+    defaults = yaml.safe_load(SELF_PLAY)
+    defaults["behaviors"]["Soccer"]["self_play"] = {}
+    assert _load(yaml.safe_dump(defaults)).behaviors["Soccer"].ghost == GhostSettings()  # ML-Agents' defaults
 
 
-def test_curricula_are_refused_and_samplers_and_constants_are_sent() -> None:
-    with pytest.raises(UnsupportedSettingError) as info:
-        _load(CURRICULUM)
-    assert info.value.keys == ["environment_parameters.hop_height.curriculum"]
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"window": 0}, r"behaviors.Soccer.ghost.window must be >= 1, got 0 \(.*there: self_play\)"),
+        (
+            {"play_against_latest_model_ratio": 1.5},
+            r"play_against_latest_model_ratio must be between 0 and 1",
+        ),
+        (
+            {"swap_step": 10},
+            r"unknown key 'swap_step' in section 'behaviors.Soccer.ghost': did you mean 'swap_steps'",
+        ),
+    ],
+)
+def test_wrong_self_play_settings_are_refused_naming_the_key(patch: dict, message: str) -> None:
+    data = yaml.safe_load(SELF_PLAY)
+    data["behaviors"]["Soccer"]["self_play"].update(patch)
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data)
+
+
+def test_curricula_load_with_their_lessons_and_samplers_and_constants_are_sent() -> None:
+    hop = _load(CURRICULUM).environment_parameters["hop_height"]
+    assert isinstance(hop, CurriculumSettings)
+    low, high, top = hop.curriculum
+    assert (low.name, high.name, top.name) == ("Low", "High", "Top")
+    assert low.value == SamplerSettings("uniform", {"min_value": 0.5, "max_value": 2.0})
+    assert (high.value, top.value) == (3.0, 4.5)  # a constant sampler is its value, in a lesson too
+    assert low.completion_criteria == CompletionCriteria(
+        behavior="HighHop", measure="progress", threshold=0.2, min_lesson_length=50, signal_smoothing=True
+    )
+    assert high.completion_criteria is not None and high.completion_criteria.measure == "reward"
+    assert not high.completion_criteria.signal_smoothing and top.completion_criteria is None
     params = _load(RANDOMIZED).environment_parameters
     assert {k: v for k, v in params.items() if not isinstance(v, SamplerSettings)} == {
         "friction": 0.4,
@@ -354,6 +397,44 @@ def test_curricula_are_refused_and_samplers_and_constants_are_sent() -> None:
     assert params["mass"] == SamplerSettings("uniform", {"min_value": 0.5, "max_value": 8.0})
     assert params["gravity"] == SamplerSettings("gaussian", {"mean": 9.8, "st_dev": 0.5})
     assert params["scale"] == SamplerSettings("multirangeuniform", {"intervals": [[0.5, 1.0], [2.0, 3.0]]})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda c: c[0].pop("completion_criteria"),
+            r"curriculum\[0\] \(lesson 'Low'\) has no completion_criteria",
+        ),
+        (
+            lambda c: c[0]["completion_criteria"].update(threshold=1.5),
+            r"curriculum\[0\].completion_criteria.threshold 1.5 is not a fraction",
+        ),
+        (
+            lambda c: c[1]["completion_criteria"].update(measure="score"),
+            r"measure must be progress or reward, got 'score'",
+        ),
+        (
+            lambda c: c[1]["completion_criteria"].pop("behavior"),
+            r"curriculum\[1\].completion_criteria.behavior is required",
+        ),
+        (lambda c: c[2].pop("name"), r"curriculum\[2\].name is required"),
+        (lambda c: c.clear(), r"hop_height.curriculum has no lessons"),
+        (
+            lambda c: c[2].update(value={"sampler_type": "uniform", "sampler_parameters": {"min_value": 1}}),
+            r"uniform: sampler_parameters needs min_value, max_value",
+        ),
+        (
+            lambda c: c[0].update(Low={}),
+            r"unknown key 'Low' in section 'environment_parameters.hop_height.curriculum\[0\]'",
+        ),
+    ],
+)
+def test_a_wrong_curriculum_is_refused_naming_the_lesson_and_key(change: object, message: str) -> None:
+    data = yaml.safe_load(CURRICULUM)
+    change(data["environment_parameters"]["hop_height"]["curriculum"])  # type: ignore[operator]
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data)
 
 
 def test_intrinsic_rewards_demonstrations_memory_and_sac_are_refused() -> None:
@@ -414,7 +495,6 @@ def test_run_level_sections_and_default_settings_map() -> None:
         ("checkpoint_settings.train_model", True, "checkpoint_settings.train_model"),
         ("torch_settings.device", "cuda:1", "torch_settings.device"),
         ("debug", True, "debug"),
-        ("behaviors.Runner.keep_checkpoints", 3, "behaviors.Runner.keep_checkpoints"),
         ("behaviors.Runner.init_path", "old/Runner", "behaviors.Runner.init_path"),
         (
             "behaviors.Runner.hyperparameters.shared_critic",
@@ -484,8 +564,9 @@ def test_invalid_ml_agents_values_name_the_ml_agents_key(patch: dict, pattern: s
 def test_an_invalid_value_is_reported_before_the_refusals() -> None:
     data = yaml.safe_load(SELF_PLAY)
     data["behaviors"]["Soccer"]["hyperparameters"]["epsilon"] = 0
+    data["behaviors"]["Soccer"]["behavioral_cloning"] = {"demo_path": "x.demo", "strength": 0.5}
     with pytest.raises(
-        ConfigError, match=r"clip must be > 0.*not supported either: behaviors.Soccer.self_play"
+        ConfigError, match=r"clip must be > 0.*not supported either: behaviors.Soccer.behavioral_cloning"
     ) as info:
         config_from_dict(data)
     assert not isinstance(info.value, UnsupportedSettingError)
@@ -517,14 +598,15 @@ def test_hyperparameters_need_a_trainer_type_as_in_ml_agents() -> None:
         config_from_dict({"behaviors": {"X": {"hyperparameters": {"batch_size": 64}, "threaded": False}}})
 
 
-def test_curricula_are_refused_by_name_in_unimarl_spelling_too() -> None:
+def test_curricula_load_in_unimarl_spelling_too() -> None:
     data = {
         "env": {"sim": "coop_nav"},
         "environment_parameters": yaml.safe_load(CURRICULUM)["environment_parameters"],
     }
-    with pytest.raises(UnsupportedSettingError) as info:
-        config_from_dict(data)
-    assert info.value.keys == ["environment_parameters.hop_height.curriculum"]
+    config = config_from_dict(data)
+    assert config.environment_parameters == _load(CURRICULUM).environment_parameters
+    again = config_from_dict(yaml.safe_load(yaml.safe_dump(config_to_dict(config))))
+    assert again.environment_parameters == config.environment_parameters  # results/RUN_ID/config.yaml
 
 
 @pytest.mark.parametrize("trainer", ["ppo", "poca"])
@@ -534,6 +616,7 @@ def test_an_ml_agents_config_trains_briefly_on_a_stand_in_game(tmp_path: Path, t
     data = yaml.safe_load(POCA_TEAM)
     behavior = data["behaviors"]["CoopNav"]
     behavior.update(trainer_type=trainer, max_steps=50, time_horizon=25, summary_freq=25)
+    behavior.update(checkpoint_interval=25, keep_checkpoints=1)
     behavior["hyperparameters"].update(batch_size=64, buffer_size=128)
     behavior["network_settings"]["hidden_units"] = 16
     data["env_settings"] = {"env_path": "sim:coop_nav", "num_envs": 1, "seed": 1}
@@ -542,6 +625,8 @@ def test_an_ml_agents_config_trains_briefly_on_a_stand_in_game(tmp_path: Path, t
     result = train(config_from_dict(data))
     assert result.stopped_by == "max_steps" and result.env_steps >= 50
     assert (tmp_path / trainer / "onnx" / "CoopNav.onnx").exists()
+    # checkpoints at 25 and 50 env steps, the newest kept (keep_checkpoints: 1)
+    assert [p.name for p in (tmp_path / trainer / "checkpoints").glob("*.pt")] == ["checkpoint-50.pt"]
 
 
 def test_force_and_initialize_from_map_to_the_run() -> None:
@@ -549,3 +634,12 @@ def test_force_and_initialize_from_map_to_the_run() -> None:
     data["checkpoint_settings"].update(force=True, initialize_from="walker-0", resume=False)
     run = config_from_dict(data).run
     assert (run.force, run.initialize_from) == (True, "walker-0")
+
+
+def test_a_bare_ml_agents_trainer_type_reads_the_file_in_ml_agents_spelling() -> None:
+    config = config_from_dict({"behaviors": {"Walker": {"trainer_type": "ppo"}}})
+    walker = config.behaviors["Walker"]
+    assert walker.trainer_type == "mappo" and not walker.network_settings.centralized_critic
+    assert walker.max_steps == 500_000 and walker.time_horizon == 64  # ML-Agents' defaults
+    with pytest.raises(UnsupportedSettingError, match="SAC trainer is not implemented"):
+        config_from_dict({"behaviors": {"Walker": {"trainer_type": "sac"}}})

@@ -209,6 +209,62 @@ def test_resume_skips_a_newest_checkpoint_cut_by_a_crash(tmp_path: Path, caplog:
 
 
 @pytest.mark.slow
+def test_a_trainer_killed_at_random_moments_resumes_every_time(tmp_path: Path) -> None:
+    """kill -9 of the trainer process itself, once at a random moment and twice the moment a checkpoint or
+    model write has begun (a ``*.tmp`` file exists, not yet renamed), in a run that writes a checkpoint and
+    its ONNX models every iteration: every ``--resume`` starts from an intact checkpoint and the run reaches
+    its step budget with its models."""
+    import random
+
+    max_steps = 6000
+    path = _write_config(tmp_path, max_steps=max_steps, checkpoint_interval=100, summary_freq=100)
+    run = tmp_path / "results" / "nav"
+    checkpoints = run / "checkpoints"
+    rng = random.Random(7)
+    cut_writes = 0
+    for attempt in range(4):
+        flags = ["--resume"] if attempt else []
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "unimarl.trainers.cli.main", "train", str(path), *flags],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            if attempt < 3:
+                before = len(list(checkpoints.glob("*.pt"))) if checkpoints.exists() else 0
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline and proc.poll() is None:  # until it checkpointed anew
+                    if checkpoints.exists() and len(list(checkpoints.glob("*.pt"))) > before:
+                        break
+                    time.sleep(0.05)
+                if attempt == 0:
+                    time.sleep(rng.uniform(0.0, 1.5))
+                else:  # the moment a checkpoint or model write has begun and not yet been renamed
+                    deadline = time.monotonic() + 60
+                    while not list(run.rglob("*.tmp")) and time.monotonic() < deadline:
+                        time.sleep(0.001)
+                assert proc.poll() is None, "the run ended before it was killed; raise max_steps"
+                proc.kill()  # SIGKILL: no handler runs
+                proc.wait(timeout=30)
+                cut_writes += bool(list(run.rglob("*.tmp")))
+                continue
+            out, _ = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        assert proc.returncode == 0, out
+    lines = _metrics(run)
+    assert cut_writes >= 2, "the kills meant to land inside a write did not"
+    assert lines[-1]["env_steps"] >= max_steps
+    state = torch.load(max(checkpoints.glob("*.pt"), key=lambda p: p.stat().st_mtime), weights_only=True)
+    assert state["counters"]["env_steps"] >= max_steps
+    assert (tmp_path / "results" / "nav" / "agent.onnx").exists()
+
+
+@pytest.mark.slow
 def test_mappo_learns_tiny_navigation(tmp_path: Path) -> None:
     path = _write_config(
         tmp_path,

@@ -28,7 +28,10 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("a", help="side A: checkpoint, run folder, random or scripted")
     p.add_argument("b", help="side B: checkpoint, run folder, random or scripted")
-    p.add_argument("--config", help="YAML config whose env and environment_parameters are used")
+    p.add_argument(
+        "--config",
+        help="YAML config whose env and environment_parameters are used (a curriculum: its last lesson)",
+    )
     p.add_argument(
         "--env",
         help="a Unity player build path, or sim:NAME (default: a MAPPO run's own env, else sim:battle)",
@@ -52,13 +55,14 @@ def add_parser(sub: Any) -> None:
 def _factory(config: Any, out: Path) -> Any:
     """The env factory of ``config``'s game, logging into ``out``."""
     from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
+    from unimarl.trainers.run.curriculum import last_lessons
 
     out.mkdir(parents=True, exist_ok=True)
     env = config.env
     build = str(make_sim_build(env, out)) if env.kind == "sim" else None
-    return EnvFactory(
-        env, config.engine_settings, dict(config.environment_parameters), str(out.resolve()), build
-    )
+    # a curriculum's last lesson: the task its lessons lead to
+    parameters = last_lessons(config.environment_parameters)
+    return EnvFactory(env, config.engine_settings, parameters, str(out.resolve()), build)
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ reason. PettingZoo envs are never relaunched: their exceptions are bugs and prop
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import platform
 import sys
@@ -64,6 +65,7 @@ from unimarl.trainers.envs.factory import (
     credit_group_reward,
     env_state,
     is_unity,
+    send_parameters,
     visual_layout_of,
 )
 from unimarl.trainers.envs.game_state import byte_sensors, game_state_shape
@@ -130,6 +132,9 @@ class Collected:
     agent_steps: int = 0
     episode_returns: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     episode_lengths: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    final_rewards: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    """Per behaviour, each ended episode's last reward with its weighted group reward (self-play's ELO reads
+    win, draw or loss from its sign, as ML-Agents' ghost trainer does)."""
     timers: dict[str, float] = field(default_factory=lambda: {"act_s": 0.0, "env_s": 0.0})
     game_restarts: dict[str, int] = field(default_factory=dict)
     """Games relaunched, per reason: exited (the process ended or was killed), hung (no answer within the
@@ -230,6 +235,7 @@ class EnvRunner:
         self._launches = [0] * num_envs  # relaunches per env over the worker's lifetime
         self._recent: list[deque[float]] = [deque() for _ in range(num_envs)]  # their times (rate limit)
         self._relaunched: list[int] = []
+        self._reset_pending: set[int] = set()
         self.start_restarts: dict[str, int] = {}
         """Games relaunched because they failed while starting, per reason (before the first collect)."""
         self.envs: list[Any] = []
@@ -308,6 +314,11 @@ class EnvRunner:
         since ``start``, a ``time.perf_counter()``, after at least one step)."""
         done = Collected(game_restarts=self.start_restarts)  # relaunches while starting count in the first
         self.start_restarts = {}
+        if self._reset_pending:
+            resets = self._forced_resets(done)
+            actor.observe(resets)
+            for reset in resets:
+                actor.restarted(reset.env)
         for stepped in range(steps):
             if stepped and max_seconds is not None and time.perf_counter() - start >= max_seconds:
                 break
@@ -378,11 +389,7 @@ class EnvRunner:
         """Replace env ``i``'s failed game by a fresh one (new port, new log folder) under the restart
         bounds; its running episodes end as lost (not counted as episodes, their data dropped)."""
         reason = _failure_reason(error) or "broken"
-        ended = [
-            AgentEnd(agent, ep.behavior, None, ep.action, 0.0, False, False, {}, ep.ret, ep.length, lost=True)
-            for agent, ep in self._episodes[i].items()
-        ]
-        self._episodes[i] = {}
+        ended = self._lose_episodes(i)
         with contextlib.suppress(Exception):  # the game is gone; closing reaps what is left of it
             self.envs[i].close()
         env, obs, infos = self._start_game(i, done.game_restarts, (reason, error))
@@ -392,6 +399,55 @@ class EnvRunner:
             self._start(i, agent)
         self._relaunched.append(i)
         return EnvStep(i, {}, ended, [], (obs, {}, {}, {}, infos))
+
+    def _lose_episodes(self, i: int) -> list[AgentEnd]:
+        """End env ``i``'s running episodes as lost (not counted as episodes, their data dropped)."""
+        ended = [
+            AgentEnd(agent, ep.behavior, None, ep.action, 0.0, False, False, {}, ep.ret, ep.length, lost=True)
+            for agent, ep in self._episodes[i].items()
+        ]
+        self._episodes[i] = {}
+        return ended
+
+    def set_environment_parameters(self, values: dict[str, Any], reset: bool = False) -> int:
+        """Queue environment parameter ``values`` on every Unity/sim game (sent with its next message; games
+        relaunched later start with them). With ``reset``, every such game is reset before the next step and
+        its running episodes are dropped (a curriculum lesson's ``require_reset``). Returns the number of
+        games told."""
+        self._factory = dataclasses.replace(
+            self._factory, environment_parameters={**self._factory.environment_parameters, **values}
+        )
+        told = 0
+        for i, env in enumerate(self.envs):
+            channel = getattr(env, "params_channel", None)
+            if channel is None:
+                continue
+            send_parameters(channel, values, getattr(env, "params_seed", 0))
+            told += 1
+            if reset:
+                self._reset_pending.add(i)
+        return told
+
+    def _forced_resets(self, done: Collected) -> list[EnvStep]:
+        """Reset the games :meth:`set_environment_parameters` asked to reset; their episodes end as lost."""
+        out = []
+        for i in sorted(self._reset_pending):
+            ended = self._lose_episodes(i)
+            try:
+                obs, infos = self.envs[i].reset()
+            except BridgeError as e:
+                if not is_unity_kind(self._factory) or _failure_reason(e) is None:
+                    raise
+                relaunched = self._relaunch(i, e, done)
+                self._relaunched.remove(i)
+                out.append(dataclasses.replace(relaunched, ended=[*ended, *relaunched.ended]))
+                continue
+            self._previous_infos[i], self.obs[i], self.infos[i] = self.infos[i], obs, infos
+            for agent in self.envs[i].agents:
+                self._start(i, agent)
+            out.append(EnvStep(i, {}, ended, [], (obs, {}, {}, {}, infos)))
+        self._reset_pending.clear()
+        return out
 
     def _start_game(
         self, i: int, counts: dict[str, int], failed: tuple[str, BaseException] | None = None
@@ -479,6 +535,7 @@ class EnvRunner:
             if every_reward or episode.length:
                 done.episode_returns[episode.behavior].append(episode.ret)
                 done.episode_lengths[episode.behavior].append(episode.length)
+                done.final_rewards[episode.behavior].append(credited.get(agent, 0.0))
             ended.append(
                 AgentEnd(
                     agent,
@@ -581,6 +638,11 @@ class RunnerWorker:
     def push_policy(self, behavior: str, version: int, model: bytes) -> int:
         """Queue an ONNX model on every Unity/sim env's policy channel; returns how many games get it."""
         return self.runner.push_policy(behavior, version, model)
+
+    def set_environment_parameters(self, values: dict[str, Any], reset: bool = False) -> int:
+        """New environment parameter values for every game (a curriculum lesson); see
+        :meth:`EnvRunner.set_environment_parameters`."""
+        return self.runner.set_environment_parameters(values, reset)
 
     def policy_status(self) -> list[dict[str, Any]]:
         """Per Unity/sim env, behaviour -> ``PolicyStatus`` (what the game acknowledged running)."""

@@ -23,12 +23,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import yaml
 
 from unimarl.trainers.core.errors import ConfigError
-from unimarl.trainers.core.mappo_settings import MAPPOHyperparameters, NetworkSettings
+from unimarl.trainers.core.mappo_settings import GhostSettings, MAPPOHyperparameters, NetworkSettings
 from unimarl.trainers.core.mf_settings import (
     MEAN_FIELD_TRAINERS,
     MeanFieldHyperparameters,
@@ -151,6 +151,9 @@ class BehaviorSettings:
     """Env steps between metrics lines (metrics.jsonl, TensorBoard, console)."""
     checkpoint_interval: int = 100_000
     """Env steps between checkpoints."""
+    keep_checkpoints: int = 5
+    """Checkpoints kept in the run folder (the newest; the run keeps the largest number its behaviours ask
+    for)."""
     group_reward_weight: float = 1.0
     """Weight of the group reward added to each agent's own reward. Unity games give a cooperative team's
     reward through ``SimpleMultiAgentGroup.AddGroupReward``; the bridge reports it per agent as
@@ -160,6 +163,9 @@ class BehaviorSettings:
     """mfq / mfac settings; in YAML they are given as ``hyperparameters:`` of an mfq / mfac behaviour."""
     self_play: SelfPlaySettings | None = None
     """mfq / mfac: learn against frozen snapshots of this behaviour that drive ``self_play.opponent``."""
+    ghost: GhostSettings | None = None
+    """mappo: self-play between the game's teams (``Name?team=T``) against snapshots of the policies, one
+    team learning at a time, with ELO (ML-Agents' ghost trainer: its ``self_play`` section)."""
 
 
 @dataclass
@@ -259,6 +265,81 @@ class SamplerSettings:
             )
 
 
+MEASURES = ("progress", "reward")
+
+
+@dataclass
+class CompletionCriteria:
+    """When a curriculum lesson is done (ML-Agents' ``CompletionCriteriaSettings``, same names and defaults).
+
+    ``measure: progress``: the run's progress, env steps / ``max_steps`` (ML-Agents: the behaviour's trainer
+    steps / its ``max_steps``), passes ``threshold`` (a fraction, 0 to 1). ``measure: reward``: the mean
+    cumulative reward of ``behavior``'s last ``min_lesson_length`` episodes (smoothed ``0.25 * previous +
+    0.75 * mean`` with ``signal_smoothing``) passes ``threshold``. No lesson ends before ``behavior`` has
+    finished ``min_lesson_length`` episodes in it."""
+
+    behavior: str = ""
+    """The behaviour whose progress or reward counts (its name, or the part before ``?``)."""
+    measure: str = "reward"
+    threshold: float = 0.0
+    min_lesson_length: int = 0
+    signal_smoothing: bool = True
+    require_reset: bool = False
+    """Reset every game when the lesson changes (the episodes running then are dropped, not trained on)."""
+
+    def check(self, where: str) -> None:
+        if not self.behavior:
+            raise ConfigError(f"{where}.behavior is required: the behaviour whose progress or reward counts")
+        if self.measure not in MEASURES:
+            raise ConfigError(f"{where}.measure must be progress or reward, got {self.measure!r}")
+        if self.measure == "progress" and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(
+                f"{where}.threshold {self.threshold} is not a fraction of training; with measure: progress "
+                "it must be between 0 and 1"
+            )
+        if self.min_lesson_length < 0:
+            raise ConfigError(f"{where}.min_lesson_length must be >= 0, got {self.min_lesson_length}")
+
+
+@dataclass
+class Lesson:
+    """One lesson of a curriculum: the parameter's value while it lasts, and when it ends."""
+
+    name: str = ""
+    value: float | SamplerSettings = 0.0
+    """A number, or a sampler the game draws from (:class:`SamplerSettings`)."""
+    completion_criteria: CompletionCriteria | None = None
+    """Required on every lesson but the last (which lasts to the end of training)."""
+
+
+@dataclass
+class CurriculumSettings:
+    """An environment parameter that changes as training goes: ML-Agents' ``curriculum:`` list of lessons,
+    played in order (:mod:`unimarl.trainers.run.curriculum`)."""
+
+    curriculum: list[Lesson] = field(default_factory=list)
+
+    def check(self, where: str) -> None:
+        if not self.curriculum:
+            raise ConfigError(f"{where}.curriculum has no lessons; give at least one (name, value)")
+        last = len(self.curriculum) - 1
+        for i, lesson in enumerate(self.curriculum):
+            at = f"{where}.curriculum[{i}]"
+            if not lesson.name:
+                raise ConfigError(f"{at}.name is required (it names the lesson in logs)")
+            if lesson.completion_criteria is not None:
+                lesson.completion_criteria.check(f"{at}.completion_criteria")
+            elif i < last:
+                raise ConfigError(
+                    f"{at} (lesson {lesson.name!r}) has no completion_criteria, so the lessons after it "
+                    "would never be reached; every lesson but the last needs one"
+                )
+
+
+EnvironmentParameter: TypeAlias = float | SamplerSettings | CurriculumSettings
+"""One ``environment_parameters`` entry: a number, a sampler, or a curriculum of lessons."""
+
+
 @dataclass
 class TrainConfig:
     """A whole training run."""
@@ -271,9 +352,9 @@ class TrainConfig:
     """Per-behaviour settings; the key ``default`` applies to behaviours not named."""
     policy_mapping: dict[str, str] = field(default_factory=dict)
     """Behaviour -> policy name; unmapped behaviours get a policy of their own name."""
-    environment_parameters: dict[str, float | SamplerSettings] = field(default_factory=dict)
-    """Parameters sent through the EnvironmentParametersChannel (Unity/sim envs): a number, or a sampler the
-    game draws from (:class:`SamplerSettings`)."""
+    environment_parameters: dict[str, EnvironmentParameter] = field(default_factory=dict)
+    """Parameters sent through the EnvironmentParametersChannel (Unity/sim envs): a number, a sampler the
+    game draws from (:class:`SamplerSettings`), or a curriculum (:class:`CurriculumSettings`)."""
     engine_settings: EngineSettings = field(default_factory=EngineSettings)
     """Engine configuration sent to Unity/sim envs."""
     hotswap: HotSwapSettings = field(default_factory=HotSwapSettings)
@@ -319,8 +400,8 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
             try:
                 return _check_value(value, arg, where)
             except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0])
+                errors.append((_fit(value, arg), str(e)))
+        raise ConfigError(max(errors, key=lambda e: e[0])[1])  # the error of the type meant
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _from_dict(hint, value, where)
     if origin is list:
@@ -349,6 +430,14 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
 
 MAX_INT = 2**63 - 1
 """Largest whole number a config value may hold (seeds and step counts reach torch and numpy as int64)."""
+
+
+def _fit(value: Any, hint: Any) -> int:
+    """How well ``value`` looks meant as a ``hint``: for a mapping, how many of its keys the dataclass has
+    (so a mapping with a bad sampler reports the sampler's error, not "expected float")."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return 1 + len(set(value) & {f.name for f in dataclasses.fields(hint)})
+    return 0
 
 
 def _check_range(value: float | int, where: str) -> None:
@@ -385,9 +474,16 @@ def _check_behavior(name: str, settings: BehaviorSettings) -> None:
             f"behaviors.{name}.trainer_type '{settings.trainer_type}' is not supported; "
             f"supported: {', '.join(SUPPORTED_TRAINERS)}"
         )
-    for key in ("max_steps", "time_horizon", "summary_freq", "checkpoint_interval"):
+    for key in ("max_steps", "time_horizon", "summary_freq", "checkpoint_interval", "keep_checkpoints"):
         if getattr(settings, key) <= 0:
             raise ConfigError(f"behaviors.{name}.{key} must be > 0, got {getattr(settings, key)}")
+    if settings.ghost is not None:
+        if settings.trainer_type != "mappo":
+            raise ConfigError(
+                f"behaviors.{name}.ghost is self-play for mappo; an {settings.trainer_type} behaviour plays "
+                "its snapshots through self_play (opponent, update, ...)"
+            )
+        settings.ghost.check(f"behaviors.{name}.ghost")
 
 
 def _route_mean_field(data: Any) -> Any:
@@ -471,6 +567,9 @@ def validate(config: TrainConfig) -> None:
         )
     if run.max_seconds is not None and run.max_seconds <= 0:
         raise ConfigError(f"run.max_seconds must be > 0 (or unset for no time budget), got {run.max_seconds}")
+    for name, parameter in config.environment_parameters.items():
+        if isinstance(parameter, CurriculumSettings):
+            parameter.check(f"environment_parameters.{name}")
     if config.hotswap.every < 0:
         raise ConfigError(f"hotswap.every must be >= 0 (0 = on demand only), got {config.hotswap.every}")
     if config.env.kind == "editor" and (num_envs != 1 or run.num_workers != 1):

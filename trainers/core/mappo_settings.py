@@ -144,3 +144,33 @@ class NetworkSettings:
                 f"network_settings needs hidden_units >= 1 and num_layers >= 1, "
                 f"got {self.hidden_units!r} and {self.num_layers!r}"
             )
+
+
+@dataclass
+class GhostSettings:
+    """Self-play for MAPPO between teams, as ML-Agents' ghost trainer (``self_play`` of a ppo / poca
+    behaviour in ML-Agents' spelling; :mod:`unimarl.trainers.selfplay.ghost`). Step counts are env steps
+    (ML-Agents: the learning team's agent steps for ``save_steps`` and ``team_change``, the opponents' for
+    ``swap_steps``)."""
+
+    save_steps: int = 20_000
+    """Env steps of learning between snapshots of the policy added to the opponents' window."""
+    team_change: int = 100_000
+    """Env steps before the next team learns (ML-Agents' default: 5 x save_steps)."""
+    swap_steps: int = 10_000
+    """Env steps between draws of a new opponent snapshot."""
+    window: int = 10
+    """Snapshots kept to draw opponents from."""
+    play_against_latest_model_ratio: float = 0.5
+    """Probability that an opponent draw is the learning policy itself rather than a window snapshot."""
+    initial_elo: float = 1200.0
+
+    def check(self, where: str) -> None:
+        for key in ("save_steps", "team_change", "swap_steps", "window"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{where}.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 <= self.play_against_latest_model_ratio <= 1.0:
+            raise ConfigError(
+                f"{where}.play_against_latest_model_ratio must be between 0 and 1, got "
+                f"{self.play_against_latest_model_ratio}"
+            )

@@ -51,16 +51,6 @@ REFUSED = {
         "scaling the game's rewards by {value} is not implemented",
         "unimarl learns from the rewards as the game gives them: set strength: 1.0 or scale them in the game",
     ),
-    "keep_checkpoints": (
-        "unimarl keeps the newest {kept} checkpoints, not {value}",
-        "set keep_checkpoints: {kept}",
-    ),
-    "self_play": (
-        "ML-Agents' ghost-trainer self-play (save_steps, team_change, swap_steps, window, "
-        "play_against_latest_model_ratio, initial_elo) is not implemented for ppo and poca yet",
-        "remove self_play to train every team with the behaviour's one shared policy (no frozen opponents, "
-        "no ELO); unimarl's own self-play serves its mean-field learners (trainer_type mfq/mfac)",
-    ),
     "init_path": (
         "starting from another run's weights is not implemented",
         "unimarl continues its own runs with run.resume (--resume): remove it",
@@ -76,10 +66,6 @@ REFUSED = {
         "use cpu or cuda (unset: auto) and pick the GPU with CUDA_VISIBLE_DEVICES (e.g. =1 for cuda:1)",
     ),
     "debug": ("debug logging is not set from the config file", "pass --log-level DEBUG"),
-    "curriculum": (
-        "curriculum lessons are not implemented yet",
-        "give the parameter one value (e.g. {name}: 1.0), sent to the game for the whole run",
-    ),
 }
 """What unimarl refuses, by key: (why, what to do instead), formatted with the values met."""
 

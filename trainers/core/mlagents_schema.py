@@ -1,11 +1,12 @@
 """ML-Agents' trainer-config spelling (``mlagents-learn``'s ``config.yaml``, release 22/23) read as unimarl's.
 
 A file is read in ML-Agents' spelling when it holds a key that only ML-Agents' schema has: a top-level
-``default_settings``, ``env_settings``, ``checkpoint_settings``, ``torch_settings`` or ``debug``; or, in a
-behaviour whose ``trainer_type`` is not unimarl's own (mappo, mfq, mfac), ``reward_signals``,
-``keep_checkpoints``, ``even_checkpoints``, ``threaded``, ``init_path``, ``behavioral_cloning``, an ML-Agents
-hyperparameter (``batch_size``, ``buffer_size``, ``beta``, ...), ``network_settings`` key (``normalize``,
-``memory``, ...) or ghost-trainer ``self_play`` key. Such a file means what it means to mlagents-learn:
+``default_settings``, ``env_settings``, ``checkpoint_settings``, ``torch_settings`` or ``debug``; a behaviour
+with ``trainer_type`` ppo, poca or sac; or, in a behaviour whose ``trainer_type`` is not unimarl's own (mappo,
+mfq, mfac), ``reward_signals``, ``keep_checkpoints``, ``even_checkpoints``, ``threaded``, ``init_path``,
+``behavioral_cloning``, an ML-Agents hyperparameter (``batch_size``, ``buffer_size``, ``beta``, ...),
+``network_settings`` key (``normalize``, ``memory``, ...) or ghost-trainer ``self_play`` key. Such a file
+means what it means to mlagents-learn:
 
 * ``trainer_type: ppo`` is MAPPO without the centralised critic (a shared policy, a value of each agent's own
   observation); ``poca`` is MAPPO's centralised critic over the agent's Unity group with attention pooling
@@ -24,7 +25,7 @@ What unimarl cannot honour (:data:`~unimarl.trainers.core.mlagents_checks.REFUSE
 such key is listed in one :class:`UnsupportedSettingError`, raised once the rest of the file has passed
 unimarl's own validation.
 Files in unimarl's spelling pass through unchanged, except that ML-Agents' ``environment_parameters``
-forms (a constant sampler, refused samplers and curricula) are read in both spellings.
+forms (a constant sampler, also as a lesson's value) are read in both spellings.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ from unimarl.trainers.core.mlagents_checks import (
 logger = logging.getLogger(__name__)
 
 OWN_TRAINERS = ("mappo", *MEAN_FIELD_TRAINERS)
+MLAGENTS_TRAINERS = ("ppo", "poca", "sac")
+"""ML-Agents' trainer types: a behaviour naming one makes the file ML-Agents' spelling."""
 """``trainer_type`` values in unimarl's spelling; such behaviours pass through an ML-Agents file unchanged."""
 
 TOP_KEYS = ("default_settings", "env_settings", "checkpoint_settings", "torch_settings", "debug")
@@ -98,8 +101,6 @@ PPO_DEFAULTS = {
     "lambd": 0.95, "num_epoch": 3, "shared_critic": False,
 }  # fmt: skip
 NETWORK_DEFAULTS = {"normalize": False, "hidden_units": 128, "num_layers": 2, "deterministic": False}
-KEPT_CHECKPOINTS = 5
-"""Checkpoints unimarl keeps (``RunDir.keep_checkpoints``); ``keep_checkpoints`` must say the same."""
 SCHEDULE_KEYS = {"learning_rate_schedule": "lr_schedule", "beta_schedule": "entropy_schedule",
                  "epsilon_schedule": "clip_schedule"}  # fmt: skip
 """ML-Agents' schedule keys -> unimarl's (both: constant, or linear to ML-Agents' floors over max_steps)."""
@@ -112,7 +113,7 @@ RENAMED = {
     "run.seed": "env_settings.seed", "run.device": "torch_settings.device",
     "run.run_id": "checkpoint_settings.run_id", "env.num_envs": "env_settings.num_envs",
     "lr_schedule": "learning_rate_schedule", "entropy_schedule": "beta_schedule",
-    "clip_schedule": "epsilon_schedule",
+    "clip_schedule": "epsilon_schedule", "ghost": "self_play",
 }  # fmt: skip
 
 
@@ -196,7 +197,8 @@ def is_mlagents(data: dict[str, Any]) -> bool:
             continue
         hp, net, sp = (section.get(k) for k in ("hyperparameters", "network_settings", "self_play"))
         if (
-            any(k in section for k in BEHAVIOR_MARKERS)
+            section.get("trainer_type") in MLAGENTS_TRAINERS
+            or any(k in section for k in BEHAVIOR_MARKERS)
             or (
                 "trainer_type" in section
                 and isinstance(hp, dict)
@@ -256,8 +258,6 @@ def _behavior(where: str, section: dict[str, Any], refusals: list[Refusal]) -> d
     hp = _hyperparameters(f"{where}.hyperparameters", trainer, section.get("hyperparameters"), refusals)
     hp["gamma"] = _extrinsic_gamma(f"{where}.reward_signals", section.get("reward_signals"), refusals)
     keep = as_int(s["keep_checkpoints"], f"{where}.keep_checkpoints")
-    if keep != KEPT_CHECKPOINTS:
-        refuse(refusals, f"{where}.keep_checkpoints", "keep_checkpoints", value=keep, kept=KEPT_CHECKPOINTS)
     interval = s["checkpoint_interval"]
     if as_flag(s["even_checkpoints"], f"{where}.even_checkpoints"):
         interval = int(
@@ -269,7 +269,7 @@ def _behavior(where: str, section: dict[str, Any], refusals: list[Refusal]) -> d
             "update is on-policy; only the speed-up of updating while the games step is not had",
             where,
         )
-    for key in ("self_play", "init_path", "behavioral_cloning"):
+    for key in ("init_path", "behavioral_cloning"):
         if s.get(key) is not None:
             refuse(refusals, f"{where}.{key}", key)
     network = _network(f"{where}.network_settings", trainer, section.get("network_settings"), refusals)
@@ -281,7 +281,9 @@ def _behavior(where: str, section: dict[str, Any], refusals: list[Refusal]) -> d
         "time_horizon": s["time_horizon"],
         "summary_freq": s["summary_freq"],
         "checkpoint_interval": interval,
+        "keep_checkpoints": keep,
         "group_reward_weight": 1.0,  # ML-Agents' extrinsic signal adds the group reward to the agent's own
+        **({"ghost": s["self_play"]} if s.get("self_play") is not None else {}),  # the ghost trainer's keys
     }
 
 
@@ -423,24 +425,37 @@ def _run_sections(data: dict[str, Any], refusals: list[Refusal]) -> tuple[dict[s
 
 
 def _environment_parameters(params: Any, refusals: list[Refusal]) -> Any:
-    """Constants and samplers stay, ML-Agents' ``sampler_type: constant`` becomes its value; curricula are
-    refused (and left out, so that the rest of the file is checked)."""
+    """Constants, samplers and curricula stay; ML-Agents' ``sampler_type: constant`` becomes its value, in a
+    curriculum's lessons too (the config's own checks then apply to both spellings)."""
     if not isinstance(params, dict):
         return params
     out = {}
     for name, value in params.items():
-        where = f"environment_parameters.{name}"
-        if isinstance(value, dict) and "curriculum" in value:
-            refuse(refusals, f"{where}.curriculum", "curriculum", name=name)
-        elif isinstance(value, dict) and "sampler_type" in value:
-            sampler, parameters = value["sampler_type"], value.get("sampler_parameters")
-            if sampler == "constant" and isinstance(parameters, dict) and "value" in parameters:
-                out[name] = parameters["value"]
-            else:
-                out[name] = value  # checked by the config's SamplerSettings
-        else:
+        if isinstance(value, dict) and isinstance(value.get("curriculum"), list):
+            lessons = value["curriculum"]
+            value = {
+                **value,
+                "curriculum": [
+                    {**lesson, "value": _constant(lesson["value"])}
+                    if isinstance(lesson, dict) and "value" in lesson
+                    else lesson
+                    for lesson in lessons
+                ],
+            }
             out[name] = value
+        else:
+            out[name] = _constant(value)
     return out
+
+
+def _constant(value: Any) -> Any:
+    """``{sampler_type: constant, sampler_parameters: {value: V}}`` -> V; anything else unchanged (checked
+    by the config's SamplerSettings)."""
+    if isinstance(value, dict) and value.get("sampler_type") == "constant":
+        parameters = value.get("sampler_parameters")
+        if isinstance(parameters, dict) and "value" in parameters:
+            return parameters["value"]
+    return value
 
 
 def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -32,3 +32,13 @@ def path_name(name: str) -> str:
     if safe.endswith(".") or safe.split(".", 1)[0].upper() in _WINDOWS_DEVICES:
         safe += "_"
     return safe
+
+
+def team_of(behavior: str) -> int:
+    """The team of an ML-Agents behaviour id ``Name?team=T`` (0 without one)."""
+    _, _, query = behavior.partition("?")
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == "team" and value.lstrip("-").isdigit():
+            return int(value)
+    return 0

@@ -73,8 +73,7 @@ def load_factory(target: str) -> Callable[..., Any]:
 
 
 def _side_channels(engine: EngineSettings, parameters: dict[str, Any], seed: int = 0) -> list[Any]:
-    """Engine settings and environment parameters for one game: numbers, or samplers seeded with the game's
-    ``seed`` (each game draws its own values) unless they name their own seed."""
+    """Engine settings and environment parameters for one game (see :func:`send_parameters`)."""
     from unimarl.bridge.side_channels import EngineConfigurationChannel, EnvironmentParametersChannel
 
     engine_channel = EngineConfigurationChannel()
@@ -87,24 +86,29 @@ def _side_channels(engine: EngineSettings, parameters: dict[str, Any], seed: int
         capture_frame_rate=engine.capture_frame_rate,
     )
     params_channel = EnvironmentParametersChannel()
+    send_parameters(params_channel, parameters, seed)
+    return [engine_channel, params_channel]
+
+
+def send_parameters(channel: Any, parameters: dict[str, Any], seed: int = 0) -> None:
+    """Queue environment ``parameters`` on a game's EnvironmentParametersChannel (sent with its next
+    message): numbers, or samplers seeded with the game's ``seed`` (each game draws its own values) unless
+    they name their own seed."""
     for key, value in parameters.items():
         if not isinstance(value, SamplerSettings):
-            params_channel.set_float_parameter(key, float(value))
+            channel.set_float_parameter(key, float(value))
             continue
         p = value.sampler_parameters
         sampler_seed = int(p.get("seed", seed)) % 2**31
         if value.sampler_type == "uniform":
-            params_channel.set_uniform_sampler_parameters(
+            channel.set_uniform_sampler_parameters(
                 key, float(p["min_value"]), float(p["max_value"]), sampler_seed
             )
         elif value.sampler_type == "gaussian":
-            params_channel.set_gaussian_sampler_parameters(
-                key, float(p["mean"]), float(p["st_dev"]), sampler_seed
-            )
+            channel.set_gaussian_sampler_parameters(key, float(p["mean"]), float(p["st_dev"]), sampler_seed)
         else:
             intervals = [(float(low), float(high)) for low, high in p["intervals"]]
-            params_channel.set_multirangeuniform_sampler_parameters(key, intervals, sampler_seed)
-    return [engine_channel, params_channel]
+            channel.set_multirangeuniform_sampler_parameters(key, intervals, sampler_seed)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class EnvFactory:
     settings: EnvSettings
     engine: EngineSettings = field(default_factory=EngineSettings)
     environment_parameters: dict[str, float | SamplerSettings] = field(default_factory=dict)
+    """The values games start with (for a curriculum: its current lesson)."""
     run_dir: str = "."
     build_path: str | None = None
     """For sim games: the wrapper written by ``unimarl.sim.make_build`` (re-made on a node that lacks it)."""
@@ -140,18 +145,21 @@ class EnvFactory:
         if attempt:
             log_dir = log_dir.with_name(f"{log_dir.name}-restart{attempt}")
         file_name = None if kind == "editor" else self._executable()
+        channels = _side_channels(self.engine, self.environment_parameters, seed)
         env = UnityParallelEnv(
             file_name,
             seed=seed,
             no_graphics=self.engine.no_graphics,
             timeout=self.settings.timeout_s,
-            side_channels=[*_side_channels(self.engine, self.environment_parameters, seed), policy_channel],
+            side_channels=[*channels, policy_channel],
             additional_args=tuple(self.settings.args) if kind == "build" else (),
             log_dir=str(log_dir),
             port=self.settings.editor_port if kind == "editor" else None,
             num_areas=self.settings.num_areas,
         )
         env.policy_channel = policy_channel
+        env.params_channel = channels[1]  # curriculum lessons change parameters while the game runs
+        env.params_seed = seed
         return env
 
     def _executable(self) -> str:

@@ -169,8 +169,13 @@ def evaluate(
     seed: int = 0,
     greedy: bool = False,
     timeout_s: float = 3600.0,
+    mean_action_ablation: str = "",
 ) -> dict[str, Any]:
-    """Play until ``battles`` battles have finished; returns :func:`summarise`'s report (+ throughput)."""
+    """Play until ``battles`` battles have finished; returns :func:`summarise`'s report (+ throughput).
+    ``mean_action_ablation``: ``zero`` or ``shuffle`` what mean-field sides see of their neighbours
+    (:attr:`~unimarl.trainers.algos.meanfield.worker.MFPlan.mean_action_ablation`)."""
+    if mean_action_ablation not in ("", "zero", "shuffle"):
+        raise EvaluationError(f"mean_action_ablation {mean_action_ablation!r}: use zero or shuffle")
     if battles < 1 or num_envs < 1:
         raise EvaluationError(f"battles={battles}, num_envs={num_envs}: pass --battles and --num-envs >= 1")
     worker = MFRolloutWorker(factory, num_envs, seed=seed)
@@ -192,7 +197,11 @@ def evaluate(
             policies[key] = MFPolicySetup(specs[behavior], side.trainer_type, side.hyperparameters)
             actor[behavior] = key
             weights[key] = side.weights
-        worker.configure(MFPlan(policies, actor, frozenset(), deterministic=greedy))
+        worker.configure(
+            MFPlan(
+                policies, actor, frozenset(), deterministic=greedy, mean_action_ablation=mean_action_ablation
+            )
+        )
         outcomes: list[Outcome] = []
         start = time.perf_counter()
         agent_steps = env_steps = 0
@@ -209,7 +218,13 @@ def evaluate(
         report = summarise(outcomes[:battles], behaviors, labels)  # type: ignore[arg-type]
         report["labels"] = list(report["sides"])
         wall = time.perf_counter() - start
-        report.update(agent_steps_per_s=agent_steps / wall, env_steps=env_steps, wall_s=wall, greedy=greedy)
+        report.update(
+            agent_steps_per_s=agent_steps / wall,
+            env_steps=env_steps,
+            wall_s=wall,
+            greedy=greedy,
+            mean_action_ablation=mean_action_ablation,
+        )
         return report
     finally:
         worker.close()

@@ -20,6 +20,7 @@ import torch
 from unimarl.trainers.core.config import TrainConfig, config_to_dict, validate
 from unimarl.trainers.core.errors import ConfigError
 from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
+from unimarl.trainers.run.curriculum import current_values
 from unimarl.trainers.run.progress import Heartbeat
 from unimarl.trainers.run.run_dir import RunDir
 
@@ -67,7 +68,9 @@ def schedule(config: TrainConfig, behaviors: list[str]) -> dict[str, int]:
     }
 
 
-def env_factory(config: TrainConfig, run: RunDir) -> EnvFactory:
+def env_factory(config: TrainConfig, run: RunDir, lessons: dict[str, int] | None = None) -> EnvFactory:
+    """The run's env recipe; games start with each curriculum in lesson ``lessons[name]`` (default: the
+    first)."""
     env = config.env
     env.kind  # noqa: B018 - validates that at most one env kind is set
     if env.pettingzoo and env.pettingzoo.partition(":")[0].endswith(".py"):
@@ -78,7 +81,11 @@ def env_factory(config: TrainConfig, run: RunDir) -> EnvFactory:
         logger.warning("environment_parameters are sent to Unity/sim games only; ignored for PettingZoo envs")
     build = str(make_sim_build(env, run.path)) if env.sim else None
     return EnvFactory(
-        env, config.engine_settings, dict(config.environment_parameters), str(run.path.resolve()), build
+        env,
+        config.engine_settings,
+        current_values(config.environment_parameters, lessons),
+        str(run.path.resolve()),
+        build,
     )
 
 
@@ -130,7 +137,8 @@ def ending_of(stopper: Stop, max_seconds: float | None, session_s: float, steps_
 def start_run(config: TrainConfig, stop: threading.Event | None) -> tuple[RunDir, str, Stop]:
     """Checked config, run folder (config written), device and stop handling of a run."""
     validate(config)
-    run = RunDir(config.run.results_dir, config.run.run_id, config.run.resume, force=config.run.force)
+    keep = max((b.keep_checkpoints for b in config.behaviors.values()), default=5)
+    run = RunDir(config.run.results_dir, config.run.run_id, config.run.resume, keep, force=config.run.force)
     run.write_config(config_to_dict(config))
     return run, resolve_device(config.run.device), Stop(stop)
 
@@ -265,7 +273,9 @@ those names already): MF-AC's policy-gradient and critic losses and entropy, MF-
 def tensorboard(run: RunDir, line: dict[str, Any], policy_of: dict[str, str]) -> None:
     """A metrics line as TensorBoard scalars: per policy under ML-Agents' tags (Environment/Cumulative Reward,
     Environment/Episode Length, Losses/..., Policy/...), throughput, timers and counters under ``run``.
-    Environment/Lesson is not written: unimarl has no curricula."""
+    ``selfplay/elo/<policy>`` is the policy's ``Self-play/ELO``; ``lesson/<parameter>`` (a curriculum's
+    lesson) goes to every policy as ``Environment/Lesson
+    Number/<parameter>``, as mlagents-learn writes it."""
     step = line["env_steps"]
     per_policy: dict[str, dict[str, float]] = defaultdict(dict)
     for key, value in line.items():
@@ -274,10 +284,15 @@ def tensorboard(run: RunDir, line: dict[str, Any], policy_of: dict[str, str]) ->
             per_policy[policy_of[owner]]["Environment/Cumulative Reward"] = value
         elif key.startswith("episode_length/") and owner in policy_of:
             per_policy[policy_of[owner]]["Environment/Episode Length"] = value
+        elif head == "selfplay/elo":  # self-play between teams (the ghost trainer's tag)
+            per_policy[owner]["Self-play/ELO"] = value
         elif head.startswith(("Losses/", "Policy/")):
             per_policy[owner][head] = value
             if head in MLAGENTS_TAGS:
                 per_policy[owner][MLAGENTS_TAGS[head]] = value
+    lessons = {f"Environment/Lesson Number/{k[7:]}": v for k, v in line.items() if k.startswith("lesson/")}
+    for policy in set(policy_of.values()) if lessons else ():
+        per_policy[policy].update(lessons)
     for policy, values in per_policy.items():
         run.scalars(policy, values, step)
     run.scalars(

@@ -15,6 +15,7 @@ from unimarl.trainers.core.mf_settings import MEAN_FIELD_TRAINERS
 from unimarl.trainers.export.hotswap import HotSwap
 from unimarl.trainers.export.meanfield import MFHotSwap, export_mean_field
 from unimarl.trainers.export.policies import ExportedPolicy, export_policies
+from unimarl.trainers.selfplay.ghost import ghost_play
 from unimarl.trainers.selfplay.manager import SelfPlay
 
 
@@ -30,7 +31,10 @@ class Entry:
 
 ALGORITHMS: dict[str, Entry] = {
     "mappo": Entry(
-        MAPPO, lambda path, a, steps: export_policies(path, a.policies, steps, a.visual_layouts), HotSwap
+        MAPPO,
+        lambda path, a, steps: export_policies(path, a.policies, steps, a.visual_layouts),
+        HotSwap,
+        ghost_play,
     ),
     "meanfield": Entry(
         MeanField,

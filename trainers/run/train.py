@@ -38,6 +38,7 @@ import torch
 from unimarl.trainers.collect.backend import Collector, make_backend
 from unimarl.trainers.core.config import TrainConfig
 from unimarl.trainers.core.errors import ResumeError, TrainerError
+from unimarl.trainers.run.curriculum import Curriculum
 from unimarl.trainers.run.loop import (
     Cadence,
     Counters,
@@ -54,13 +55,14 @@ from unimarl.trainers.run.run_dir import RunDir, copy_behavior_models, read_late
 logger = logging.getLogger(__name__)
 
 
-def _save(run: RunDir, entry: Entry, algorithm: Any, c: Counters) -> None:
+def _save(run: RunDir, entry: Entry, algorithm: Any, c: Counters, curriculum: Curriculum) -> None:
     """A checkpoint of the algorithm and the loop, then the ONNX export of its policies, copied to
     ``<Behavior>.onnx`` in the run folder where ML-Agents users look for them."""
     trained = _pushed(algorithm)
     state = {
         **algorithm.state_dict(),
         "counters": dataclasses.asdict(c),
+        "curriculum": curriculum.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "trained_behaviors": trained,  # for `unimarl export`'s <Behavior>.onnx copies
     }
@@ -69,11 +71,25 @@ def _save(run: RunDir, entry: Entry, algorithm: Any, c: Counters) -> None:
     copy_behavior_models(run.path, trained, {e.policy: e.path for e in exported})
 
 
-def _resume(run: RunDir, algorithm: Any) -> Counters:
+def _resume(run: RunDir, algorithm: Any, curriculum: Curriculum) -> Counters:
     state = run.load_latest()
     algorithm.load_state_dict(state)
+    curriculum.load_state_dict(state.get("curriculum"))
     torch.set_rng_state(state["torch_rng"])
     return Counters(**state["counters"])
+
+
+def _next_lessons(
+    backend: Any, curriculum: Curriculum, acc: dict[str, list[float]], seen: dict[str, int], progress: float
+) -> None:
+    """Give the curriculum the episode returns learned since ``seen`` (lengths of ``acc``'s ``return/...``
+    lists), move its lessons on at ``progress``, and send the games the new values."""
+    for key, values in acc.items():
+        if key.startswith("return/"):
+            curriculum.episodes_ended(key[len("return/") :], values[seen.get(key, 0) :])
+    moved, reset = curriculum.update(progress)
+    if moved:
+        backend.setup("set_environment_parameters", curriculum.values(), reset)
 
 
 def _initial_state(config: TrainConfig) -> dict[str, Any] | None:
@@ -157,8 +173,11 @@ def train(
         if entry.opponents is not None:
             algorithm.opponents = entry.opponents(config, algorithm, run.path)
         sched = schedule(config, algorithm.schedule_behaviors())
+        curriculum = Curriculum(config.environment_parameters)
         if r.resume:
-            c = _resume(run, algorithm)
+            c = _resume(run, algorithm, curriculum)
+            if any(curriculum.lessons.values()):  # the games started in the first lessons
+                backend.setup("set_environment_parameters", curriculum.values(), True)
         else:
             c = _initialize(config, algorithm, initial) if initial is not None else Counters()
         hotswap = entry.hotswap(
@@ -207,6 +226,7 @@ def train(
             if results:
                 heartbeat.phase(learning, c.iterations + 1, c.env_steps)
             t_learn = time.perf_counter()
+            seen = {k: len(v) for k, v in acc.items() if k.startswith("return/")}
             learned = algorithm.learn(results, acc, cadence.deadline())
             c.env_steps += learned.env_steps
             c.agent_steps += learned.agent_steps
@@ -214,6 +234,8 @@ def train(
             for reason, count in learned.game_restarts.items():
                 game_restarts[reason] = game_restarts.get(reason, 0) + count
             algorithm.set_progress(progress())
+            if curriculum:
+                _next_lessons(backend, curriculum, acc, seen, progress())
             if algo_cls.streaming and algorithm.refresh_due(learned):
                 collector.stream(*algorithm.collect_args())
             if results:
@@ -227,15 +249,16 @@ def train(
             metrics = lambda: {  # noqa: E731
                 **hotswap.metrics(),
                 **algorithm.metrics(),
+                **curriculum.metrics(),
                 **_backend_metrics(backend),
                 **{f"counters/game_restarts/{k}": float(v) for k, v in game_restarts.items()},
             }
             cadence.report(ending, algorithm.behavior_policy, metrics)  # the last iteration always reports
-            cadence.checkpoint(lambda: _save(run, entry, algorithm, c))
+            cadence.checkpoint(lambda: _save(run, entry, algorithm, c, curriculum))
             if ending:
                 stopped_by = ending
                 break
-        return cadence.finish(stopped_by, lambda: _save(run, entry, algorithm, c))
+        return cadence.finish(stopped_by, lambda: _save(run, entry, algorithm, c, curriculum))
     finally:
         torch.set_num_threads(threads)
         if heartbeat is not None:

@@ -11,10 +11,13 @@ late_policy_seed`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections import Counter
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
 
 from unimarl.trainers.algos.base import Learned
 from unimarl.trainers.algos.mappo.plan import (
@@ -30,6 +33,8 @@ from unimarl.trainers.algos.mappo.teams import concat_batches
 from unimarl.trainers.core.batch import PolicySpec
 from unimarl.trainers.core.config import TrainConfig
 from unimarl.trainers.core.errors import ConfigError, ResumeError
+from unimarl.trainers.core.mappo_settings import GhostSettings
+from unimarl.trainers.core.names import team_of
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,46 @@ def make_plan(config: TrainConfig, specs: dict[str, PolicySpec]) -> WorkerPlan:
     return WorkerPlan(setups, behavior_policy, weights, config)  # config: for behaviours met later
 
 
+def acting_plan(plan: WorkerPlan, slots: dict[str, dict[int, str]]) -> WorkerPlan:
+    """``plan`` as the workers act it under self-play: each behaviour of a ghost policy acts through its
+    team's slot (:func:`ghost_slots`), with the policy's setup."""
+    if not slots:
+        return plan
+    setups, acting = dict(plan.policies), dict(plan.behavior_policy)
+    for policy, by_team in slots.items():
+        for slot in by_team.values():
+            setups[slot] = plan.policies[policy]
+        for behavior, name in plan.behavior_policy.items():
+            if name == policy:
+                acting[behavior] = by_team[team_of(behavior)]
+    used = set(acting.values())
+    setups = {name: setup for name, setup in setups.items() if name in used}
+    return dataclasses.replace(plan, policies=setups, behavior_policy=acting)
+
+
+def ghost_slots(config: TrainConfig, behavior_policy: dict[str, str]) -> dict[str, dict[int, str]]:
+    """Self-play between teams (``ghost``): policy -> team -> the acting slot of that policy on that team.
+    A policy that plays on one team acts as itself; one on several teams (a symmetric game's one policy)
+    gets a slot per team, ``<policy>#team<T>``, so that one team can act with the learner's weights and the
+    others with snapshots. Raises :class:`ConfigError` when the game's teams cannot self-play."""
+    ghosts = {
+        policy
+        for behavior, policy in behavior_policy.items()
+        if (config.behaviors.get(policy) or config.behavior_settings(behavior)).ghost is not None
+    }
+    slots: dict[str, dict[int, str]] = {}
+    for policy in sorted(ghosts):
+        teams = sorted({team_of(b) for b, p in behavior_policy.items() if p == policy})
+        slots[policy] = {t: policy if len(teams) == 1 else f"{policy}#team{t}" for t in teams}
+    if slots and len({t for by_team in slots.values() for t in by_team}) < 2:
+        raise ConfigError(
+            f"self_play (ghost) for {sorted(slots)}: the game's behaviours {sorted(behavior_policy)} are all "
+            "on one team; self-play needs behaviour ids with teams (Name?team=0, Name?team=1: Behavior "
+            "Parameters' Team Id in Unity)"
+        )
+    return slots
+
+
 def policy_layouts(behavior_layouts: dict[str, str], behavior_policy: dict[str, str]) -> dict[str, str]:
     """Visual layout per policy, from the layouts of the behaviours it drives."""
     return {behavior_policy[b]: layout for b, layout in behavior_layouts.items() if b in behavior_policy}
@@ -65,6 +110,24 @@ def _behavior_of(policy: str, config: TrainConfig, saved: dict[str, str]) -> str
             if name == policy:
                 return behavior
     return policy
+
+
+class TeamOpponents(Protocol):
+    """Self-play between teams (built by :mod:`unimarl.trainers.selfplay.ghost`): which slot trains each
+    policy, the acting weights of every slot, and its bookkeeping after each round."""
+
+    def learning_slot(self, policy: str) -> str | None: ...
+    def weights(self, learner: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]: ...
+    def after_round(
+        self,
+        env_steps: int,
+        final_rewards: Mapping[str, Sequence[float]],
+        behavior_policy: dict[str, str],
+        learner: dict[str, dict[str, np.ndarray]],
+    ) -> None: ...
+    def metrics(self) -> dict[str, float]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class MAPPO:
@@ -88,15 +151,29 @@ class MAPPO:
         """Policy -> layout ("CHW"/"HWC") of its visual observations, where its game marks one."""
         self._specs = list(specs)
         self._horizon = max(config.behavior_settings(b).time_horizon for b in specs)
+        self.ghost_slots = ghost_slots(config, self.behavior_policy)
+        """Self-play between teams: policy -> team -> acting slot (:func:`ghost_slots`)."""
+        self.ghost_settings: dict[str, GhostSettings] = {
+            policy: s.ghost
+            for policy in self.ghost_slots
+            if (
+                s := config.behaviors.get(policy)
+                or config.behavior_settings(_behavior_of(policy, config, {}))
+            ).ghost
+            is not None
+        }
+        self.opponents: TeamOpponents | None = None
 
     def plan(self) -> WorkerPlan:
-        return self._plan
+        return acting_plan(self._plan, self.ghost_slots)
 
     def schedule_behaviors(self) -> list[str]:
         return list(self._specs)
 
     def collect_args(self) -> tuple[Any, ...]:
         weights = {n: p.get_weights() for n, p in self.policies.items()}
+        if self.opponents is not None:
+            weights = self.opponents.weights(weights)
         return weights, self._horizon
 
     def learn(self, results: Sequence[Any], acc: dict[str, list[float]], deadline: float | None) -> Learned:
@@ -104,7 +181,12 @@ class MAPPO:
         rollouts: list[RolloutResult] = list(results)
         self._adopt_late(rollouts)
         for name, policy in self.policies.items():
-            batches = [r.batches[name] for r in rollouts if name in r.batches]
+            slot: str | None = name
+            if self.opponents is not None and name in self.ghost_slots:
+                slot = self.opponents.learning_slot(name)  # the learning team's trajectories only
+            if slot is None:
+                continue
+            batches = [r.batches[slot] for r in rollouts if slot in r.batches]
             if not batches:
                 continue
             batch = concat_batches(batches)
@@ -126,9 +208,15 @@ class MAPPO:
         restarts: Counter[str] = Counter()
         for r in rollouts:
             restarts.update(r.game_restarts)
-        return Learned(
-            sum(r.env_steps for r in rollouts), sum(r.agent_steps for r in rollouts), 1, dict(restarts)
-        )
+        env_steps = sum(r.env_steps for r in rollouts)
+        if self.opponents is not None:
+            final: dict[str, list[float]] = defaultdict(list)
+            for r in rollouts:
+                for behavior, rewards in r.final_rewards.items():
+                    final[behavior].extend(rewards)
+            weights = {n: self.policies[n].get_weights() for n in self.ghost_slots}
+            self.opponents.after_round(env_steps, final, self.behavior_policy, weights)
+        return Learned(env_steps, sum(r.agent_steps for r in rollouts), 1, dict(restarts))
 
     def refresh_due(self, learned: Learned) -> bool:
         return True
@@ -142,7 +230,7 @@ class MAPPO:
         return "mappo"
 
     def metrics(self) -> dict[str, float]:
-        return {}
+        return self.opponents.metrics() if self.opponents is not None else {}
 
     def _late_policy(self, name: str, setup: PolicySetup) -> MAPPOPolicy:
         logger.info("policy '%s' created for a behaviour that appeared after reset", name)
@@ -165,6 +253,7 @@ class MAPPO:
         return {
             "behavior_policy": dict(self.behavior_policy),
             "policies": {name: p.state_dict() for name, p in self.policies.items()},
+            "ghost": self.opponents.state_dict() if self.opponents is not None else {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -180,3 +269,5 @@ class MAPPO:
             )
         for name, policy in self.policies.items():
             policy.load_state_dict(state["policies"][name])
+        if self.opponents is not None and state.get("ghost"):  # a run started without self-play starts it
+            self.opponents.load_state_dict(state["ghost"])

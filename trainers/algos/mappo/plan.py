@@ -59,12 +59,14 @@ class RolloutResult:
     new_behaviors: dict[str, str] = field(default_factory=dict)
     """Late behaviour -> its policy."""
     new_layouts: dict[str, str] = field(default_factory=dict)
+    """Late behaviour -> layout ("CHW"/"HWC") of its visual observations, where its game marks one."""
     game_restarts: dict[str, int] = field(default_factory=dict)
-    game_stats: dict[str, list[float]] = field(default_factory=dict)
-    """What the games recorded with Unity's ``StatsRecorder`` during the iteration, per key."""
     """Games this worker relaunched during the iteration, per reason
     (:attr:`~unimarl.trainers.collect.runner.Collected.game_restarts`)."""
-    """Late behaviour -> layout ("CHW"/"HWC") of its visual observations, where its game marks one."""
+    game_stats: dict[str, list[float]] = field(default_factory=dict)
+    """What the games recorded with Unity's ``StatsRecorder`` during the iteration, per key."""
+    final_rewards: dict[str, list[float]] = field(default_factory=dict)
+    """Per behaviour: the last reward (with group reward) of every agent episode that ended."""
 
 
 def policy_setup(config: TrainConfig, behavior: str, spec: PolicySpec) -> tuple[str, PolicySetup, float]:

@@ -226,6 +226,7 @@ class RolloutWorker(RunnerWorker):
             dict(self._new_layouts),
             dict(done.game_restarts),
             self.runner.drain_stats(),
+            dict(done.final_rewards),
         )
 
     def _meta_of(self, env_i: int, agent: str) -> _Meta:

@@ -140,12 +140,17 @@ def _ingest(
         for t in batches:
             learners[name].add(t)
     for name, learner in learners.items():
-        for key, value in learner.update(deadline).items():
+        metrics = learner.update(deadline)
+        for key, value in metrics.items():
             acc[f"Losses/{key}/{name}"].append(value)
+        if metrics:  # ML-Agents' tag; the mean-field learners keep their learning rate
+            acc[f"Policy/Learning Rate/{name}"].append(float(learner.config.learning_rate))
         if learner.transitions_added:
             acc[f"counters/replay_ratio/{name}"].append(learner.achieved_replay_ratio)
     for behavior, returns in chunk.episode_returns.items():
         acc[f"return/{behavior}"].extend(returns)
+    for behavior, lengths in chunk.episode_lengths.items():
+        acc[f"episode_length/{behavior}"].extend(lengths)
     for name, seconds in chunk.timers.items():
         acc[f"timers/{name}"].append(seconds)
     if chunk.dropped:

@@ -1,0 +1,256 @@
+"""Self-play between a game's teams for MAPPO, as ML-Agents' ghost trainer (``self_play`` of ppo / poca).
+
+The game's behaviours carry their team (``Name?team=T``). One team learns at a time; every other team plays
+snapshots of its policies. MAPPO gives each policy one acting *slot* per team it plays on
+(:func:`~unimarl.trainers.algos.mappo.algorithm.ghost_slots`); :meth:`GhostPlay.weights` fills the learning
+team's slots with the learner's weights and the others with their snapshot, and only the learning slot's
+trajectories train the policy (:meth:`GhostPlay.learning_slot`). The rules are mlagents-learn's
+(ml-agents/mlagents/trainers/ghost/trainer.py ``GhostTrainer.advance``, ``_save_snapshot``,
+``_swap_snapshots``; ghost/controller.py ``GhostController``), with env steps as the clock:
+
+* every ``save_steps`` env steps a policy learns, its weights enter its window of ``window`` snapshots (a
+  ring: the oldest is overwritten), with its current ELO;
+* every ``swap_steps`` env steps a policy plays as an opponent, and whenever the learning team changes, each
+  opponent slot draws its weights: with probability ``play_against_latest_model_ratio`` the learner's current
+  weights (frozen until the next draw), else a snapshot of the window, uniformly;
+* every ``team_change`` env steps of learning, the learning team passes to the next team (a queue);
+* ELO (K = 16): after every episode of a learning agent, its final reward (with its group reward) says win
+  (> 0), draw (0) or loss (< 0); the learner's rating moves by ``K * (result - expected)`` against the rating
+  of the opponent snapshot playing, which moves the other way (against the learner's own current weights the
+  two changes cancel, as in ML-Agents). Metrics: ``selfplay/elo/<policy>`` (TensorBoard ``Self-play/ELO``).
+
+Its state (windows, ratings, counters, opponents, the draw generator) is saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unimarl.trainers.core.config import TrainConfig
+from unimarl.trainers.core.mappo_settings import GhostSettings
+from unimarl.trainers.core.names import team_of
+
+logger = logging.getLogger(__name__)
+
+K_FACTOR = 16.0
+"""ELO's K (ML-Agents' ``GhostController.K``)."""
+
+Weights = dict[str, np.ndarray]
+
+
+def elo_change(rating: float, opponent: float, result: float) -> float:
+    """The change of ``rating`` after a game of ``result`` (1 win, 0.5 draw, 0 loss) against ``opponent``."""
+    r1, r2 = 10.0 ** (rating / 400.0), 10.0 ** (opponent / 400.0)
+    return K_FACTOR * (result - r1 / (r1 + r2))
+
+
+def game_result(final_reward: float) -> float:
+    """ML-Agents' reading of an episode's final reward: > 0 win, < 0 loss, 0 draw."""
+    return 1.0 if final_reward > 0 else 0.0 if final_reward < 0 else 0.5
+
+
+class _Policy:
+    """One policy's window of snapshots, ratings and counters."""
+
+    def __init__(self, settings: GhostSettings, initial: Weights) -> None:
+        self.settings = settings
+        self.snapshots: list[Weights] = [_copy(initial)]
+        self.elos = [settings.initial_elo] * (settings.window + 1)  # [-1]: the learner's current rating
+        self.counter = 1 % settings.window  # where the next snapshot goes
+        self.opponent = 0  # snapshot index the opponents play, -1: the learner's weights at the draw
+        self.opponent_weights = _copy(initial)
+        self.learned = self.last_save = self.last_team_change = 0  # env steps while learning
+        self.ghost = self.last_swap = 0  # env steps while an opponent slot plays
+        self.swaps = 0
+
+    @property
+    def elo(self) -> float:
+        return self.elos[-1]
+
+    def save(self, weights: Weights) -> None:
+        """The learner's ``weights`` into the window (appended until it is full, then over the oldest)."""
+        if len(self.snapshots) < self.settings.window:
+            self.snapshots.append(_copy(weights))
+            index = len(self.snapshots) - 1
+        else:
+            index = self.counter
+            self.snapshots[index] = _copy(weights)
+        self.elos[index] = self.elo
+        self.counter = (index + 1) % self.settings.window
+
+    def draw(self, rng: np.random.Generator, latest: Weights) -> None:
+        if rng.uniform() < 1.0 - self.settings.play_against_latest_model_ratio:
+            self.opponent = int(rng.integers(len(self.snapshots)))
+            self.opponent_weights = self.snapshots[self.opponent]
+        else:
+            self.opponent, self.opponent_weights = -1, _copy(latest)
+        self.swaps += 1
+
+
+def _copy(weights: Weights) -> Weights:
+    return {k: np.array(v, copy=True) for k, v in weights.items()}
+
+
+class GhostPlay:
+    """Teams taking turns to learn against snapshots; see the module docstring.
+
+    ``slots``: policy -> team -> the acting slot of that policy on that team; ``settings``: policy -> its
+    ghost settings; ``initial``: policy -> its weights now (the first snapshot and opponent)."""
+
+    def __init__(
+        self,
+        slots: dict[str, dict[int, str]],
+        settings: dict[str, GhostSettings],
+        initial: dict[str, Weights],
+        seed: int = 0,
+    ) -> None:
+        self.slots = slots
+        self.policies = {name: _Policy(settings[name], initial[name]) for name in slots}
+        teams = sorted({team for by_team in slots.values() for team in by_team})
+        self.learning_team = teams[0]
+        self.queue: deque[int] = deque(teams[1:])
+        self.team_changes = 0
+        self._rng = np.random.default_rng(seed)
+        logger.info(
+            "self-play (ghost) over teams %s: team %d learns first; policies %s",
+            teams,
+            self.learning_team,
+            sorted(slots),
+        )
+
+    def learning_slot(self, policy: str) -> str | None:
+        """The slot whose trajectories train ``policy`` now (None: its team does not learn now)."""
+        return self.slots[policy].get(self.learning_team)
+
+    def weights(self, learner: dict[str, Weights]) -> dict[str, Weights]:
+        """Acting weights per slot: the learner's on the learning team, the drawn snapshot elsewhere; policies
+        without self-play keep their own."""
+        out = {name: w for name, w in learner.items() if name not in self.slots}
+        for name, by_team in self.slots.items():
+            for team, slot in by_team.items():
+                out[slot] = (
+                    learner[name] if team == self.learning_team else self.policies[name].opponent_weights
+                )
+        return out
+
+    def after_round(
+        self,
+        env_steps: int,
+        final_rewards: Mapping[str, Sequence[float]],
+        behavior_policy: dict[str, str],
+        learner: dict[str, Weights],
+    ) -> None:
+        """Account one learning round: ``env_steps`` stepped, the final rewards of the episodes that ended per
+        behaviour, the learner's weights after the update."""
+        for behavior, rewards in final_rewards.items():
+            name = behavior_policy.get(behavior)
+            if name in self.policies and team_of(behavior) == self.learning_team:
+                for reward in rewards:
+                    self._rate(name, game_result(reward))
+        learning = [n for n in self.policies if self.learning_team in self.slots[n]]
+        for name, p in self.policies.items():
+            if name in learning:
+                p.learned += env_steps
+            if any(team != self.learning_team for team in self.slots[name]):
+                p.ghost += env_steps
+        changed = False
+        if self.queue and any(
+            self.policies[n].learned - self.policies[n].last_team_change
+            > self.policies[n].settings.team_change
+            for n in learning
+        ):
+            for n in learning:
+                self.policies[n].last_team_change = self.policies[n].learned
+            self.queue.append(self.learning_team)
+            self.learning_team = self.queue.popleft()
+            self.team_changes += 1
+            changed = True
+            logger.info("self-play: team %d learns now (change %d)", self.learning_team, self.team_changes)
+        for name in learning:
+            p = self.policies[name]
+            if p.learned - p.last_save > p.settings.save_steps:
+                p.save(learner[name])
+                p.last_save = p.learned
+        for name, p in self.policies.items():
+            if changed or p.ghost - p.last_swap > p.settings.swap_steps:
+                p.draw(self._rng, learner[name])
+                p.last_swap = p.ghost
+
+    def _rate(self, name: str, result: float) -> None:
+        """ML-Agents' ``compute_elo_rating_changes``: the opponent is the policy of another team."""
+        teams = self.slots[name]
+        others = [
+            n
+            for n, by_team in self.slots.items()
+            if any(t != self.learning_team for t in by_team) and n != name
+        ]
+        opponent = self.policies[others[0]] if others and len(teams) == 1 else self.policies[name]
+        change = elo_change(self.policies[name].elo, opponent.elos[opponent.opponent], result)
+        self.policies[name].elos[-1] += change
+        opponent.elos[opponent.opponent] -= change
+
+    def metrics(self) -> dict[str, float]:
+        out = {"selfplay/learning_team": float(self.learning_team)}
+        for name, p in self.policies.items():
+            out[f"selfplay/elo/{name}"] = p.elo
+            out[f"selfplay/snapshots/{name}"] = float(len(p.snapshots))
+            out[f"selfplay/swaps/{name}"] = float(p.swaps)
+            out[f"selfplay/opponent/{name}"] = float(p.opponent)  # window index; -1: the learner at the draw
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors and numbers (loadable with ``torch.load(weights_only=True)``)."""
+        return {
+            "learning_team": self.learning_team,
+            "queue": list(self.queue),
+            "team_changes": self.team_changes,
+            "rng": json.dumps(self._rng.bit_generator.state),
+            "policies": {
+                name: {
+                    "snapshots": [{k: torch.as_tensor(v) for k, v in w.items()} for w in p.snapshots],
+                    "opponent_weights": {k: torch.as_tensor(v) for k, v in p.opponent_weights.items()},
+                    "elos": list(p.elos),
+                    "counters": [p.counter, p.opponent, p.learned, p.last_save, p.last_team_change, p.ghost,
+                                 p.last_swap, p.swaps],
+                }
+                for name, p in self.policies.items()
+            },
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learning_team, self.team_changes = int(state["learning_team"]), int(state["team_changes"])
+        self.queue = deque(int(t) for t in state["queue"])
+        self._rng.bit_generator.state = json.loads(state["rng"])
+        for name, saved in state["policies"].items():
+            p = self.policies[name]
+            p.snapshots = [{k: v.numpy() for k, v in w.items()} for w in saved["snapshots"]]
+            p.opponent_weights = {k: v.numpy() for k, v in saved["opponent_weights"].items()}
+            p.elos = [float(e) for e in saved["elos"]]
+            (
+                p.counter,
+                p.opponent,
+                p.learned,
+                p.last_save,
+                p.last_team_change,
+                p.ghost,
+                p.last_swap,
+                p.swaps,
+            ) = (int(c) for c in saved["counters"])
+
+
+def ghost_play(config: TrainConfig, algorithm: Any, run_path: Path) -> GhostPlay | None:
+    """The MAPPO run's self-play between teams (None when no behaviour sets ``ghost``)."""
+    slots: dict[str, dict[int, str]] = algorithm.ghost_slots
+    if not slots:
+        return None
+    settings = {name: algorithm.ghost_settings[name] for name in slots}
+    initial = {name: algorithm.policies[name].get_weights() for name in slots}
+    return GhostPlay(slots, settings, initial, seed=config.run.seed)
