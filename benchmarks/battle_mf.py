@@ -81,6 +81,21 @@ def train_one(args: argparse.Namespace, trainer: str, name: str, mean: bool, res
     }
 
 
+def play(
+    factory: EnvFactory, args: argparse.Namespace, a: Any, b: Any, battles: int | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    """``battles`` (default ``--battles``) battles per orientation of side ``a`` against side ``b``."""
+    return evaluate_both_sides(
+        factory,
+        a,
+        b,
+        battles=args.battles if battles is None else battles,
+        num_envs=max(args.num_envs, 2),
+        seed=args.seed,
+        **kwargs,
+    )
+
+
 def side_balance(factory: EnvFactory, args: argparse.Namespace) -> dict[str, Any]:
     """The scripted baseline against itself: team 0's win rate shows whether the game favours a side."""
     scripted = load_side("scripted")
@@ -174,13 +189,8 @@ def main() -> None:
             for (steps, ckpt_mf), (_, ckpt_base) in list(
                 zip(checkpoints(runs[mf]["run_dir"]), checkpoints(runs[base]["run_dir"]), strict=True)
             )[:-1]:
-                point = evaluate_both_sides(
-                    factory,
-                    load_side(str(ckpt_mf)),
-                    load_side(str(ckpt_base)),
-                    battles=args.curve_battles,
-                    num_envs=max(args.num_envs, 2),
-                    seed=args.seed,
+                point = play(
+                    factory, args, load_side(str(ckpt_mf)), load_side(str(ckpt_base)), args.curve_battles
                 )
                 curve.append(curve_point(steps, point))
                 print(
@@ -188,27 +198,8 @@ def main() -> None:
                     f"{point['battles']} battles"
                 )
         side_mf, side_base = load_side(runs[mf]["run_dir"]), load_side(runs[base]["run_dir"])
-        both = evaluate_both_sides(
-            factory, side_mf, side_base, battles=args.battles, num_envs=max(args.num_envs, 2), seed=args.seed
-        )
+        both = play(factory, args, side_mf, side_base)
         curve.append(curve_point(runs[mf]["env_steps"], both))
-        ablations = {}
-        for ablation in [a for a in args.ablations.split(",") if a]:
-            ablated = evaluate_both_sides(
-                factory,
-                side_mf,
-                side_base,
-                battles=args.battles,
-                num_envs=max(args.num_envs, 2),
-                seed=args.seed,
-                mean_action_ablation=ablation,
-            )
-            lo, hi = ablated["win_rate_ci"]
-            print(
-                f"  ablation, mean action {ablation} at evaluation: {mf} win rate {ablated['win_rate']:.2f} "
-                f"[{lo:.2f}, {hi:.2f}] over {ablated['battles']} battles"
-            )
-            ablations[ablation] = ablated
         lo, hi = both["win_rate_ci"]
         as0, as1 = both["per_orientation"]
         print(
@@ -216,6 +207,15 @@ def main() -> None:
             f"{both['battles']} battles ({both['wins']} W / {both['draws']} D / {both['losses']} L); "
             f"as team 0 {as0:.2f}, as team 1 {as1:.2f}; eval {both['agent_steps_per_s']:.0f} agent steps/s"
         )
+        ablations = {}
+        for ablation in [a for a in args.ablations.split(",") if a]:
+            ablated = play(factory, args, side_mf, side_base, mean_action_ablation=ablation)
+            lo, hi = ablated["win_rate_ci"]
+            print(
+                f"  ablation, mean action {ablation} at evaluation: {mf} win rate {ablated['win_rate']:.2f} "
+                f"[{lo:.2f}, {hi:.2f}] over {ablated['battles']} battles"
+            )
+            ablations[ablation] = ablated
         out[trainer] = {"train": runs, "eval": both, "curve": curve, "ablations": ablations}
         if args.json and len(curve) > 1:
             png = Path(args.json).with_name(f"{Path(args.json).stem}_{trainer}.png")
@@ -225,9 +225,7 @@ def main() -> None:
         mfac, mfq = (
             load_side(out[t]["train"][n]["run_dir"]) for t, n in (("mfac", "MF-AC"), ("mfq", "MF-Q"))
         )
-        cross = evaluate_both_sides(
-            factory, mfac, mfq, battles=args.battles, num_envs=max(args.num_envs, 2), seed=args.seed
-        )
+        cross = play(factory, args, mfac, mfq)
         lo, hi = cross["win_rate_ci"]
         print(
             f"MF-AC vs MF-Q: win rate {cross['win_rate']:.2f} [{lo:.2f}, {hi:.2f}] over {cross['battles']} "
