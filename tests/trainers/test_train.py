@@ -311,3 +311,43 @@ def test_two_node_cluster_spreads_workers_and_trains(tmp_path: Path) -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_training_survives_losing_a_cluster_node(tmp_path: Path) -> None:
+    """A node leaves the cluster mid-run (its raylet and every process on it killed): the rollout worker
+    that ran there is replaced on the node that is left, and the run reaches its step budget."""
+    import threading
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1"})
+    doomed = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    metrics = tmp_path / "results" / "nav" / "metrics.jsonl"
+    removed = threading.Event()
+
+    def remove_when_training() -> None:
+        deadline = time.monotonic() + 120
+        while not metrics.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cluster.remove_node(doomed, allow_graceful=False)
+        removed.set()
+
+    try:
+        ray.init(address=cluster.address, include_dashboard=False)
+        config = _config(_write_config(tmp_path, max_steps=4000, summary_freq=100))
+        config.run.num_workers, config.run.address = 2, cluster.address
+        remover = threading.Thread(target=remove_when_training, daemon=True)
+        remover.start()
+        result = train(config)
+        remover.join(timeout=60)
+        assert removed.is_set(), "the node was not removed during the run"
+        assert result.stopped_by == "max_steps" and result.env_steps >= 4000
+        lines = _metrics(result.run_dir)
+        assert lines[-1]["counters/worker_restarts"] == 1.0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

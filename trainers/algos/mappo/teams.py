@@ -149,11 +149,11 @@ def concat_critic(critics: list[CriticInput], sizes: list[int] | None = None) ->
 
 
 def concat_batches(batches: list[RolloutBatch]) -> RolloutBatch:
-    """One batch from several of the same policy (e.g. from several workers)."""
+    """One batch from several of the same policy (e.g. from several workers); always writable arrays."""
     if not batches:
         raise TrainerError("concat_batches needs at least one batch")
-    if len(batches) == 1:
-        return batches[0]
+    if len(batches) == 1 and batches[0].advantages.flags.writeable:
+        return batches[0]  # (a batch from Ray's object store is read-only: copied below, as torch wants)
     masks = [b.action_mask for b in batches]
     return RolloutBatch(
         obs=tuple(np.concatenate(parts) for parts in zip(*(b.obs for b in batches), strict=True)),
