@@ -321,8 +321,9 @@ class UnityConnection:
         )
         return message if self.process is None else f"{message}\n{self.process.log_tail()}"
 
-    def close(self) -> None:
-        """Tell the game to quit (status 400 / QUIT), stop the server, reap the process. Idempotent."""
+    def close(self, grace: float | None = None) -> None:
+        """Tell the game to quit (status 400 / QUIT), stop the server, reap the process (waiting ``grace`` s
+        for it to exit before ending it; default: the timeout, at most 10 s). Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -335,7 +336,8 @@ class UnityConnection:
                 logger.debug("could not send quit to the game: %s", e)
         self._server.close()
         if self.process is not None:
-            code = self.process.terminate(grace=min(self.timeout, _CLOSE_GRACE_S))
+            wait = min(self.timeout, _CLOSE_GRACE_S) if grace is None else grace
+            code = self.process.terminate(grace=wait)
             logger.debug("game pid %d exited with code %s", self.process.pid, code)
 
 

@@ -274,9 +274,11 @@ class UnityParallelEnv(ParallelEnv):
     def render(self) -> None:
         return None
 
-    def close(self) -> None:
+    def close(self, grace: float | None = None) -> None:
+        """Close the game (see :meth:`UnityConnection.close`; ``grace`` 0 ends a game that stopped answering
+        at once)."""
         if self._connection is not None:
-            self._connection.close()
+            self._connection.close(grace)
             self._connection = None
 
     # ----------------------------------------------------------------------------------------- helpers

@@ -320,3 +320,18 @@ def test_training_maps_a_late_behaviour_through_policy_mapping(tmp_path: Path) -
     data["run"]["run_id"] = "unmapped"
     with pytest.raises(EnvSetupError, match=r"'blue' .*policy_mapping"):
         train(config_from_dict(data))
+
+
+def test_game_stats_of_a_game_without_battles_are_drained_every_chunk(tmp_path: Path) -> None:
+    """What a game records with StatsRecorder reaches the metrics (``game/<key>``) and leaves the game's stats
+    channel at every chunk, battles or not (coop_nav records its team reward at each episode end)."""
+    worker = _sim_worker(tmp_path, "coop_nav", [], {"episode_length": 4}, num_areas=2)
+    try:
+        specs = worker.specs()
+        worker.configure(_plan(specs["CoopNav?team=0"], {"CoopNav?team=0": "p"}))
+        chunk = worker.collect({}, 0.0, 8)  # two episodes in each of the 2 areas
+        assert len(chunk.game_stats["CoopNav/episode_team_reward"]) == 4
+        assert chunk.episode_lengths["CoopNav?team=0"]
+        assert worker.runner.envs[0].connection.stats.get_and_reset_stats() == {}
+    finally:
+        worker.close()

@@ -390,8 +390,11 @@ class EnvRunner:
         bounds; its running episodes end as lost (not counted as episodes, their data dropped)."""
         reason = _failure_reason(error) or "broken"
         ended = self._lose_episodes(i)
-        with contextlib.suppress(Exception):  # the game is gone; closing reaps what is left of it
-            self.envs[i].close()
+        # the game is gone; closing reaps what is left of it (one that stopped answering has had its timeout
+        # already: it is ended without waiting for it)
+        grace = {"grace": 0.0} if reason == "hung" else {}
+        with contextlib.suppress(Exception):
+            self.envs[i].close(**grace)
         env, obs, infos = self._start_game(i, done.game_restarts, (reason, error))
         self.envs[i] = env
         self._previous_infos[i], self.obs[i], self.infos[i] = self.infos[i], obs, infos

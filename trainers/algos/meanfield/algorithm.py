@@ -151,6 +151,8 @@ def _ingest(
         acc[f"return/{behavior}"].extend(returns)
     for behavior, lengths in chunk.episode_lengths.items():
         acc[f"episode_length/{behavior}"].extend(lengths)
+    for key, values in chunk.game_stats.items():  # averaged over the metrics line, as MAPPO's
+        acc[f"game/{key}"].extend(values)
     for name, seconds in chunk.timers.items():
         acc[f"timers/{name}"].append(seconds)
     if chunk.dropped:

@@ -130,6 +130,9 @@ class MFChunk:
     """Games this worker relaunched while collecting the chunk, per reason."""
     episode_lengths: dict[str, list[int]] = field(default_factory=dict)
     """Per behaviour: the length of every agent episode that ended (as ``episode_returns``)."""
+    game_stats: dict[str, list[float]] = field(default_factory=dict)
+    """What the games recorded with Unity's ``StatsRecorder`` during the chunk and no battle's outcome read,
+    per key (drained at every chunk, so a game without battles does not keep them all)."""
 
 
 @dataclass
@@ -261,6 +264,7 @@ class MFRolloutWorker(RunnerWorker):
             if hasattr(actor, "set_progress"):
                 actor.set_progress(progress)
         self._out, self._outcomes, self._dropped = defaultdict(list), [], 0
+        self._stats: defaultdict[str, list[float]] = defaultdict(list)
         done = self.runner.run(self, steps, start, max_seconds)
         done.timers["collect_s"] = time.perf_counter() - start
         return MFChunk(
@@ -276,7 +280,16 @@ class MFRolloutWorker(RunnerWorker):
             version,
             dict(done.game_restarts),
             dict(done.episode_lengths),
+            self._game_stats(),
         )
+
+    def _game_stats(self) -> dict[str, list[float]]:
+        """The stats read at battle ends during the chunk, then every stat the games hold besides."""
+        stats = self._stats
+        for key, values in self.runner.drain_stats().items():
+            stats[key].extend(values)
+        self._stats = defaultdict(list)
+        return dict(stats)
 
     def _game_status(self) -> dict[str, list[Any]]:
         assert self._plan is not None
@@ -385,6 +398,8 @@ class MFRolloutWorker(RunnerWorker):
             if battles:
                 stats = env.connection.stats.get_and_reset_stats() if self.runner.unity[i] else {}
                 self._outcomes.extend(st.book.outcomes(battles, stats, self._plan.game_driven))
+                for key, values in stats.items():  # every stat also reaches the metrics (game/<key>)
+                    self._stats[key].extend(float(value) for value, _ in values)
 
     def restarted(self, env: int) -> None:
         """A PettingZoo env was reset: its agents start new episodes and new battles; agent names come back,
