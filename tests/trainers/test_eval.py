@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unimarl.trainers.algos.meanfield.worker import FIRST_ATTACK, Outcome, baseline_actions
+from unimarl.trainers.algos.meanfield.worker import Outcome, baseline_actions
 from unimarl.trainers.cli.main import main
+from unimarl.trainers.envs.battles import FIRST_ATTACK
 from unimarl.trainers.run.evaluate import (
     EvaluationError,
     Side,

@@ -177,11 +177,10 @@ def make_late_reward() -> LateRewardEnv:
     return LateRewardEnv()
 
 
-@pytest.mark.parametrize(("from_first_action", "b_return"), [(False, 6.0), (True, 1.0)])
-def test_returns_count_from_first_sight_or_from_first_action(
-    from_first_action: bool, b_return: float
-) -> None:
-    runner = _runner("make_late_reward", returns_from_first_action=from_first_action)
+def test_returns_count_from_the_first_action() -> None:
+    """b_0 appears with reward 5 before it ever acted: that reward reaches no action and is not counted."""
+    b_return = 1.0
+    runner = _runner("make_late_reward")
     actor = Recorder()
     done = runner.run(actor, 2, start=0.0)
     assert done.episode_returns == {"a": [2.0, 2.0], "b": [b_return]}

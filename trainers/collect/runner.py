@@ -17,8 +17,9 @@ Rewards: an agent's reward plus ``group_weight`` (per behaviour: its exact name,
 Episodes: an agent's episode starts when the runner first sees it (after a reset, or in a step's rewards
 or live agents) and ends when it is terminated, truncated, or leaves ``env.agents`` without either (a
 Unity agent that restarts comes back under a new name). Its return sums its credited rewards, its length
-counts the actions it was given. With ``returns_from_first_action`` (MAPPO's accounting) the return counts
-only rewards that reach an action, and an agent that never acted reports no episode. A PettingZoo env whose
+counts the actions it was given. The return counts only rewards that reach an action (a reward an agent
+appears with, before it acted, is credited to nothing and not counted), and an agent that never acted reports
+no episode: every algorithm's returns are the rewards it trains on. A PettingZoo env whose
 agents are all gone is reset (without a seed); Unity and sim games restart their agents themselves.
 
 Games (Unity and sim envs) run in other processes: with more than one env they are stepped concurrently
@@ -101,7 +102,7 @@ class AgentEnd:
     """As the env reported them: both False for an agent that left ``env.agents`` without either."""
     info: dict[str, Any]
     ret: float
-    """Its episode's return (with ``returns_from_first_action``: from its first action)."""
+    """Its episode's return (the rewards from its first action on)."""
     length: int
     """The actions it was given in its episode."""
     lost: bool = False
@@ -217,8 +218,7 @@ class EnvRunner:
     """k envs of one worker; see the module docstring.
 
     ``global_state``: the behaviours' policy specs carry the shape of their global state (a game's
-    ``global_state`` sensor, a PettingZoo env's ``state()``). ``returns_from_first_action``: see the module
-    docstring."""
+    ``global_state`` sensor, a PettingZoo env's ``state()``)."""
 
     def __init__(
         self,
@@ -227,10 +227,8 @@ class EnvRunner:
         worker_index: int = 0,
         seed: int = 0,
         global_state: bool = False,
-        returns_from_first_action: bool = False,
     ) -> None:
         self.global_state = global_state
-        self.returns_from_first_action = returns_from_first_action
         self._factory, self._worker, self._seed = factory, worker_index, seed
         self._launches = [0] * num_envs  # relaunches per env over the worker's lifetime
         self._recent: list[deque[float]] = [deque() for _ in range(num_envs)]  # their times (rate limit)
@@ -514,7 +512,6 @@ class EnvRunner:
         obs, rewards, terminations, truncations, infos = result
         self._previous_infos[i], self.infos[i], self.obs[i] = self.infos[i], infos, obs
         episodes = self._episodes[i]
-        every_reward = not self.returns_from_first_action
         credited: dict[str, float] = {}
         for agent, reward in rewards.items():
             episode = episodes.get(agent)
@@ -527,7 +524,7 @@ class EnvRunner:
                 r = credit_group_reward(reward, info, weight, episode.behavior, self.warned)
             else:  # no group reward: credit_group_reward would return the reward itself
                 r = float(reward)
-            if every_reward or episode.length:
+            if episode.length:
                 episode.ret += r
             credited[agent] = r
         live = set(self.envs[i].agents)
@@ -535,7 +532,7 @@ class EnvRunner:
         ended = []
         for agent in ending:
             episode = episodes.pop(agent)
-            if every_reward or episode.length:
+            if episode.length:
                 done.episode_returns[episode.behavior].append(episode.ret)
                 done.episode_lengths[episode.behavior].append(episode.length)
                 done.final_rewards[episode.behavior].append(credited.get(agent, 0.0))

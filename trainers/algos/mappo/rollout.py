@@ -8,7 +8,7 @@ At every step all agents that act, of all environments, go through ONE ``act`` c
 
 Trajectories: experience is kept per agent (keyed by env and agent name; a restarted Unity agent has a new
 name, so a new trajectory). Rewards returned by a step are added to the agent's last action. Episode returns
-count rewards from an agent's first action (the runner's ``returns_from_first_action``). GAE runs per
+count rewards from an agent's first action (the runner's accounting). GAE runs per
 trajectory (vectorised over all trajectories,
 :func:`~unimarl.trainers.algos.mappo.trajectories.batched_gae`): no bootstrap after a termination; bootstrap
 from the critic's value of the final observation after a truncation; bootstrap from the value of the current
@@ -119,9 +119,7 @@ class RolloutWorker(RunnerWorker):
         self.worker_index = worker_index
         self.seed = seed
         torch.set_num_threads(1)
-        self.runner = EnvRunner(
-            factory, num_envs, worker_index, seed, global_state=True, returns_from_first_action=True
-        )
+        self.runner = EnvRunner(factory, num_envs, worker_index, seed, global_state=True)
         self._alone_warned: set[str] = set()
         self._next_alone = -1  # team ids of agents without a team count down from -1
         self._plan: WorkerPlan | None = None

@@ -23,7 +23,7 @@ without a final observation has its last transition dropped (counted in ``droppe
 the log-probability of its action under the weights that chose it (MF-AC corrects for their age).
 
 Rewards (group rewards included) reach an agent's pending transition from the runner's steps, and episode
-returns are the runner's (from when an agent is first seen). The episodes that end and start feed the
+returns are the runner's (the rewards from an agent's first action). The episodes that end and start feed the
 battles, outcomes and sides (``MFPlan.swap_sides``: a learning policy and its self-play opponent trade teams
 after every battle) that :class:`~unimarl.trainers.envs.battles.EnvBook` keeps per environment. A behaviour
 that appears after reset acts with the policy ``MFPlan.late_policy`` maps it to (same spec), or stops the
@@ -55,12 +55,11 @@ from unimarl.trainers.algos.meanfield.transitions import Completed, Pending, sta
 from unimarl.trainers.collect.runner import AgentEnd, Decision, EnvRunner, EnvStep, RunnerWorker
 from unimarl.trainers.core.batch import PolicySpec
 from unimarl.trainers.core.errors import ConfigError, EnvSetupError, TrainerError
-from unimarl.trainers.envs.battles import FIRST_ATTACK, EnvBook, Outcome, group_id, scripted_choices
+from unimarl.trainers.envs.battles import EnvBook, Outcome, group_id, scripted_choices
 from unimarl.trainers.envs.factory import EnvFactory
 
 __all__ = [
     "BASELINES",
-    "FIRST_ATTACK",
     "MFChunk",
     "MFPlan",
     "MFPolicySetup",
