@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
 
 from unimarl.trainers.core.config import config_from_dict
 from unimarl.trainers.core.errors import ConfigError
@@ -215,4 +218,76 @@ def test_an_asymmetric_game_trains_each_behaviour_on_its_turn(tmp_path: Path) ->
         for line in lines
     )
     assert {"selfplay/elo/Striker", "selfplay/elo/Goalie"} <= set(lines[-1])
+    assert (result.run_dir / "Striker.onnx").exists() and (result.run_dir / "Goalie.onnx").exists()
+
+
+class StrikersVsGoalie(ParallelEnv):
+    """Two strikers (``Striker?team=0``) against one goalie (``Goalie?team=1``): two behaviours, different
+    team sizes. Each of 4 steps every agent picks a corner (0-2); at the last step each striker whose corner
+    the goalie did not pick scores, and two goals win: +1 to the winners, -1 to the losers (ELO reads it)."""
+
+    metadata = {"name": "strikers_vs_goalie_v0"}  # noqa: RUF012 - PettingZoo's class attribute convention
+
+    def __init__(self) -> None:
+        self.possible_agents = ["Striker?team=0_0", "Striker?team=0_1", "Goalie?team=1_0"]
+        self.agents: list[str] = []
+        self._t = 0
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return spaces.Box(0.0, 1.0, (2,), np.float32)
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return spaces.Discrete(3)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {a: np.array([self._t / 4, a.startswith("G")], np.float32) for a in self.agents}
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        self.agents, self._t = list(self.possible_agents), 0
+        return self._obs(), {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        self._t += 1
+        rewards = dict.fromkeys(self.agents, 0.0)
+        done = self._t >= 4
+        if done:
+            keeper = int(actions["Goalie?team=1_0"])
+            goals = sum(int(actions[a]) != keeper for a in self.agents if a.startswith("S"))
+            for agent in self.agents:
+                rewards[agent] = 1.0 if (goals == 2) == agent.startswith("S") else -1.0
+        obs = self._obs()
+        flags = dict.fromkeys(self.agents, done)
+        if done:
+            self.agents = []
+        return obs, rewards, flags, dict.fromkeys(obs, False), {a: {} for a in obs}
+
+
+def make_strikers_vs_goalie() -> StrikersVsGoalie:
+    return StrikersVsGoalie()
+
+
+def test_teams_of_different_sizes_take_turns_and_each_behaviour_has_its_elo(tmp_path: Path) -> None:
+    from unimarl.trainers.run.train import train
+
+    data = {
+        "default_settings": {
+            **SETTINGS,
+            "trainer_type": "ppo",
+            "max_steps": 400,
+            "time_horizon": 8,
+            "summary_freq": 40,
+            "self_play": {"save_steps": 40, "team_change": 120, "swap_steps": 40, "window": 4},
+        },
+        "behaviors": {"Striker": {}, "Goalie": {}},
+        "env": {"pettingzoo": f"{__file__}:make_strikers_vs_goalie", "num_envs": 8},
+        "checkpoint_settings": {"run_id": "sizes", "results_dir": str(tmp_path)},
+        "torch_settings": {"device": "cpu"},
+    }
+    result = train(config_from_dict(data))
+    lines = _lines(result.run_dir)
+    teams = [line["selfplay/learning_team"] for line in lines]
+    assert teams[0] == 0.0 and 1.0 in teams and teams.index(1.0) < len(teams) - 1
+    elos = {name: {line[f"selfplay/elo/{name}"] for line in lines} for name in ("Striker", "Goalie")}
+    assert all(len(values) > 1 for values in elos.values()), elos  # both learned in turn and were rated
+    assert lines[-1]["selfplay/snapshots/Striker"] >= 2 and lines[-1]["selfplay/snapshots/Goalie"] >= 2
     assert (result.run_dir / "Striker.onnx").exists() and (result.run_dir / "Goalie.onnx").exists()
