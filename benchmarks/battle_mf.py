@@ -38,6 +38,8 @@ PAIRS = {"mfq": (("MF-Q", True), ("IQL", False)), "mfac": (("MF-AC", True), ("AC
 
 def battle_config(args: argparse.Namespace, trainer: str, mean: bool, run_id: str, results: str) -> dict:
     hp: dict[str, Any] = {"use_mean_action": mean, "learning_rate": args.lr}
+    if mean and args.radius is not None:  # the mean action over the neighbours within a radius
+        hp.update(neighbourhood="radius", radius=args.radius)
     if trainer == "mfq":
         hp["gradient_steps"] = args.gradient_steps
     return {
@@ -147,6 +149,12 @@ def main() -> None:
         "--curve-battles", type=int, default=20, help="battles per orientation at each curve point"
     )
     p.add_argument(
+        "--radius",
+        type=float,
+        help="mean field over the agents within this distance instead of the whole team (battle's position "
+        "sensor: cells / (grid - 1))",
+    )
+    p.add_argument(
         "--ablations",
         default="",
         help="comma-separated: zero, shuffle: also play the trained mean-field policy with its mean action "
@@ -168,6 +176,7 @@ def main() -> None:
     )
     print(
         f"budget: {args.train_steps} env steps of self-play training per learner (sides: {args.sides}; "
+        f"mean field over {'the team' if args.radius is None else f'radius {args.radius}'}; "
         f"{args.team_size} vs {args.team_size}, grid {args.grid}, view {args.view}, battles of <= "
         f"{args.battle_steps} steps, {args.num_envs} envs, {args.backend} backend); "
         f"{args.battles} battles per orientation"
