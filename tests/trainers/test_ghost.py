@@ -23,7 +23,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from unimarl.trainers.core.config import config_from_dict
-from unimarl.trainers.core.errors import ConfigError
+from unimarl.trainers.core.errors import ConfigError, ResumeError
 from unimarl.trainers.core.mappo_settings import GhostSettings
 from unimarl.trainers.core.names import team_of
 from unimarl.trainers.selfplay.ghost import GhostPlay, elo_change, game_result
@@ -58,6 +58,10 @@ def test_one_team_learns_and_the_others_play_snapshots() -> None:
     assert acting["Soccer#team0"]["actor.w"][0] == 7.0  # the learner
     assert acting["Soccer#team1"]["actor.w"][0] == 0.0  # the initial snapshot
     assert acting["Other"]["actor.w"][0] == 3.0  # a policy without self-play
+    assert acting["Soccer"]["actor.w"][0] == 7.0  # for a behaviour of it that appears after reset
+    other = GhostPlay({"Keeper": {0: "Keeper"}}, {"Keeper": GhostSettings()}, {"Keeper": _weights(0.0)})
+    with pytest.raises(ResumeError, match=r"self-play is between policies \['Keeper'\]"):
+        play.load_state_dict(other.state_dict())
 
 
 def test_snapshots_swaps_and_team_changes_follow_their_step_counts() -> None:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from unimarl.trainers.core.config import TrainConfig
+from unimarl.trainers.core.errors import ResumeError
 from unimarl.trainers.core.mappo_settings import GhostSettings
 from unimarl.trainers.core.names import team_of
 
@@ -133,7 +134,7 @@ class GhostPlay:
     def weights(self, learner: dict[str, Weights]) -> dict[str, Weights]:
         """Acting weights per slot: the learner's on the learning team, the drawn snapshot elsewhere; policies
         without self-play keep their own."""
-        out = {name: w for name, w in learner.items() if name not in self.slots}
+        out = dict(learner)  # (a ghost policy's own name serves its behaviours that appear after reset)
         for name, by_team in self.slots.items():
             for team, slot in by_team.items():
                 out[slot] = (
@@ -226,6 +227,11 @@ class GhostPlay:
         }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state["policies"]) != set(self.policies):
+            raise ResumeError(
+                f"the checkpoint's self-play is between policies {sorted(state['policies'])}, this config's "
+                f"between {sorted(self.policies)}; resume with the self_play settings the run started with"
+            )
         self.learning_team, self.team_changes = int(state["learning_team"]), int(state["team_changes"])
         self.queue = deque(int(t) for t in state["queue"])
         self._rng.bit_generator.state = json.loads(state["rng"])
