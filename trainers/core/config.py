@@ -272,8 +272,9 @@ MEASURES = ("progress", "reward")
 class CompletionCriteria:
     """When a curriculum lesson is done (ML-Agents' ``CompletionCriteriaSettings``, same names and defaults).
 
-    ``measure: progress``: the run's progress, env steps / ``max_steps`` (ML-Agents: the behaviour's trainer
-    steps / its ``max_steps``), passes ``threshold`` (a fraction, 0 to 1). ``measure: reward``: the mean
+    ``measure: progress``: the run's progress (env steps / ``max_steps``, or the share of ``max_seconds``
+    spent when that is further; ML-Agents: the behaviour's trainer steps / its ``max_steps``) passes
+    ``threshold`` (a fraction, 0 to 1). ``measure: reward``: the mean
     cumulative reward of ``behavior``'s last ``min_lesson_length`` episodes (smoothed ``0.25 * previous +
     0.75 * mean`` with ``signal_smoothing``) passes ``threshold``. No lesson ends before ``behavior`` has
     finished ``min_lesson_length`` episodes in it."""

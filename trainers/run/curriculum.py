@@ -1,7 +1,8 @@
 """Curriculum lessons: environment parameters that change as training goes (ML-Agents' ``curriculum``).
 
 Each parameter with a curriculum plays its lessons in order. After every learning round the loop gives
-:meth:`Curriculum.update` the run's progress (env steps / max_steps) and the cumulative rewards of the
+:meth:`Curriculum.update` the run's progress (as the schedules take it: env steps / max_steps, or the share
+of max_seconds spent when that is further) and the cumulative rewards of the
 episodes that ended; a lesson whose completion criteria are met moves on, as mlagents-learn's
 ``EnvironmentParameterManager.update_lessons`` does:
 
