@@ -251,3 +251,19 @@ def test_mean_action_ablations_change_what_a_policy_sees() -> None:
     rand = Side("random", baseline="baseline:random")
     with pytest.raises(EvaluationError, match="mean_action_ablation 'half'"):
         evaluate(None, rand, rand, mean_action_ablation="half")
+
+
+def test_cli_eval_plays_a_mean_action_ablation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = _constant_q_checkpoint(tmp_path / "run" / "checkpoints" / "checkpoint-100.pt", 1.0)
+    cfg = tmp_path / "battle.yaml"
+    args = ["--team-size", "4", "--grid", "10", "--view", "5"]
+    cfg.write_text(
+        f"env: {{sim: battle, args: {json.dumps(args)}}}\nenvironment_parameters: {{max_steps: 8}}\n"
+    )
+    out = tmp_path / "report.json"
+    flags = ["--config", str(cfg), "--battles", "2", "--json", str(out), "--out-dir", str(tmp_path / "eval")]
+    assert main(["eval", str(checkpoint), "random", *flags, "--mean-action-ablation", "shuffle"]) == 0
+    assert json.loads(out.read_text())["mean_action_ablation"] == "shuffle"
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main(["eval", str(checkpoint), "random", *flags, "--mean-action-ablation", "half"])
+    assert "invalid choice: 'half'" in capsys.readouterr().err

@@ -47,6 +47,12 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="mean-field: play --battles with A on each team (2x battles) and report A's combined win rate",
     )
+    p.add_argument(
+        "--mean-action-ablation",
+        choices=("zero", "shuffle"),
+        help="mean-field: what MF-Q sides see of their neighbours, zeroed or shuffled between agents (does "
+        "the policy use its mean action?)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.add_argument("--out-dir", default="results/eval", help="folder for game logs (default results/eval)")
@@ -129,6 +135,7 @@ def _eval_battles(args: argparse.Namespace) -> int:
         num_envs=args.num_envs,
         seed=args.seed,
         greedy=args.greedy,
+        mean_action_ablation=args.mean_action_ablation or "",
     )
     print(format_both_sides(report) if args.both_sides else format_report(report))
     if args.json:
