@@ -278,7 +278,10 @@ class UnityParallelEnv(ParallelEnv):
         """Close the game (see :meth:`UnityConnection.close`; ``grace`` 0 ends a game that stopped answering
         at once)."""
         if self._connection is not None:
-            self._connection.close(grace)
+            if grace is None:
+                self._connection.close()
+            else:
+                self._connection.close(grace)
             self._connection = None
 
     # ----------------------------------------------------------------------------------------- helpers
