@@ -69,7 +69,7 @@ def test_snapshots_swaps_and_team_changes_follow_their_step_counts() -> None:
     behaviors = {"Soccer?team=0": "Soccer", "Soccer?team=1": "Soccer"}
     p = play.policies["Soccer"]
     for step in range(1, 8):  # 8 env steps per round
-        play.after_round(8, {}, behaviors, {"Soccer": _weights(float(step))})
+        play.after_round(8, {}, behaviors, {"Soccer": _weights(float(step))}.__getitem__)
         if step == 2:  # 16 > save_steps 10: the window holds the initial weights and round 2's
             assert [s["actor.w"][0] for s in p.snapshots] == [0.0, 2.0]
             assert p.swaps == 2  # 8 > 5 after round 1, 16 - 8 > 5 after round 2
@@ -86,7 +86,7 @@ def test_snapshots_swaps_and_team_changes_follow_their_step_counts() -> None:
 def test_the_latest_model_plays_with_its_ratio_and_is_frozen_until_the_next_draw() -> None:
     play = _play(ratio=1.0)
     behaviors = {"Soccer?team=0": "Soccer", "Soccer?team=1": "Soccer"}
-    play.after_round(8, {}, behaviors, {"Soccer": _weights(5.0)})
+    play.after_round(8, {}, behaviors, {"Soccer": _weights(5.0)}.__getitem__)
     assert play.policies["Soccer"].opponent == -1
     latest = play.weights({"Soccer": _weights(9.0)})["Soccer#team1"]
     assert latest["actor.w"][0] == 5.0  # the learner's weights at the draw, not its current ones
@@ -97,11 +97,13 @@ def test_elo_moves_against_the_opponent_snapshot_and_cancels_against_the_learner
     behaviors = {"Soccer?team=0": "Soccer", "Soccer?team=1": "Soccer"}
     p = play.policies["Soccer"]
     p.elos[0] = 1300.0  # the snapshot playing (index 0) is rated 1300
-    play.after_round(1, {"Soccer?team=0": [1.0], "Soccer?team=1": [1.0]}, behaviors, {"Soccer": _weights(0)})
+    play.after_round(
+        1, {"Soccer?team=0": [1.0], "Soccer?team=1": [1.0]}, behaviors, {"Soccer": _weights(0)}.__getitem__
+    )
     change = elo_change(1200.0, 1300.0, 1.0)  # one win of the learning team; team 1's episode is not rated
     assert p.elo == pytest.approx(1200.0 + change) and p.elos[0] == pytest.approx(1300.0 - change)
     p.opponent = -1  # against the learner's own weights the two changes cancel, as in ML-Agents
-    play.after_round(1, {"Soccer?team=0": [-1.0]}, behaviors, {"Soccer": _weights(0)})
+    play.after_round(1, {"Soccer?team=0": [-1.0]}, behaviors, {"Soccer": _weights(0)}.__getitem__)
     assert p.elo == pytest.approx(1200.0 + change)
 
 
@@ -111,7 +113,7 @@ def test_asymmetric_teams_rate_against_the_other_behaviours_snapshot() -> None:
     play = GhostPlay(slots, {"Striker": settings, "Goalie": settings}, {n: _weights(0) for n in slots})
     assert play.learning_slot("Striker") == "Striker" and play.learning_slot("Goalie") is None
     behaviors = {"Striker?team=0": "Striker", "Goalie?team=1": "Goalie"}
-    play.after_round(1, {"Striker?team=0": [2.0]}, behaviors, {n: _weights(0) for n in slots})
+    play.after_round(1, {"Striker?team=0": [2.0]}, behaviors, {n: _weights(0) for n in slots}.__getitem__)
     assert play.policies["Striker"].elo == pytest.approx(1208.0)
     assert play.policies["Goalie"].elos[0] == pytest.approx(1192.0)  # the Goalie snapshot that played
     assert play.policies["Goalie"].elo == 1200.0

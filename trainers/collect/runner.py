@@ -390,9 +390,8 @@ class EnvRunner:
         ended = self._lose_episodes(i)
         # the game is gone; closing reaps what is left of it (one that stopped answering has had its timeout
         # already: it is ended without waiting for it)
-        grace = {"grace": 0.0} if reason == "hung" else {}
-        with contextlib.suppress(Exception):
-            self.envs[i].close(**grace)
+        with contextlib.suppress(Exception):  # (only Unity/sim games are relaunched: their close takes grace)
+            self.envs[i].close(grace=0.0 if reason == "hung" else None)
         env, obs, infos = self._start_game(i, done.game_restarts, (reason, error))
         self.envs[i] = env
         self._previous_infos[i], self.obs[i], self.infos[i] = self.infos[i], obs, infos
@@ -439,9 +438,9 @@ class EnvRunner:
             except BridgeError as e:
                 if not is_unity_kind(self._factory) or _failure_reason(e) is None:
                     raise
-                relaunched = self._relaunch(i, e, done)
-                self._relaunched.remove(i)
-                out.append(dataclasses.replace(relaunched, ended=[*ended, *relaunched.ended]))
+                relaunched = self._relaunch(i, e, done)  # (its episodes were ended just above)
+                self._relaunched.remove(i)  # restarted by the caller with the other resets
+                out.append(dataclasses.replace(relaunched, ended=ended))
                 continue
             self._previous_infos[i], self.obs[i], self.infos[i] = self.infos[i], obs, infos
             for agent in self.envs[i].agents:

@@ -53,9 +53,9 @@ from unimarl.trainers.core.mlagents_checks import (
 logger = logging.getLogger(__name__)
 
 OWN_TRAINERS = ("mappo", *MEAN_FIELD_TRAINERS)
+"""``trainer_type`` values in unimarl's spelling; such behaviours pass through an ML-Agents file unchanged."""
 MLAGENTS_TRAINERS = ("ppo", "poca", "sac")
 """ML-Agents' trainer types: a behaviour naming one makes the file ML-Agents' spelling."""
-"""``trainer_type`` values in unimarl's spelling; such behaviours pass through an ML-Agents file unchanged."""
 
 TOP_KEYS = ("default_settings", "env_settings", "checkpoint_settings", "torch_settings", "debug")
 BEHAVIOR_KEYS = (

@@ -68,9 +68,9 @@ def schedule(config: TrainConfig, behaviors: list[str]) -> dict[str, int]:
     }
 
 
-def env_factory(config: TrainConfig, run: RunDir, lessons: dict[str, int] | None = None) -> EnvFactory:
-    """The run's env recipe; games start with each curriculum in lesson ``lessons[name]`` (default: the
-    first)."""
+def env_factory(config: TrainConfig, run: RunDir) -> EnvFactory:
+    """The run's env recipe; games start with each curriculum in its first lesson (a resumed run then moves
+    them to the lesson it reached)."""
     env = config.env
     env.kind  # noqa: B018 - validates that at most one env kind is set
     if env.pettingzoo and env.pettingzoo.partition(":")[0].endswith(".py"):
@@ -83,7 +83,7 @@ def env_factory(config: TrainConfig, run: RunDir, lessons: dict[str, int] | None
     return EnvFactory(
         env,
         config.engine_settings,
-        current_values(config.environment_parameters, lessons),
+        current_values(config.environment_parameters),
         str(run.path.resolve()),
         build,
     )
@@ -274,8 +274,7 @@ def tensorboard(run: RunDir, line: dict[str, Any], policy_of: dict[str, str]) ->
     """A metrics line as TensorBoard scalars: per policy under ML-Agents' tags (Environment/Cumulative Reward,
     Environment/Episode Length, Losses/..., Policy/...), throughput, timers and counters under ``run``.
     ``selfplay/elo/<policy>`` is the policy's ``Self-play/ELO``; ``lesson/<parameter>`` (a curriculum's
-    lesson) goes to every policy as ``Environment/Lesson
-    Number/<parameter>``, as mlagents-learn writes it."""
+    lesson) goes to every policy as ``Environment/Lesson Number/<parameter>``, as mlagents-learn writes it."""
     step = line["env_steps"]
     per_policy: dict[str, dict[str, float]] = defaultdict(dict)
     for key, value in line.items():

@@ -24,10 +24,11 @@ Its state (windows, ratings, counters, opponents, the draw generator) is saved i
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +88,13 @@ class _Policy:
         self.elos[index] = self.elo
         self.counter = (index + 1) % self.settings.window
 
-    def draw(self, rng: np.random.Generator, latest: Weights) -> None:
+    def draw(self, rng: np.random.Generator, latest: Callable[[], Weights]) -> None:
+        """The opponents' next weights: a window snapshot, or ``latest()`` with the latest-model ratio."""
         if rng.uniform() < 1.0 - self.settings.play_against_latest_model_ratio:
             self.opponent = int(rng.integers(len(self.snapshots)))
             self.opponent_weights = self.snapshots[self.opponent]
         else:
-            self.opponent, self.opponent_weights = -1, _copy(latest)
+            self.opponent, self.opponent_weights = -1, _copy(latest())
         self.swaps += 1
 
 
@@ -147,10 +149,11 @@ class GhostPlay:
         env_steps: int,
         final_rewards: Mapping[str, Sequence[float]],
         behavior_policy: dict[str, str],
-        learner: dict[str, Weights],
+        learner: Callable[[str], Weights],
     ) -> None:
         """Account one learning round: ``env_steps`` stepped, the final rewards of the episodes that ended per
-        behaviour, the learner's weights after the update."""
+        behaviour; ``learner(policy)`` gives a policy's weights after the update (asked for only when a
+        snapshot is saved or the learner is drawn as the opponent)."""
         for behavior, rewards in final_rewards.items():
             name = behavior_policy.get(behavior)
             if name in self.policies and team_of(behavior) == self.learning_team:
@@ -178,11 +181,11 @@ class GhostPlay:
         for name in learning:
             p = self.policies[name]
             if p.learned - p.last_save > p.settings.save_steps:
-                p.save(learner[name])
+                p.save(learner(name))
                 p.last_save = p.learned
         for name, p in self.policies.items():
             if changed or p.ghost - p.last_swap > p.settings.swap_steps:
-                p.draw(self._rng, learner[name])
+                p.draw(self._rng, functools.partial(learner, name))
                 p.last_swap = p.ghost
 
     def _rate(self, name: str, result: float) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -74,18 +74,24 @@ def acting_plan(plan: WorkerPlan, slots: dict[str, dict[int, str]]) -> WorkerPla
     return dataclasses.replace(plan, policies=setups, behavior_policy=acting)
 
 
+def ghost_settings(config: TrainConfig, behavior_policy: dict[str, str]) -> dict[str, GhostSettings]:
+    """Policy -> its self-play settings (``ghost``), for the policies that have them (read as the plan reads
+    a policy's settings: its own section, else its behaviour's)."""
+    out: dict[str, GhostSettings] = {}
+    for behavior, policy in behavior_policy.items():
+        ghost = (config.behaviors.get(policy) or config.behavior_settings(behavior)).ghost
+        if ghost is not None:
+            out.setdefault(policy, ghost)
+    return out
+
+
 def ghost_slots(config: TrainConfig, behavior_policy: dict[str, str]) -> dict[str, dict[int, str]]:
     """Self-play between teams (``ghost``): policy -> team -> the acting slot of that policy on that team.
     A policy that plays on one team acts as itself; one on several teams (a symmetric game's one policy)
     gets a slot per team, ``<policy>#team<T>``, so that one team can act with the learner's weights and the
     others with snapshots. Raises :class:`ConfigError` when the game's teams cannot self-play."""
-    ghosts = {
-        policy
-        for behavior, policy in behavior_policy.items()
-        if (config.behaviors.get(policy) or config.behavior_settings(behavior)).ghost is not None
-    }
     slots: dict[str, dict[int, str]] = {}
-    for policy in sorted(ghosts):
+    for policy in sorted(ghost_settings(config, behavior_policy)):
         teams = sorted({team_of(b) for b, p in behavior_policy.items() if p == policy})
         slots[policy] = {t: policy if len(teams) == 1 else f"{policy}#team{t}" for t in teams}
     if slots and len({t for by_team in slots.values() for t in by_team}) < 2:
@@ -123,7 +129,7 @@ class TeamOpponents(Protocol):
         env_steps: int,
         final_rewards: Mapping[str, Sequence[float]],
         behavior_policy: dict[str, str],
-        learner: dict[str, dict[str, np.ndarray]],
+        learner: Callable[[str], dict[str, np.ndarray]],
     ) -> None: ...
     def metrics(self) -> dict[str, float]: ...
     def state_dict(self) -> dict[str, Any]: ...
@@ -153,15 +159,7 @@ class MAPPO:
         self._horizon = max(config.behavior_settings(b).time_horizon for b in specs)
         self.ghost_slots = ghost_slots(config, self.behavior_policy)
         """Self-play between teams: policy -> team -> acting slot (:func:`ghost_slots`)."""
-        self.ghost_settings: dict[str, GhostSettings] = {
-            policy: s.ghost
-            for policy in self.ghost_slots
-            if (
-                s := config.behaviors.get(policy)
-                or config.behavior_settings(_behavior_of(policy, config, {}))
-            ).ghost
-            is not None
-        }
+        self.ghost_settings = ghost_settings(config, self.behavior_policy)
         self.opponents: TeamOpponents | None = None
 
     def plan(self) -> WorkerPlan:
@@ -214,8 +212,9 @@ class MAPPO:
             for r in rollouts:
                 for behavior, rewards in r.final_rewards.items():
                     final[behavior].extend(rewards)
-            weights = {n: self.policies[n].get_weights() for n in self.ghost_slots}
-            self.opponents.after_round(env_steps, final, self.behavior_policy, weights)
+            self.opponents.after_round(
+                env_steps, final, self.behavior_policy, lambda n: self.policies[n].get_weights()
+            )
         return Learned(env_steps, sum(r.agent_steps for r in rollouts), 1, dict(restarts))
 
     def refresh_due(self, learned: Learned) -> bool:
