@@ -37,7 +37,7 @@ PAIRS = {"mfq": (("MF-Q", True), ("IQL", False)), "mfac": (("MF-AC", True), ("AC
 
 
 def battle_config(args: argparse.Namespace, trainer: str, mean: bool, run_id: str, results: str) -> dict:
-    hp: dict[str, Any] = {"use_mean_action": mean, "learning_rate": args.lr}
+    hp: dict[str, Any] = {"use_mean_action": mean, "learning_rate": args.lr, "tau": args.tau}
     if mean and args.radius is not None:  # the mean action over the neighbours within a radius
         hp.update(neighbourhood="radius", radius=args.radius)
     if trainer == "mfq":
@@ -133,6 +133,12 @@ def main() -> None:
     p.add_argument("--num-envs", type=int, default=2)
     p.add_argument("--gradient-steps", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument(
+        "--tau",
+        type=float,
+        default=0.005,
+        help="target network update rate after every gradient step (mlii/mfrl's battle code: 0.99)",
+    )
     p.add_argument("--backend", default="serial", choices=("serial", "ray"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

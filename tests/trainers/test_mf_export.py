@@ -17,7 +17,10 @@ from unimarl.trainers.algos.meanfield.mfq import MFQConfig, MFQLearner
 from unimarl.trainers.algos.meanfield.networks import NetworkConfig
 from unimarl.trainers.core.batch import PolicySpec
 from unimarl.trainers.core.config import config_from_dict
-from unimarl.trainers.export.meanfield import MANIFEST, export_mean_field
+from unimarl.trainers.export import policies as policy_export
+from unimarl.trainers.export.meanfield import export_mean_field
+from unimarl.trainers.export.onnx import ExportError
+from unimarl.trainers.export.policies import LEGACY_MEAN_FIELD_MANIFEST, MANIFEST, read_manifest
 from unimarl.trainers.run.train import train
 
 SPEC = PolicySpec(obs_shapes=((5, 5, 2), (3,)), action_spec=ActionSpec(discrete_branches=(4,)))
@@ -37,7 +40,7 @@ def test_exported_policy_acts_like_the_learner(tmp_path: Path, kind: str) -> Non
         if kind == "iql"
         else MFACLearner(SPEC, MFACConfig(use_mean_action=False, network=MLP), seed=0)
     )
-    written = export_mean_field(tmp_path, {"p": learner}, 7)
+    written = {e.policy: e for e in export_mean_field(tmp_path, {"p": learner}, 7)}
     rng = np.random.default_rng(0)
     obs = [rng.normal(size=(6, 5, 5, 2)).astype(np.float32), rng.normal(size=(6, 3)).astype(np.float32)]
     mask = rng.random((6, 4)) < 0.6
@@ -45,16 +48,18 @@ def test_exported_policy_acts_like_the_learner(tmp_path: Path, kind: str) -> Non
     expected = learner.act(obs, None, mask, deterministic=True).discrete_actions[:, 0]
     np.testing.assert_array_equal(_greedy_onnx(written["p"].path, obs, mask), expected)
     entry = json.loads((tmp_path / "onnx" / MANIFEST).read_text())["p"]
-    assert entry["exportable"] and entry["algorithm"] == kind and entry["env_steps"] == 7
+    assert entry["file"] == "p.onnx" and entry["algorithm"] == kind and entry["env_steps"] == 7
+    assert entry["inputs"] == ["obs_0", "obs_1", "action_masks"] and entry["export_failures"] == 0
+    assert ("temperature" in entry) == (kind == "iql")  # Q policies record what their logits are divided by
 
 
 def test_mfq_is_exported_with_mean_action_and_conv_acts_like_the_learner(tmp_path: Path) -> None:
     conv = MFACLearner(SPEC, MFACConfig(network=NetworkConfig(conv_channels=(4,), visual_hidden=8)), seed=0)
     learners: dict[str, Any] = {"mfq": MFQLearner(SPEC, MFQConfig(network=MLP), seed=0), "conv": conv}
-    written = export_mean_field(tmp_path, learners, 1)
+    written = {e.policy: e for e in export_mean_field(tmp_path, learners, 1)}
     assert set(written) == {"mfq", "conv"}
     manifest = json.loads((tmp_path / "onnx" / MANIFEST).read_text())
-    assert manifest["mfq"]["exportable"] and manifest["mfq"]["inputs"][-1] == "mean_action"
+    assert manifest["mfq"]["file"] == "mfq.onnx" and manifest["mfq"]["inputs"][-1] == "mean_action"
     assert manifest["mfq"]["spec"] == {
         "obs_shapes": [[5, 5, 2], [3]],
         "continuous_size": 0,
@@ -62,7 +67,8 @@ def test_mfq_is_exported_with_mean_action_and_conv_acts_like_the_learner(tmp_pat
         "state_shape": None,  # the same spec record as MAPPO's policies.json
         "action_bounds": None,  # discrete actions only
     }
-    assert manifest["conv"]["exportable"] and manifest["conv"]["visual_layout"] == "HWC"
+    assert manifest["conv"]["file"] == "conv.onnx" and manifest["conv"]["visual_layout"] == "HWC"
+    assert manifest["conv"]["input_shapes"][0] == [2, 5, 5]  # NCHW, as for MAPPO's models
     rng = np.random.default_rng(1)
     obs = [rng.normal(size=(6, 5, 5, 2)).astype(np.float32) * 3, rng.normal(size=(6, 3)).astype(np.float32)]
     mask = rng.random((6, 4)) < 0.7
@@ -105,6 +111,7 @@ def test_training_exports_and_hot_swaps_mfac(tmp_path: Path) -> None:
 def test_unimarl_export_rebuilds_a_mean_field_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from unimarl.trainers.cli.main import main
     from unimarl.trainers.export.policies import RunExportError, export_checkpoint
+    from unimarl.trainers.run.play import models_for
 
     data = _small_battle(tmp_path, "mfq", 24)
     run = train(config_from_dict(data)).run_dir
@@ -114,8 +121,21 @@ def test_unimarl_export_rebuilds_a_mean_field_run(tmp_path: Path, capsys: pytest
     assert main(["export", str(run)]) == 0
     assert model.read_bytes() == before  # same checkpoint, same bytes
     assert "Battle?team=0" in capsys.readouterr().out
-    with pytest.raises(RunExportError, match=r"mean-field run.*mean_field\.json"):
-        export_checkpoint(run)  # the MAPPO path says where the models are
+    with pytest.raises(RunExportError, match="does not fit the run's manifest"):
+        export_checkpoint(run)  # MAPPO's rebuild on a mean-field run: refused, not a crash
+    assert models_for(run, ["Battle?team=0"]) == {"Battle?team=0": model}  # `unimarl play RUN` finds it
+    # a run folder written before mean field shared the manifest: mean_field.json, exportable flags
+    legacy = {
+        name: {k: v for k, v in entry.items() if k not in ("inputs", "export_failures")} | {"exportable": True}
+        for name, entry in read_manifest(run).items()
+    }
+    (run / "onnx" / MANIFEST).unlink()
+    (run / "onnx" / LEGACY_MEAN_FIELD_MANIFEST).write_text(json.dumps(legacy))
+    assert models_for(run, ["Battle?team=0"]) == {"Battle?team=0": model}
+    model.unlink()
+    assert main(["export", str(run)]) == 0
+    assert model.read_bytes() == before and read_manifest(run)["Battle?team=0"]["algorithm"] == "mfq"
+    assert (run / "onnx" / MANIFEST).exists()
 
 
 def test_export_samples_at_the_temperature_the_training_reached(tmp_path: Path) -> None:
@@ -126,7 +146,8 @@ def test_export_samples_at_the_temperature_the_training_reached(tmp_path: Path) 
     learner = MFQLearner(SPEC, MFQConfig(use_mean_action=False, network=MLP), seed=0)
     learner.set_progress(0.5)
     assert learner.temperature == pytest.approx(0.5)
-    path = export_mean_field(tmp_path, {"p": learner}, 1)["p"].path
+    (exported,) = export_mean_field(tmp_path, {"p": learner}, 1)
+    path = exported.path
     rng = np.random.default_rng(2)
     obs = [rng.normal(size=(1, 5, 5, 2)).astype(np.float32) * 10, rng.normal(size=(1, 3)).astype(np.float32)]
     with torch.no_grad():
@@ -142,3 +163,23 @@ def test_export_samples_at_the_temperature_the_training_reached(tmp_path: Path) 
     }
     sampled = session.run(["discrete_actions"], feed)[0][:, 0]
     np.testing.assert_allclose(np.bincount(sampled, minlength=4) / n, reached, atol=0.015)
+
+
+def test_failed_mean_field_export_keeps_the_previous_model_and_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mean-field exports go through the one manifest writer: a failure mid-run is recorded, the previous
+    model stays and plays on (as for MAPPO, tests/export/test_policy_export.py)."""
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise ExportError("no luck")
+
+    learner = MFQLearner(SPEC, MFQConfig(network=MLP), seed=0)
+    (first,) = export_mean_field(tmp_path, {"p": learner}, 3)
+    before = first.path.read_bytes()
+    monkeypatch.setattr(policy_export, "export_actor", fail)
+    assert export_mean_field(tmp_path, {"p": learner}, 9) == []
+    entry = read_manifest(tmp_path)["p"]
+    assert (entry["file"], entry["env_steps"], entry["export_failures"]) == ("p.onnx", 3, 1)
+    assert entry["export_error"]["reason"] == "ExportError: no luck" and entry["algorithm"] == "mfq"
+    assert first.path.read_bytes() == before

@@ -56,13 +56,11 @@ def add_parsers(sub: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from unimarl.trainers.export import meanfield as mf_export
-    from unimarl.trainers.export.policies import ONNX_DIR, export_checkpoint
+    from unimarl.trainers.run.registry import export_run
 
     setup_logging(args.log_level)
-    mean_field = (Path(args.run_dir) / ONNX_DIR / mf_export.MANIFEST).exists()
     try:
-        exported = (mf_export.export_checkpoint if mean_field else export_checkpoint)(args.run_dir)
+        exported = export_run(args.run_dir)
         _copy_behavior_models(Path(args.run_dir), exported)
     except expected_errors() as e:
         return report_error(e)

@@ -1,14 +1,14 @@
 """Hot-swap during training: push the newest policies into the running games, track what each game runs.
 
 Every ``hotswap.every`` iterations (config, 0 = never), and on demand (:meth:`HotSwap.request` from any
-thread, or ``touch results/RUN_ID/push_policy``), the learner exports its policies
-(:func:`unimarl.trainers.export.policies.export_policies`, the same files a checkpoint writes) and pushes each
-behaviour's model, with a version number counting pushes from 1, through the policy side channel of every
+thread, or ``touch results/RUN_ID/push_policy``), the learner exports its policies with its algorithm's
+exporter (the same files and manifest a checkpoint writes; :mod:`unimarl.trainers.export.policies`) and pushes
+each behaviour's model, with a version number counting pushes from 1, through the policy side channel of every
 Unity/sim game of every rollout worker. The games acknowledge with the next step; the metrics line then holds,
 per behaviour, ``counters/hotswap_pushed/<behaviour>`` (newest pushed version),
 ``counters/hotswap_running/<behaviour>`` (the oldest version any game runs: -1 while some game runs none of
 them) and ``counters/hotswap_rejected/<behaviour>`` (games whose last acknowledgement was a rejection).
-A policy whose export failed (logged and recorded in the manifest by ``export_policies``) is not pushed: its
+A policy whose export failed (logged and recorded in the manifest) is not pushed: its
 games keep what they run; ``counters/export_failures/<policy>`` counts such failures (checkpoint exports
 included) once there is one.
 
@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from unimarl.trainers.algos.mappo.policy import MAPPOPolicy
-from unimarl.trainers.export.policies import export_failures, export_policies
+from unimarl.trainers.export.policies import ExportedPolicy, export_failures
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,10 @@ class PolicyPusher(Protocol):
 
 
 class HotSwap:
-    """Pushes policies into a pool's games every ``every`` iterations and on demand (module docstring)."""
+    """Pushes policies into a pool's games every ``every`` iterations and on demand (module docstring).
+
+    ``export(env_steps)`` writes the run's models and returns those written (the algorithm's exporter of
+    :mod:`unimarl.trainers.run.registry`, bound to the run and its learner)."""
 
     def __init__(
         self,
@@ -50,13 +52,13 @@ class HotSwap:
         run_path: str | Path,
         behavior_policy: dict[str, str],
         every: int,
-        visual_layouts: dict[str, str] | None = None,
+        export: Callable[[int], Sequence[ExportedPolicy]],
     ):
         self.pool = pool
         self.run_path = Path(run_path)
         self.behavior_policy = dict(behavior_policy)
         self.every = every
-        self.visual_layouts = dict(visual_layouts or {})
+        self.export = export
         self.version = 0
         self._requested = threading.Event()
 
@@ -74,17 +76,16 @@ class HotSwap:
             return True
         return self.every > 0 and iteration % self.every == 0
 
-    def after_iteration(self, iteration: int, policies: dict[str, MAPPOPolicy], env_steps: int) -> bool:
+    def after_iteration(self, iteration: int, env_steps: int) -> bool:
         """Push when due; returns whether it pushed."""
         if not self._due(iteration):
             return False
-        self.push(policies, env_steps)
+        self.push(env_steps)
         return True
 
-    def push(self, policies: dict[str, MAPPOPolicy], env_steps: int) -> int:
+    def push(self, env_steps: int) -> int:
         """Export and push every behaviour's policy now; returns the version pushed."""
-        written = export_policies(self.run_path, policies, env_steps, self.visual_layouts)
-        exported = {e.policy: e for e in written}
+        exported = {e.policy: e for e in self.export(env_steps)}
         self.version += 1
         for behavior, policy in sorted(self.behavior_policy.items()):
             if policy not in exported:

@@ -18,20 +18,18 @@ Both encoders (``conv`` and ``mlp``) export with operators the plug-in's evaluat
 (``onnx_export.SUPPORTED_OPERATORS``); a policy whose export fails anyway is recorded with ``exportable:
 false`` and the reason.
 
-Files: ``results/RUN_ID/onnx/<policy>.onnx`` (named as
-:func:`~unimarl.trainers.export.policies.model_file_name` does) and the manifest ``onnx/mean_field.json``
-(per policy: algorithm, env steps, spec, and file, SHA-256, size, visual layout, inputs, or ``exportable:
-false`` and ``reason``), written at every checkpoint and when the run ends; ``unimarl export RUN`` rewrites
-them from the latest checkpoint (:func:`export_checkpoint`). ``unimarl play RUN/onnx/<policy>.onnx`` plays
-such a file. :class:`MFHotSwap` pushes the exported models into the running games like MAPPO's hot-swap (same
-config key ``hotswap.every``, same ``push_policy`` trigger file, same metrics); behaviours of a policy that
-is not exportable are not pushed.
+Files and manifest are every algorithm's (:mod:`unimarl.trainers.export.policies`):
+``results/RUN_ID/onnx/<policy>.onnx`` and ``onnx/policies.json``, whose entries here record the ``algorithm``
+(mfq, iql, mfac, ac) and, for Q policies, the ``temperature`` the logits are divided by. They are written at
+every checkpoint and when the run ends, rewritten from the latest checkpoint by ``unimarl export RUN``
+(:func:`mean_field_sources`), played by ``unimarl play RUN`` and pushed into running games by the one hot-swap
+(:class:`~unimarl.trainers.export.hotswap.HotSwap`). A failed export is recorded and keeps the previous model,
+as for MAPPO.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,24 +42,17 @@ from torch import Tensor, nn
 from unimarl.trainers.algos.meanfield.learners import MeanFieldHyperparameters, MFLearner, make_learner
 from unimarl.trainers.algos.meanfield.mean_action import MeanFieldError
 from unimarl.trainers.algos.meanfield.mfq import MFQLearner
-from unimarl.trainers.core.files import replace_durably
-from unimarl.trainers.export.hotswap import HotSwap
-from unimarl.trainers.export.onnx import ExportError, input_names
 from unimarl.trainers.export.policies import (
-    ONNX_DIR,
     ExportedPolicy,
+    ModelSource,
     RunExportError,
     export_model,
     infer_visual_layout,
-    load_latest_checkpoint,
-    model_file_name,
-    spec_entry,
     spec_from_entry,
+    write_models,
 )
 
 logger = logging.getLogger(__name__)
-
-MANIFEST = "mean_field.json"
 
 
 @dataclass(frozen=True)
@@ -130,89 +121,36 @@ def policy_model(
         )
 
 
+def mean_field_source(learner: MFLearner, *, temperature: float | None = None) -> ModelSource:
+    """``learner``'s acting policy (:func:`contract_policy`) as a model to export."""
+    actor = contract_policy(learner, temperature=temperature)
+    described: dict[str, Any] = {"algorithm": learner.algorithm}
+    if isinstance(learner, MFQLearner):
+        described["temperature"] = 1.0 / actor.scale
+    layout = infer_visual_layout(learner.spec.obs_shapes)
+    return ModelSource(actor, learner.spec, layout, described, actor.mean_action_size)
+
+
 def export_mean_field(
-    run_path: str | Path, learners: dict[str, MFLearner], env_steps: int, *, strict: bool = False
-) -> dict[str, ExportedPolicy]:
-    """Export every exportable policy and rewrite the manifest (module docstring); returns what was written.
-
-    A failed export is logged and recorded in the manifest, not raised (the checkpoint is already written),
-    unless ``strict`` (``unimarl export``), which raises :class:`RunExportError` naming the policy.
-    """
-    folder = Path(run_path) / ONNX_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {}
-    written: dict[str, ExportedPolicy] = {}
-    for name, learner in sorted(learners.items()):
-        entry: dict[str, Any] = {
-            "algorithm": learner.algorithm,
-            "env_steps": env_steps,
-            "spec": spec_entry(learner.spec),
-        }
-        manifest[name] = entry
-        path = folder / model_file_name(name)
-        layout = infer_visual_layout(learner.spec.obs_shapes)
-        try:
-            done = policy_model(learner, path, name=name, env_steps=env_steps, visual_layout=layout)
-        except (ExportError, OSError) as e:
-            if strict:
-                raise RunExportError(f"policy {name!r} cannot be exported: {e}") from e
-            logger.warning("policy %s not exported at %d env steps: %s", name, env_steps, e)
-            entry.update(exportable=False, reason=str(e))
-            continue
-        written[name] = done
-        entry.update(
-            exportable=True,
-            file=path.name,
-            sha256=done.sha256,
-            size_bytes=done.size_bytes,
-            visual_layout=layout,
-            inputs=input_names(learner.spec, acting_mean_size(learner)),
-        )
-    tmp_manifest = folder / (MANIFEST + ".tmp")
-    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-    replace_durably(tmp_manifest, folder / MANIFEST)
-    return written
+    run_path: str | Path, learners: dict[str, MFLearner], env_steps: int
+) -> list[ExportedPolicy]:
+    """Export every policy and rewrite the manifest (:func:`~unimarl.trainers.export.policies.write_models`:
+    a failed export is logged and recorded, the previous model stays); returns the models written."""
+    sources = {name: mean_field_source(learner) for name, learner in learners.items()}
+    return write_models(run_path, sources, env_steps)
 
 
-def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:
-    """Rewrite a mean-field run's models from its latest checkpoint (``unimarl export RUN_DIR``)."""
-    run_path = Path(run_path)
-    try:
-        manifest = json.loads((run_path / ONNX_DIR / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunExportError(f"cannot read {run_path / ONNX_DIR / MANIFEST}: {e}") from e
-    checkpoint, state = load_latest_checkpoint(run_path)
-    learners: dict[str, MFLearner] = {}
+def mean_field_sources(manifest: dict[str, Any], state: dict[str, Any]) -> dict[str, ModelSource]:
+    """The mean-field :data:`~unimarl.trainers.export.policies.Rebuild`: each learner's acting network from
+    the checkpoint's setups (trainer type, hyperparameters) and its manifest entry's spec."""
+    sources = {}
     for name, setup in sorted(state["setups"].items()):
-        entry = manifest.get(name, {})
-        if "spec" not in entry:
-            raise RunExportError(
-                f"{MANIFEST} has no spec for policy {name!r} (written by an older unimarl): resume the run "
-                "for one checkpoint to rewrite it, then export"
-            )
-        spec = spec_from_entry(entry["spec"])
+        spec = spec_from_entry(manifest[name]["spec"])
         hp = MeanFieldHyperparameters(**setup["hyperparameters"])
         learner = make_learner(setup["trainer_type"], spec, hp, acting_only=True)
         try:
             learner.load_state_dict(state["policies"][name])
         except (MeanFieldError, KeyError) as e:
-            raise RunExportError(f"policy {name!r}: {checkpoint} does not fit its manifest: {e}") from e
-        learners[name] = learner
-    env_steps = int(state["counters"]["env_steps"])
-    return list(export_mean_field(run_path, learners, env_steps, strict=True).values())
-
-
-class MFHotSwap(HotSwap):
-    """:class:`~unimarl.trainers.export.hotswap.HotSwap` for mean-field learners (exportable policies
-    only)."""
-
-    def push(self, policies: dict[str, Any], env_steps: int) -> int:
-        """Export and push the learners' exportable policies now; returns the version pushed."""
-        written = export_mean_field(self.run_path, policies, env_steps)
-        self.version += 1
-        for behavior, policy in sorted(self.behavior_policy.items()):
-            if policy not in written:
-                continue
-            games = self.pool.push_policy(behavior, self.version, written[policy].path.read_bytes())
-            logger.info("hot-swap: %s v%d queued for %d games", behavior, self.version, games)
-        return self.version
+            raise RunExportError(f"policy {name!r}: the checkpoint does not fit its manifest: {e}") from e
+        sources[name] = mean_field_source(learner)
+    return sources

@@ -1,11 +1,17 @@
-"""The ONNX models of a run: written at every checkpoint and at the end, or from a checkpoint.
+"""The ONNX models of a run and their manifest, one format for every algorithm: written at every checkpoint
+and at the end, or from a checkpoint.
 
 Layout under ``results/RUN_ID/onnx/``: one ``<policy>.onnx`` per policy (one per behaviour unless
 ``policy_mapping`` shares a policy; characters other than letters, digits, ``.``, ``_`` and ``-`` become
-``_``, so ``CoopNav?team=0`` is written ``CoopNav_team_0.onnx``), and ``policies.json``, the manifest:
-per policy the file, its SHA-256 and size, the env steps of the weights, the policy spec and the network
-settings, which is all :func:`export_checkpoint` needs to rebuild the actor from a checkpoint. Files are
-replaced atomically, so a reader (hot-swap, ``unimarl play``) never sees half a model.
+``_``, so ``CoopNav?team=0`` is written ``CoopNav_team_0.onnx``), and ``policies.json``, the manifest: per
+policy the file, its SHA-256 and size, the env steps of the weights, the ``algorithm`` that trained it, the
+model's ``inputs`` (the contract's, plus ``mean_action`` for MF-Q), the policy spec and what the algorithm
+needs to rebuild the actor from a checkpoint (MAPPO: ``network_settings``;
+mean field: :mod:`unimarl.trainers.export.meanfield`). Each algorithm hands :func:`write_models` its contract
+actors (:class:`ModelSource`); :func:`export_checkpoint` rebuilds them from the latest checkpoint. Files are
+replaced atomically, so a reader (hot-swap, ``unimarl play``) never sees half a model. A run folder written
+before mean-field runs shared this manifest holds ``onnx/mean_field.json`` instead; :func:`read_manifest`
+reads it as this format.
 
 Observation layout: ``spec.obs_shapes`` are the shapes the trainer saw, rank-3 (visual) ones in the game's
 layout (``"CHW"`` from C# package 3.x, ``"HWC"`` from 2.x), recorded as ``visual_layout``; the model's inputs
@@ -28,7 +34,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +50,14 @@ from unimarl.trainers.core.checkpoints import checkpoint_files, read_checkpoint
 from unimarl.trainers.core.errors import TrainerError
 from unimarl.trainers.core.files import replace_durably
 from unimarl.trainers.core.names import path_name
-from unimarl.trainers.export.onnx import ExportReport, contract_obs_shape, export_actor
+from unimarl.trainers.export.onnx import ExportReport, contract_obs_shape, export_actor, input_names
 
 logger = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
 MANIFEST = "policies.json"
+LEGACY_MEAN_FIELD_MANIFEST = "mean_field.json"
+"""The manifest mean-field runs wrote before they shared :data:`MANIFEST` (read by :func:`read_manifest`)."""
 VISUAL_LAYOUTS = ("CHW", "HWC")
 
 
@@ -67,6 +75,20 @@ class ExportedPolicy:
     size_bytes: int
     env_steps: int
     export_seconds: float
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One policy to export: its actor with the contract's call (``actor(obs, action_mask)``, plus the mean
+    action when ``mean_action_size``), and what the manifest says about it beyond the common fields."""
+
+    actor: torch.nn.Module
+    spec: PolicySpec
+    layout: str
+    """The layout of its rank-3 observations as the trainer sees them ("CHW" or "HWC")."""
+    described: dict[str, Any]
+    """The algorithm's own manifest fields: at least ``algorithm``, and what it rebuilds the actor from."""
+    mean_action_size: int = 0
 
 
 def model_file_name(policy: str) -> str:
@@ -107,15 +129,23 @@ def export_policies(
     "HWC"; see the module docstring for the default). A policy whose export fails is logged and recorded in
     the manifest, and left out of the result; this function raises for nothing but a bad layout name.
     """
-    nets = {name: p.net for name, p in policies.items()}
-    actors = {name: copy.deepcopy(p.actor).cpu().eval() for name, p in policies.items()}
-    specs = {n: p.spec for n, p in policies.items()}
-    layouts = _layouts(Path(run_path), specs, visual_layouts or {})
-    with torch.random.fork_rng(devices=[]):  # tracing draws random inputs: leave training's RNG untouched
-        return _export_all(Path(run_path), actors, specs, nets, env_steps, layouts, strict=False)
+    layouts = _layouts(Path(run_path), {n: p.spec for n, p in policies.items()}, visual_layouts or {})
+    sources = {
+        name: mappo_source(copy.deepcopy(p.actor).cpu().eval(), p.spec, p.net, layouts[name])
+        for name, p in policies.items()
+    }
+    return write_models(run_path, sources, env_steps)
+
+
+def mappo_source(actor: torch.nn.Module, spec: PolicySpec, net: NetworkSettings, layout: str) -> ModelSource:
+    """A MAPPO actor as a model to export (its manifest entry records the network settings)."""
+    return ModelSource(
+        actor, spec, layout, {"algorithm": "mappo", "network_settings": dataclasses.asdict(net)}
+    )
 
 
 def _layouts(run_path: Path, specs: Mapping[str, PolicySpec], given: Mapping[str, str]) -> dict[str, str]:
+    """Per policy: the layout given, else the one the previous manifest records, else the shapes' guess."""
     bad = {name: layout for name, layout in given.items() if layout not in VISUAL_LAYOUTS}
     if bad:
         raise RunExportError(f"visual layouts {bad} are unknown: use one of {VISUAL_LAYOUTS} per policy")
@@ -134,38 +164,39 @@ def _previous_manifest(run_path: Path) -> dict[str, Any]:
         return {}
 
 
-def _export_all(
-    run_path: Path,
-    actors: dict[str, torch.nn.Module],
-    specs: dict[str, PolicySpec],
-    nets: dict[str, NetworkSettings],
-    env_steps: int,
-    layouts: dict[str, str],
-    strict: bool,
+def write_models(
+    run_path: str | Path, sources: Mapping[str, ModelSource], env_steps: int, *, strict: bool = False
 ) -> list[ExportedPolicy]:
-    folder = run_path / ONNX_DIR
-    previous = _previous_manifest(run_path)
+    """Export every source to ``run_path/onnx`` and rewrite the manifest; returns the models written.
+
+    Not ``strict`` (training): a failed export is logged and recorded in the manifest (module docstring),
+    the previous model stays. ``strict`` (``unimarl export``): the first failure raises."""
+    folder = Path(run_path) / ONNX_DIR
+    previous = _previous_manifest(Path(run_path))
     manifest: dict[str, Any] = {}
     exported = []
-    for name, actor in sorted(actors.items()):
-        path = folder / model_file_name(name)
-        described = _describe(specs[name], nets[name], layouts[name])
-        try:
-            done = export_model(name, actor, specs[name], path, env_steps, layouts[name])
-        except Exception as e:  # any failure of this optional artefact must not end a training run
-            if strict:
-                raise
-            manifest[name] = _failed_entry(previous.get(name), described, path, env_steps, e)
-            continue
-        exported.append(done)
-        manifest[name] = {
-            "file": path.name,
-            "sha256": done.sha256,
-            "size_bytes": done.size_bytes,
-            "env_steps": env_steps,
-            **described,
-            "export_failures": int(previous.get(name, {}).get("export_failures", 0)),
-        }
+    with torch.random.fork_rng(devices=[]):  # tracing draws random inputs: leave training's RNG untouched
+        for name, source in sorted(sources.items()):
+            path = folder / model_file_name(name)
+            described = {**_describe(source), **source.described}
+            try:
+                done = export_model(
+                    name, source.actor, source.spec, path, env_steps, source.layout, source.mean_action_size
+                )
+            except Exception as e:  # any failure of this optional artefact must not end a training run
+                if strict:
+                    raise
+                manifest[name] = _failed_entry(previous.get(name), described, path, env_steps, e)
+                continue
+            exported.append(done)
+            manifest[name] = {
+                "file": path.name,
+                "sha256": done.sha256,
+                "size_bytes": done.size_bytes,
+                "env_steps": env_steps,
+                **described,
+                "export_failures": int(previous.get(name, {}).get("export_failures", 0)),
+            }
     try:
         tmp_manifest = folder / (MANIFEST + ".tmp")
         folder.mkdir(parents=True, exist_ok=True)
@@ -206,13 +237,14 @@ def export_model(
     return ExportedPolicy(name, path, digest, len(data), env_steps, report.export_seconds)
 
 
-def _describe(spec: PolicySpec, net: NetworkSettings, layout: str) -> dict[str, Any]:
-    """The manifest fields that describe the policy itself (the same whether its export worked or not)."""
+def _describe(source: ModelSource) -> dict[str, Any]:
+    """The common manifest fields that describe the model (the same whether its export worked or not)."""
+    spec, layout = source.spec, source.layout
     return {
         "visual_layout": layout,
         "input_shapes": [list(contract_obs_shape(s, layout)) for s in spec.obs_shapes],
+        "inputs": input_names(spec, source.mean_action_size),
         "spec": spec_entry(spec),
-        "network_settings": dataclasses.asdict(net),
     }
 
 
@@ -259,21 +291,21 @@ def export_failures(run_path: str | Path) -> dict[str, int]:
 def read_manifest(run_path: str | Path) -> dict[str, Any]:
     """The manifest of a run folder; raises :class:`RunExportError` when there is none."""
     path = Path(run_path) / ONNX_DIR / MANIFEST
+    legacy = path.parent / LEGACY_MEAN_FIELD_MANIFEST
+    if not path.exists() and legacy.exists():
+        path = legacy
     try:
-        return dict(json.loads(path.read_text()))
+        manifest = dict(json.loads(path.read_text()))
     except FileNotFoundError as e:
-        if (path.parent / "mean_field.json").exists():
-            raise RunExportError(
-                f"{run_path} is a mean-field run: its exportable policies are written at every checkpoint to "
-                f"{path.parent}/<policy>.onnx (listed in mean_field.json); pass a model file to "
-                "`unimarl play`"
-            ) from e
         raise RunExportError(
             f"{path} does not exist: {run_path} is not a run folder with exported policies "
             "(train first, or pass the run folder that `unimarl train` printed)"
         ) from e
     except json.JSONDecodeError as e:
         raise RunExportError(f"{path} is not valid JSON ({e}); run `unimarl export` to rewrite it") from e
+    if path.name == LEGACY_MEAN_FIELD_MANIFEST:  # ``exportable: false`` entries had no model
+        manifest = {name: {"file": None, **entry} for name, entry in manifest.items()}
+    return manifest
 
 
 def spec_from_entry(spec: dict[str, Any]) -> PolicySpec:
@@ -295,8 +327,16 @@ def load_latest_checkpoint(run_path: Path) -> tuple[Path, dict[str, Any]]:
     return checkpoints[-1], read_checkpoint(checkpoints[-1], RunExportError, map_location="cpu")
 
 
-def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:
-    """Rewrite the run's models from its latest checkpoint (``unimarl export RUN_DIR``); raises on failure."""
+Rebuild = Callable[[dict[str, Any], dict[str, Any]], dict[str, ModelSource]]
+"""(manifest, checkpoint contents) -> the run's policies as models to export (one per algorithm family:
+:func:`mappo_sources`, :func:`unimarl.trainers.export.meanfield.mean_field_sources`)."""
+
+
+def export_checkpoint(run_path: str | Path, rebuild: Rebuild | None = None) -> list[ExportedPolicy]:
+    """Rewrite the run's models from its latest checkpoint (``unimarl export RUN_DIR``); raises on failure.
+
+    ``rebuild``: the algorithm's (default MAPPO's); :func:`unimarl.trainers.run.registry.export_run` picks
+    it from the manifest."""
     run_path = Path(run_path)
     manifest = read_manifest(run_path)
     checkpoint, state = load_latest_checkpoint(run_path)
@@ -305,22 +345,31 @@ def export_checkpoint(run_path: str | Path) -> list[ExportedPolicy]:
             f"{checkpoint} holds policies {sorted(state['policies'])}, the manifest {sorted(manifest)}; "
             "the run folder mixes two runs: export from a folder written by one run"
         )
-    actors, specs, nets, layouts = {}, {}, {}, {}
+    try:
+        sources = (rebuild or mappo_sources)(manifest, state)
+    except RunExportError:
+        raise
+    except (RuntimeError, KeyError, TrainerError) as e:
+        raise RunExportError(f"{checkpoint} does not fit the run's manifest: {e}") from e
+    return write_models(run_path, sources, int(state["counters"]["env_steps"]), strict=True)
+
+
+def mappo_sources(manifest: dict[str, Any], state: dict[str, Any]) -> dict[str, ModelSource]:
+    """MAPPO's :data:`Rebuild`: each actor from its manifest entry's spec and network settings."""
+    sources = {}
     for name, entry in manifest.items():
-        specs[name] = spec_from_entry(entry["spec"])
-        nets[name] = NetworkSettings(**entry["network_settings"])
-        layouts[name] = entry.get("visual_layout") or "CHW"  # manifests before layouts were recorded: CHW
-        net = nets[name]
-        actor = build_actor(specs[name], net)
+        spec = spec_from_entry(entry["spec"])
+        net = NetworkSettings(**entry["network_settings"])
+        actor = build_actor(spec, net)
         try:
             actor.load_state_dict(state["policies"][name]["modules"]["actor"])
         except RuntimeError as e:
             raise RunExportError(
                 f"policy {name!r}: the checkpoint does not fit its manifest entry: {e}"
             ) from e
-        actors[name] = actor.eval()
-    env_steps = int(state["counters"]["env_steps"])
-    return _export_all(run_path, actors, specs, nets, env_steps, layouts, strict=True)
+        layout = entry.get("visual_layout") or "CHW"  # manifests before layouts were recorded: CHW
+        sources[name] = mappo_source(actor.eval(), spec, net, layout)
+    return sources
 
 
 def policy_for(behavior: str, manifest: dict[str, Any], mapping: dict[str, str] | None = None) -> str | None:

@@ -26,9 +26,8 @@ The weight is the run's for that behaviour (``behaviors.<name>.group_reward_weig
 ``group_reward_weight`` for every behaviour when given.
 
 Models: a single ``.onnx`` file (for every behaviour of the game, or for ``behavior``), or a run folder
-(each behaviour gets its policy from ``onnx/policies.json`` or, for mean-field runs,
-``onnx/mean_field.json``, following the run's ``policy_mapping``). Behaviours without a model (when
-``behavior`` names one) act uniformly at random within their action masks.
+(each behaviour gets its policy from ``onnx/policies.json``, following the run's ``policy_mapping``).
+Behaviours without a model (when ``behavior`` names one) act uniformly at random within their action masks.
 
 Pushing models into the game (Unity's *Inference Only* agents) is not a way to play: such agents are never
 sent to the trainer, so their returns cannot be measured, and a game without *Default* agents never exchanges
@@ -37,7 +36,6 @@ after the handshake. ``hotswap`` pushes models into a game for watching.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
@@ -55,9 +53,8 @@ from unimarl.trainers.core.config import BehaviorSettings, TrainConfig
 from unimarl.trainers.core.errors import TrainerError
 from unimarl.trainers.envs.battles import group_id
 from unimarl.trainers.envs.factory import AgentView, agent_behavior, agent_view, visual_layout_of
-from unimarl.trainers.export.meanfield import MANIFEST as _MF_MANIFEST
 from unimarl.trainers.export.onnx import MEAN_ACTION_INPUT
-from unimarl.trainers.export.policies import MANIFEST, ONNX_DIR, policy_for
+from unimarl.trainers.export.policies import ONNX_DIR, RunExportError, policy_for, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -79,18 +76,10 @@ class PlayResult:
 
 
 def _run_manifest(source: Path) -> dict[str, Any]:
-    for name in (MANIFEST, _MF_MANIFEST):
-        path = source / ONNX_DIR / name
-        if path.exists():
-            try:
-                manifest = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise PlayError(f"cannot read {path}: {e}; re-export with 'unimarl export {source}'") from e
-            return dict(manifest)
-    raise PlayError(
-        f"{source} is neither a .onnx file nor a run folder (no {ONNX_DIR}/{MANIFEST} or "
-        f"{ONNX_DIR}/{_MF_MANIFEST}): pass a model file or results/RUN_ID"
-    )
+    try:
+        return read_manifest(source)
+    except RunExportError as e:
+        raise PlayError(f"{e}; or pass a .onnx file") from e
 
 
 def models_for(source: str | Path, behaviors: list[str], only: str | None = None) -> dict[str, Path]:

@@ -38,6 +38,7 @@ import torch
 from unimarl.trainers.collect.backend import Collector, make_backend
 from unimarl.trainers.core.config import TrainConfig
 from unimarl.trainers.core.errors import ResumeError, TrainerError
+from unimarl.trainers.export.hotswap import HotSwap
 from unimarl.trainers.run.curriculum import Curriculum
 from unimarl.trainers.run.loop import (
     Cadence,
@@ -180,12 +181,12 @@ def train(
                 backend.setup("set_environment_parameters", curriculum.values(), True)
         else:
             c = _initialize(config, algorithm, initial) if initial is not None else Counters()
-        hotswap = entry.hotswap(
+        hotswap = HotSwap(
             backend,
             run.path,
             _pushed(algorithm),
             config.hotswap.every,
-            getattr(algorithm, "visual_layouts", None),
+            lambda steps: entry.export(run.path, algorithm, steps),
         )
         logger.info(
             "training %s (%s) on %s, %d workers x %d envs (%s), device %s: %s",
@@ -241,8 +242,7 @@ def train(
             if results:
                 rounds += 1
                 hotswap.behavior_policy.update(_pushed(algorithm))  # behaviours met after reset too
-                hotswap.visual_layouts.update(getattr(algorithm, "visual_layouts", {}))
-                hotswap.after_iteration(rounds, algorithm.policies, c.env_steps)
+                hotswap.after_iteration(rounds, c.env_steps)
             acc["timers/learn_s"].append(time.perf_counter() - t_learn)
             session_s = cadence.clock()
             ending = ending_of(stopper, r.max_seconds, session_s, c.env_steps >= sched["max_steps"])
