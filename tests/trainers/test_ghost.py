@@ -26,7 +26,8 @@ from unimarl.trainers.core.config import config_from_dict
 from unimarl.trainers.core.errors import ConfigError, ResumeError
 from unimarl.trainers.core.mappo_settings import GhostSettings
 from unimarl.trainers.core.names import team_of
-from unimarl.trainers.selfplay.ghost import GhostPlay, elo_change, game_result
+from unimarl.trainers.selfplay.ghost import GhostPlay, game_result
+from unimarl.trainers.selfplay.pool import elo_change
 
 
 def test_elo_follows_the_reference_formula() -> None:
@@ -72,7 +73,7 @@ def test_snapshots_swaps_and_team_changes_follow_their_step_counts() -> None:
         play.after_round(8, {}, behaviors, {"Soccer": _weights(float(step))}.__getitem__)
         if step == 2:  # 16 > save_steps 10: the window holds the initial weights and round 2's
             assert [s["actor.w"][0] for s in p.snapshots] == [0.0, 2.0]
-            assert p.swaps == 2  # 8 > 5 after round 1, 16 - 8 > 5 after round 2
+            assert p.version == 2  # 8 > 5 after round 1, 16 - 8 > 5 after round 2
         if step == 3:
             assert play.learning_team == 0  # 24 steps of learning: not yet past team_change 30
         if step == 4:  # 32 > 30: team 1 learns, and the opponents draw at once
@@ -80,7 +81,7 @@ def test_snapshots_swaps_and_team_changes_follow_their_step_counts() -> None:
             assert play.learning_slot("Soccer") == "Soccer#team1"
     # the window is a ring of 2: snapshots after rounds 2, 4 (overwrote the initial), 6 (overwrote round 2)
     assert sorted(s["actor.w"][0] for s in p.snapshots) == [4.0, 6.0]
-    assert p.swaps == 7
+    assert p.version == 7
 
 
 def test_the_latest_model_plays_with_its_ratio_and_is_frozen_until_the_next_draw() -> None:
@@ -297,3 +298,35 @@ def test_teams_of_different_sizes_take_turns_and_each_behaviour_has_its_elo(tmp_
     assert all(len(values) > 1 for values in elos.values()), elos  # both learned in turn and were rated
     assert lines[-1]["selfplay/snapshots/Striker"] >= 2 and lines[-1]["selfplay/snapshots/Goalie"] >= 2
     assert (result.run_dir / "Striker.onnx").exists() and (result.run_dir / "Goalie.onnx").exists()
+
+
+def test_a_checkpoint_from_before_the_shared_pool_resumes() -> None:
+    """Ghost checkpoints held pool and clock counters in one list and one generator for all policies."""
+    play = _play()
+    w = {k: torch.as_tensor(v) for k, v in _weights(4.0).items()}
+    old = {
+        "learning_team": 1,
+        "queue": [0],
+        "team_changes": 3,
+        "rng": "{}",
+        "policies": {
+            "Soccer": {
+                "snapshots": [w, {k: v + 1 for k, v in w.items()}],
+                "opponent_weights": w,
+                "elos": [1210.0, 1190.0, 1250.0],
+                # counter, opponent, learned, last_save, last_team_change, ghost, last_swap, swaps
+                "counters": [0, 1, 90, 80, 60, 70, 65, 9],
+            }
+        },
+    }
+    play.load_state_dict(old)
+    p, clock = play.policies["Soccer"], play.clocks["Soccer"]
+    assert (play.learning_team, p.elo, p.opponent, p.version, p.newest) == (1, 1250.0, 1, 9, 1)
+    assert (clock.learned, clock.last_save, clock.last_team_change, clock.ghost, clock.last_swap) == (
+        90,
+        80,
+        60,
+        70,
+        65,
+    )
+    assert play.weights({"Soccer": _weights(0.0)})["Soccer#team0"]["actor.w"][0] == 4.0  # team 0 plays it

@@ -126,7 +126,8 @@ def test_unimarl_export_rebuilds_a_mean_field_run(tmp_path: Path, capsys: pytest
     assert models_for(run, ["Battle?team=0"]) == {"Battle?team=0": model}  # `unimarl play RUN` finds it
     # a run folder written before mean field shared the manifest: mean_field.json, exportable flags
     legacy = {
-        name: {k: v for k, v in entry.items() if k not in ("inputs", "export_failures")} | {"exportable": True}
+        name: {k: v for k, v in entry.items() if k not in ("inputs", "export_failures")}
+        | {"exportable": True}
         for name, entry in read_manifest(run).items()
     }
     (run / "onnx" / MANIFEST).unlink()

@@ -26,7 +26,8 @@ from unimarl.trainers.core.errors import ConfigError
 from unimarl.trainers.export.meanfield import policy_model
 from unimarl.trainers.run.train import train
 from unimarl.trainers.selfplay.game import GameOpponents, SelfPlayError
-from unimarl.trainers.selfplay.snapshots import SnapshotPool
+from unimarl.trainers.selfplay.manager import refresh_after_win
+from unimarl.trainers.selfplay.pool import SnapshotPool
 
 SPEC = PolicySpec(obs_shapes=((5, 5, 2), (3,)), action_spec=ActionSpec(discrete_branches=(4,)))
 MLP = NetworkConfig(encoder="mlp", visual_hidden=16, head_hidden=(16,))
@@ -121,7 +122,7 @@ def _opponents(tmp_path: Path, workers: int = 1, timeout: float = 60.0) -> tuple
     hp = MeanFieldHyperparameters(encoder="mlp", visual_hidden=16, head_hidden=[16])
     setup = MFPolicySetup(SPEC, "mfq", hp)
     learner = MFQLearner(SPEC, MFQConfig(network=MLP), seed=0)
-    pool = SnapshotPool(SelfPlaySettings(opponent=OPPONENT, update="copy"), learner.get_weights())
+    pool = SnapshotPool(learner.get_weights(), window=10)
     game = GameOpponents(tmp_path, {"p": ("me", OPPONENT)}, {"p": setup}, {"p": pool}, workers, timeout)
     return game, pool
 
@@ -141,7 +142,7 @@ def test_versions_follow_the_pool_and_acknowledgements(tmp_path: Path) -> None:
     game.observe(1, {OPPONENT: [_status(1)]})
     game.check()
     assert game.accepted[OPPONENT] == 1
-    pool.record(True, pool.current())
+    refresh_after_win(pool, SelfPlaySettings(opponent=OPPONENT, update="copy"), 1.0, pool.current())
     assert game.refresh(0.5) and game.models()[OPPONENT][0] == 2
     won = Outcome({"me": 3.0, OPPONENT: 1.0}, {}, 10, versions={OPPONENT: 2})
     stale = Outcome({"me": 3.0, OPPONENT: 1.0}, {}, 10, versions={OPPONENT: None})
@@ -166,7 +167,7 @@ def test_a_rejected_or_unacknowledged_model_stops_training(tmp_path: Path) -> No
 def test_conv_snapshot_exports_for_the_game(tmp_path: Path) -> None:
     hp = MeanFieldHyperparameters(encoder="conv", conv_channels=[4], visual_hidden=8, head_hidden=[8])
     learner = make_learner("mfq", SPEC, hp)
-    pool = SnapshotPool(SelfPlaySettings(opponent=OPPONENT), learner.get_weights())
+    pool = SnapshotPool(learner.get_weights(), window=10)
     setup = MFPolicySetup(SPEC, "mfq", hp)
     game = GameOpponents(tmp_path, {"p": ("me", OPPONENT)}, {"p": setup}, {"p": pool}, 1)
     assert game.refresh(0.0)

@@ -96,7 +96,7 @@ def load_side(text: str) -> Side:
                 f"{path}: policy '{name}' records no training progress (counters.progress), so the "
                 "temperature it reached is unknown; resume the run for one checkpoint and pass that one"
             )
-        # the temperature the run reached, as the export uses it (export.meanfield.contract_policy); the worker sets
+        # the temperature the run reached, as the export uses it (contract_policy); the worker sets
         # one progress for every actor, so the schedule is pinned to that temperature
         temperature = scheduled([(float(p), float(t)) for p, t in hp.temperature], float(progress))
         hp = dataclasses.replace(hp, temperature=[[0.0, temperature], [1.0, temperature]])

@@ -3,7 +3,7 @@
 With ``self_play.opponent_runs: game`` the opponent team is not one of the trainer's behaviours: the game
 drives it from the models the trainer pushes (Unity: the team's Behavior Type is Heuristic Only and its
 ``Heuristic`` calls ``PolicyHotSwap.TryDecide``; sim games: ``--inference-behavior NAME``). The snapshot pool
-(:class:`~unimarl.trainers.selfplay.snapshots.SnapshotPool`) works as with trainer-run opponents; whenever
+(:class:`~unimarl.trainers.selfplay.pool.SnapshotPool`) works as with trainer-run opponents; whenever
 the opponent it draws changes (:attr:`SnapshotPool.version`), :class:`GameOpponents` exports that snapshot as
 an acting policy (``results/RUN_ID/onnx/selfplay/<policy>.onnx``; MF-Q with its mean-action input, at the
 temperature the schedule has reached, see :func:`unimarl.trainers.export.meanfield.policy_model`) and hands
@@ -32,7 +32,7 @@ from unimarl.trainers.envs.battles import Outcome
 from unimarl.trainers.export.meanfield import policy_model
 from unimarl.trainers.export.onnx import ExportError
 from unimarl.trainers.export.policies import ONNX_DIR, model_file_name
-from unimarl.trainers.selfplay.snapshots import SnapshotPool
+from unimarl.trainers.selfplay.pool import SnapshotPool
 
 logger = logging.getLogger(__name__)
 

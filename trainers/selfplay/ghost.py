@@ -19,39 +19,28 @@ trajectories train the policy (:meth:`GhostPlay.learning_slot`). The rules are m
   of the opponent snapshot playing, which moves the other way (against the learner's own current weights the
   two changes cancel, as in ML-Agents). Metrics: ``selfplay/elo/<policy>`` (TensorBoard ``Self-play/ELO``).
 
-Its state (windows, ratings, counters, opponents, the draw generator) is saved in checkpoints.
+Each policy's window, ratings and opponent are its :class:`~unimarl.trainers.selfplay.pool.SnapshotPool`, the
+pool every self-play rule shares; the ghost adds the step clocks and the team queue. Its state (pools with
+their draw generators, clocks, the learning team) is saved in checkpoints.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 from unimarl.trainers.core.config import TrainConfig
 from unimarl.trainers.core.errors import ResumeError
 from unimarl.trainers.core.mappo_settings import GhostSettings
 from unimarl.trainers.core.names import team_of
+from unimarl.trainers.selfplay.pool import SnapshotPool, Weights
 
 logger = logging.getLogger(__name__)
-
-K_FACTOR = 16.0
-"""ELO's K (ML-Agents' ``GhostController.K``)."""
-
-Weights = dict[str, np.ndarray]
-
-
-def elo_change(rating: float, opponent: float, result: float) -> float:
-    """The change of ``rating`` after a game of ``result`` (1 win, 0.5 draw, 0 loss) against ``opponent``."""
-    r1, r2 = 10.0 ** (rating / 400.0), 10.0 ** (opponent / 400.0)
-    return K_FACTOR * (result - r1 / (r1 + r2))
 
 
 def game_result(final_reward: float) -> float:
@@ -59,47 +48,16 @@ def game_result(final_reward: float) -> float:
     return 1.0 if final_reward > 0 else 0.0 if final_reward < 0 else 0.5
 
 
-class _Policy:
-    """One policy's window of snapshots, ratings and counters."""
+@dataclass
+class _Clock:
+    """One policy's ghost settings and step counters (env steps)."""
 
-    def __init__(self, settings: GhostSettings, initial: Weights) -> None:
-        self.settings = settings
-        self.snapshots: list[Weights] = [_copy(initial)]
-        self.elos = [settings.initial_elo] * (settings.window + 1)  # [-1]: the learner's current rating
-        self.counter = 1 % settings.window  # where the next snapshot goes
-        self.opponent = 0  # snapshot index the opponents play, -1: the learner's weights at the draw
-        self.opponent_weights = _copy(initial)
-        self.learned = self.last_save = self.last_team_change = 0  # env steps while learning
-        self.ghost = self.last_swap = 0  # env steps while an opponent slot plays
-        self.swaps = 0
-
-    @property
-    def elo(self) -> float:
-        return self.elos[-1]
-
-    def save(self, weights: Weights) -> None:
-        """The learner's ``weights`` into the window (appended until it is full, then over the oldest)."""
-        if len(self.snapshots) < self.settings.window:
-            self.snapshots.append(_copy(weights))
-            index = len(self.snapshots) - 1
-        else:
-            index = self.counter
-            self.snapshots[index] = _copy(weights)
-        self.elos[index] = self.elo
-        self.counter = (index + 1) % self.settings.window
-
-    def draw(self, rng: np.random.Generator, latest: Callable[[], Weights]) -> None:
-        """The opponents' next weights: a window snapshot, or ``latest()`` with the latest-model ratio."""
-        if rng.uniform() < 1.0 - self.settings.play_against_latest_model_ratio:
-            self.opponent = int(rng.integers(len(self.snapshots)))
-            self.opponent_weights = self.snapshots[self.opponent]
-        else:
-            self.opponent, self.opponent_weights = -1, _copy(latest())
-        self.swaps += 1
-
-
-def _copy(weights: Weights) -> Weights:
-    return {k: np.array(v, copy=True) for k, v in weights.items()}
+    settings: GhostSettings
+    learned: int = 0
+    last_save: int = 0
+    last_team_change: int = 0
+    ghost: int = 0  # while an opponent slot plays
+    last_swap: int = 0
 
 
 class GhostPlay:
@@ -116,12 +74,18 @@ class GhostPlay:
         seed: int = 0,
     ) -> None:
         self.slots = slots
-        self.policies = {name: _Policy(settings[name], initial[name]) for name in slots}
+        self.policies = {
+            name: SnapshotPool(
+                initial[name], settings[name].window, initial_elo=settings[name].initial_elo, seed=seed + i
+            )
+            for i, name in enumerate(sorted(slots))
+        }
+        """Policy -> its snapshot pool (:mod:`unimarl.trainers.selfplay.pool`)."""
+        self.clocks = {name: _Clock(settings[name]) for name in slots}
         teams = sorted({team for by_team in slots.values() for team in by_team})
         self.learning_team = teams[0]
         self.queue: deque[int] = deque(teams[1:])
         self.team_changes = 0
-        self._rng = np.random.default_rng(seed)
         logger.info(
             "self-play (ghost) over teams %s: team %d learns first; policies %s",
             teams,
@@ -160,33 +124,33 @@ class GhostPlay:
                 for reward in rewards:
                     self._rate(name, game_result(reward))
         learning = [n for n in self.policies if self.learning_team in self.slots[n]]
-        for name, p in self.policies.items():
+        for name, clock in self.clocks.items():
             if name in learning:
-                p.learned += env_steps
+                clock.learned += env_steps
             if any(team != self.learning_team for team in self.slots[name]):
-                p.ghost += env_steps
+                clock.ghost += env_steps
         changed = False
         if self.queue and any(
-            self.policies[n].learned - self.policies[n].last_team_change
-            > self.policies[n].settings.team_change
+            self.clocks[n].learned - self.clocks[n].last_team_change > self.clocks[n].settings.team_change
             for n in learning
         ):
             for n in learning:
-                self.policies[n].last_team_change = self.policies[n].learned
+                self.clocks[n].last_team_change = self.clocks[n].learned
             self.queue.append(self.learning_team)
             self.learning_team = self.queue.popleft()
             self.team_changes += 1
             changed = True
             logger.info("self-play: team %d learns now (change %d)", self.learning_team, self.team_changes)
         for name in learning:
-            p = self.policies[name]
-            if p.learned - p.last_save > p.settings.save_steps:
-                p.save(learner(name))
-                p.last_save = p.learned
-        for name, p in self.policies.items():
-            if changed or p.ghost - p.last_swap > p.settings.swap_steps:
-                p.draw(self._rng, functools.partial(learner, name))
-                p.last_swap = p.ghost
+            clock = self.clocks[name]
+            if clock.learned - clock.last_save > clock.settings.save_steps:
+                self.policies[name].save(learner(name))
+                clock.last_save = clock.learned
+        for name, clock in self.clocks.items():
+            if changed or clock.ghost - clock.last_swap > clock.settings.swap_steps:
+                ratio = clock.settings.play_against_latest_model_ratio
+                self.policies[name].draw("uniform", ratio, functools.partial(learner, name))
+                clock.last_swap = clock.ghost
 
     def _rate(self, name: str, result: float) -> None:
         """ML-Agents' ``compute_elo_rating_changes``: the opponent is the policy of another team."""
@@ -197,16 +161,14 @@ class GhostPlay:
             if any(t != self.learning_team for t in by_team) and n != name
         ]
         opponent = self.policies[others[0]] if others and len(teams) == 1 else self.policies[name]
-        change = elo_change(self.policies[name].elo, opponent.elos[opponent.opponent], result)
-        self.policies[name].elos[-1] += change
-        opponent.elos[opponent.opponent] -= change
+        self.policies[name].record(result, against=opponent)
 
     def metrics(self) -> dict[str, float]:
         out = {"selfplay/learning_team": float(self.learning_team)}
         for name, p in self.policies.items():
             out[f"selfplay/elo/{name}"] = p.elo
             out[f"selfplay/snapshots/{name}"] = float(len(p.snapshots))
-            out[f"selfplay/swaps/{name}"] = float(p.swaps)
+            out[f"selfplay/swaps/{name}"] = float(p.version)
             out[f"selfplay/opponent/{name}"] = float(p.opponent)  # window index; -1: the learner at the draw
         return out
 
@@ -216,16 +178,12 @@ class GhostPlay:
             "learning_team": self.learning_team,
             "queue": list(self.queue),
             "team_changes": self.team_changes,
-            "rng": json.dumps(self._rng.bit_generator.state),
             "policies": {
                 name: {
-                    "snapshots": [{k: torch.as_tensor(v) for k, v in w.items()} for w in p.snapshots],
-                    "opponent_weights": {k: torch.as_tensor(v) for k, v in p.opponent_weights.items()},
-                    "elos": list(p.elos),
-                    "counters": [p.counter, p.opponent, p.learned, p.last_save, p.last_team_change, p.ghost,
-                                 p.last_swap, p.swaps],
+                    **self.policies[name].state_dict(),
+                    "clock": [c.learned, c.last_save, c.last_team_change, c.ghost, c.last_swap],
                 }
-                for name, p in self.policies.items()
+                for name, c in self.clocks.items()
             },
         }  # fmt: skip
 
@@ -237,22 +195,18 @@ class GhostPlay:
             )
         self.learning_team, self.team_changes = int(state["learning_team"]), int(state["team_changes"])
         self.queue = deque(int(t) for t in state["queue"])
-        self._rng.bit_generator.state = json.loads(state["rng"])
         for name, saved in state["policies"].items():
-            p = self.policies[name]
-            p.snapshots = [{k: v.numpy() for k, v in w.items()} for w in saved["snapshots"]]
-            p.opponent_weights = {k: v.numpy() for k, v in saved["opponent_weights"].items()}
-            p.elos = [float(e) for e in saved["elos"]]
-            (
-                p.counter,
-                p.opponent,
-                p.learned,
-                p.last_save,
-                p.last_team_change,
-                p.ghost,
-                p.last_swap,
-                p.swaps,
-            ) = (int(c) for c in saved["counters"])
+            c = self.clocks[name]
+            if "clock" in saved:
+                c.learned, c.last_save, c.last_team_change, c.ghost, c.last_swap = (
+                    int(n) for n in saved["clock"]
+                )
+            else:  # written before the pool was shared: pool and clock counters in one list
+                counter, opponent, c.learned, c.last_save, c.last_team_change, c.ghost, c.last_swap, swaps = (
+                    int(n) for n in saved["counters"]
+                )
+                saved = {**saved, "counter": counter, "opponent": opponent, "version": swaps}
+            self.policies[name].load_state_dict(saved)
 
 
 def ghost_play(config: TrainConfig, algorithm: Any, run_path: Path) -> GhostPlay | None:

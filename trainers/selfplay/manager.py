@@ -1,12 +1,16 @@
-"""Self-play opponents of the mean-field learners: a snapshot pool per self-play policy
-(:class:`~unimarl.trainers.selfplay.snapshots.SnapshotPool`) whose current snapshot either acts in the rollout
-workers (``opponent:<policy>`` actors) or runs in the games from pushed ONNX models
-(:class:`~unimarl.trainers.selfplay.game.GameOpponents`, ``self_play.opponent_runs: game``).
+"""Self-play opponents of the mean-field learners, by the reference's rule (mlii/mfrl, Yang et al. 2018): a
+snapshot pool per self-play policy (:class:`~unimarl.trainers.selfplay.pool.SnapshotPool`, the pool every
+self-play rule shares) whose opponent either acts in the rollout workers (``opponent:<policy>`` actors) or
+runs in the games from pushed ONNX models (:class:`~unimarl.trainers.selfplay.game.GameOpponents`,
+``self_play.opponent_runs: game``).
 
 Each finished battle is recorded for the learning policy against its opponent (whichever teams they drove:
-with ``self_play.sides: both`` they trade teams after every battle); a win refreshes the frozen opponent
-(``self_play.update``). A battle whose opponent the game ran counts only when the game ran one model version
-for the whole battle.
+with ``self_play.sides: both`` they trade teams after every battle): a win (more kills) counts 1, a draw one
+half, and moves the learner's ELO (``selfplay/elo/<policy>``, as ML-Agents' ghost trainer rates). A win
+refreshes the opponent (:func:`refresh_after_win`): the newest snapshot moves towards the learner
+(``self_play.update``: ``mix``, the reference, or ``copy``), enters the pool (at most ``pool_size``; the
+oldest is overwritten) and the opponent is drawn by ``self_play.sample``. A battle whose opponent the game
+ran counts only when the game ran one model version for the whole battle.
 """
 
 from __future__ import annotations
@@ -15,12 +19,28 @@ from pathlib import Path
 from typing import Any
 
 from unimarl.trainers.algos.meanfield.algorithm import OPPONENT_PREFIX, MeanField
-from unimarl.trainers.algos.meanfield.learners import MFLearner
+from unimarl.trainers.algos.meanfield.learners import MFLearner, SelfPlaySettings
 from unimarl.trainers.algos.meanfield.worker import MFChunk
 from unimarl.trainers.core.config import TrainConfig
 from unimarl.trainers.envs.battles import Outcome
 from unimarl.trainers.selfplay.game import GameOpponents, SelfPlayError
-from unimarl.trainers.selfplay.snapshots import SnapshotPool
+from unimarl.trainers.selfplay.pool import SnapshotPool, Weights, copy_weights, mix_weights
+
+
+def refresh_after_win(
+    pool: SnapshotPool, settings: SelfPlaySettings, result: float, learner: Weights
+) -> bool:
+    """Record one battle of the learner against ``pool``'s opponent (``result``: 1 won, 0.5 drawn, 0 lost);
+    after a win, the reference's refresh (module docstring). True when the opponent changed."""
+    pool.record(result)
+    if result < 1.0:
+        return False
+    newest = pool.snapshots[pool.newest]
+    pool.save(
+        mix_weights(learner, newest, settings.mix) if settings.update == "mix" else copy_weights(learner)
+    )
+    pool.draw(settings.sample)
+    return True
 
 
 class SelfPlay:
@@ -31,11 +51,15 @@ class SelfPlay:
         self.pairs = dict(setup.self_play)
         """Learning policy -> (its behaviour, the opponent behaviour)."""
         self.in_game = setup.in_game
+        self.settings: dict[str, SelfPlaySettings] = {
+            n: config.behavior_settings(b).self_play  # type: ignore[misc]
+            for n, (b, _) in self.pairs.items()
+        }
         self.pools = {
             n: SnapshotPool(
-                config.behavior_settings(b).self_play, algorithm.policies[n].get_weights(), config.run.seed
-            )  # type: ignore[arg-type]
-            for n, (b, _) in self.pairs.items()
+                algorithm.policies[n].get_weights(), self.settings[n].pool_size, seed=config.run.seed
+            )
+            for n in self.pairs
         }
         self.game = GameOpponents(
             run_path,
@@ -83,12 +107,17 @@ class SelfPlay:
                 if not self.game.credited(name, o):
                     continue
             if mine in o.kills and theirs in o.kills:
-                won = o.kills[mine] > o.kills[theirs]
-                acc[f"selfplay/win/{name}"].append(
-                    1.0 if won else 0.5 if o.kills[mine] == o.kills[theirs] else 0.0
+                result = (
+                    1.0
+                    if o.kills[mine] > o.kills[theirs]
+                    else 0.5
+                    if o.kills[mine] == o.kills[theirs]
+                    else 0.0
                 )
-                changed |= self.pools[name].record(won, learners[name].get_weights())
-                acc[f"selfplay/refreshes/{name}"].append(float(self.pools[name].refreshes))
+                acc[f"selfplay/win/{name}"].append(result)
+                pool = self.pools[name]
+                changed |= refresh_after_win(pool, self.settings[name], result, learners[name].get_weights())
+                acc[f"selfplay/refreshes/{name}"].append(float(pool.saves))
         return changed
 
     def after_round(self, progress: float, changed: bool) -> None:
@@ -98,7 +127,7 @@ class SelfPlay:
             self.game.refresh(progress)
 
     def metrics(self) -> dict[str, float]:
-        return self.game.metrics()
+        return {**self.game.metrics(), **{f"selfplay/elo/{n}": p.elo for n, p in self.pools.items()}}
 
     def state_dict(self) -> dict[str, Any]:
         return {n: p.state_dict() for n, p in self.pools.items()}
