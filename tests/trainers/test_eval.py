@@ -11,15 +11,8 @@ import pytest
 from unimarl.trainers.algos.meanfield.worker import Outcome, baseline_actions
 from unimarl.trainers.cli.main import main
 from unimarl.trainers.envs.battles import FIRST_ATTACK
-from unimarl.trainers.run.evaluate import (
-    EvaluationError,
-    Side,
-    bootstrap_ci,
-    evaluate,
-    load_side,
-    summarise,
-    wilson,
-)
+from unimarl.trainers.run.evaluate import EvaluationError, Side, evaluate, load_side, summarise
+from unimarl.trainers.run.intervals import bootstrap_ci, wilson
 
 
 def test_wilson_matches_hand_values() -> None:
@@ -267,3 +260,74 @@ def test_cli_eval_plays_a_mean_action_ablation(tmp_path: Path, capsys: pytest.Ca
     with pytest.raises(SystemExit):  # argparse names the choices
         main(["eval", str(checkpoint), "random", *flags, "--mean-action-ablation", "half"])
     assert "invalid choice: 'half'" in capsys.readouterr().err
+
+
+def _strikers_run(tmp_path: Path) -> Path:
+    """A short MAPPO run on the Strikers-vs-Goalie game of test_ghost.py (two behaviours, two teams)."""
+    from unimarl.trainers.core.config import config_from_dict
+    from unimarl.trainers.run.train import train
+
+    data = {
+        "default_settings": {
+            "trainer_type": "ppo",
+            "hyperparameters": {"batch_size": 16, "buffer_size": 32},
+            "network_settings": {"hidden_units": 8, "num_layers": 1},
+            "max_steps": 16,
+            "time_horizon": 4,
+        },
+        "behaviors": {"Striker": {}, "Goalie": {}},
+        "env": {"pettingzoo": f"{Path(__file__).parent / 'test_ghost.py'}:make_strikers_vs_goalie"},
+        "checkpoint_settings": {"run_id": "svg", "results_dir": str(tmp_path / "results")},
+        "torch_settings": {"device": "cpu"},
+    }
+    return train(config_from_dict(data)).run_dir
+
+
+def _always(run: Path, folder: Path, corner: int) -> Path:
+    """A copy of ``run`` whose strikers and goalie always pick ``corner`` (greedy)."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(run, folder)
+    (checkpoint,) = sorted((folder / "checkpoints").glob("checkpoint-*.pt"))[-1:]
+    state = torch.load(checkpoint, weights_only=True)
+    for policy in ("Striker", "Goalie"):
+        actor = state["policies"][policy]["modules"]["actor"]
+        actor["logits_head.weight"].zero_()
+        actor["logits_head.bias"].copy_(torch.eye(3)[corner] * 10.0)
+    torch.save(state, checkpoint)
+    return folder
+
+
+def test_cli_eval_match_scores_each_side_by_the_games_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Strikers score when their corner is not the goalie's; two goals win (+1), else the goalie wins. P's
+    players always pick corner 1, Q's corner 0: whoever strikes wins every game, in either orientation, so
+    A's combined record is exactly half won, half lost."""
+    run = _strikers_run(tmp_path)
+    p, q = _always(run, tmp_path / "p", 1), _always(run, tmp_path / "q", 0)
+    out = tmp_path / "match.json"
+    args = ["eval", str(p), str(q), "--match", "--both-sides", "--greedy", "--episodes", "12"]
+    assert main([*args, "--num-envs", "2", "--json", str(out), "--out-dir", str(tmp_path / "eval")]) == 0
+    report = json.loads(out.read_text())
+    first, second = report["orientations"]
+    assert [s["team"] for s in first["sides"].values()] == [0, 1]
+    (p_strikes, q_keeps), (q_strikes, p_keeps) = first["sides"].values(), second["sides"].values()
+    assert (p_strikes["wins"], p_strikes["losses"], q_keeps["losses"]) == (12, 0, 12)
+    assert (q_strikes["wins"], p_keeps["losses"], p_keeps["wins"]) == (12, 12, 0)
+    assert (report["wins"], report["losses"], report["win_rate"]) == (12, 12, 0.5)
+    assert "over both orientations: win rate 0.500" in capsys.readouterr().out
+
+
+def test_a_match_needs_a_game_of_two_teams(tmp_path: Path) -> None:
+    from unimarl.trainers.core.config import config_from_dict
+    from unimarl.trainers.envs.factory import EnvFactory
+    from unimarl.trainers.run.evaluate_returns import MAPPOSide, ReturnEvaluationError, play_match
+
+    config = config_from_dict({"env": {"pettingzoo": f"{Path(__file__).parent / 'nav_env.py'}:make"}})
+    factory = EnvFactory(config.env, config.engine_settings, {}, str(tmp_path), None)
+    rand = MAPPOSide("random")
+    with pytest.raises(ReturnEvaluationError, match=r"a match needs a game of two teams.*without --match"):
+        play_match(factory, rand, rand, episodes=2)

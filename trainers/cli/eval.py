@@ -1,8 +1,10 @@
 """``unimarl eval A B``: compare two checkpoints, or a checkpoint and a baseline.
 
-MAPPO runs: each side plays ``--episodes`` agent episodes per behaviour and the mean returns are compared
-(:mod:`unimarl.trainers.run.evaluate_returns`); the game is the run's own unless ``--config`` / ``--env`` say
-otherwise. Mean-field runs: battles between the two sides (:mod:`unimarl.trainers.run.evaluate`). Heavy
+MAPPO runs: each side plays ``--episodes`` agent episodes per behaviour and the mean returns are compared, or,
+with ``--match``, the sides play each other on a two-team game (A the first team, B the second) and their
+win rates are compared (:mod:`unimarl.trainers.run.evaluate_returns`); the game is the run's own unless
+``--config`` / ``--env`` say otherwise. Mean-field runs: battles between the two sides
+(:mod:`unimarl.trainers.run.evaluate`). Heavy
 modules are imported only when the command runs; the tables are printed here.
 """
 
@@ -21,7 +23,10 @@ def add_parser(sub: Any) -> None:
         "eval",
         help="compare two checkpoints (or a checkpoint and a baseline): returns or battle win rates",
         description="MAPPO runs: each side plays --episodes agent episodes per behaviour on the game; the "
-        "mean returns are reported with bootstrap intervals, and their difference. Mean-field runs: play N "
+        "mean returns are reported with bootstrap intervals, and their difference. With --match the sides "
+        "play each other on a two-team game (A drives the first team, B the second) and each side's win "
+        "rate is reported (an agent episode ending with reward > 0 is won, < 0 lost, 0 drawn: ML-Agents' "
+        "self-play reading). Mean-field runs: play N "
         "battles, side A driving the first behaviour (sorted), side B the second. A side is a checkpoint "
         "file or run folder (mean-field: optionally #POLICY), or the baseline random (or scripted, for "
         "battles).",
@@ -37,7 +42,15 @@ def add_parser(sub: Any) -> None:
         help="a Unity player build path, or sim:NAME (default: a MAPPO run's own env, else sim:battle)",
     )
     p.add_argument(
-        "--episodes", type=int, default=100, help="MAPPO: agent episodes per behaviour and side (default 100)"
+        "--episodes",
+        type=int,
+        default=100,
+        help="MAPPO: agent episodes per behaviour and side (with --match: per team) (default 100)",
+    )
+    p.add_argument(
+        "--match",
+        action="store_true",
+        help="MAPPO: the sides play each other on a two-team game instead of playing it alone",
     )
     p.add_argument("--battles", type=int, default=50, help="mean-field: battles to play (default 50)")
     p.add_argument("--num-envs", type=int, default=1, help="games played at once")
@@ -45,7 +58,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--both-sides",
         action="store_true",
-        help="mean-field: play --battles with A on each team (2x battles) and report A's combined win rate",
+        help="head to head (mean-field battles, MAPPO --match): play with A on each team (2x the games) "
+        "and report A's combined win rate",
     )
     p.add_argument(
         "--mean-action-ablation",
@@ -98,6 +112,8 @@ def _eval_returns(args: argparse.Namespace, sides: list[Any]) -> int:
     if args.env:
         apply_env_flag(config, args.env)
     factory = _factory(config, Path(args.out_dir))
+    if args.match:
+        return _eval_match(args, factory, sides)
     results: dict[str, dict[str, list[float]]] = {}
     for key, side in zip(("A", "B"), sides, strict=True):
         label = side.label if side.label not in results else f"{side.label} ({key})"
@@ -107,6 +123,25 @@ def _eval_returns(args: argparse.Namespace, sides: list[Any]) -> int:
     report = returns_report(results)
     report.update(episodes=args.episodes, greedy=args.greedy)
     print(format_returns(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def _eval_match(args: argparse.Namespace, factory: Any, sides: list[Any]) -> int:
+    """MAPPO head to head: A on the first team, B on the second (both orientations with --both-sides)."""
+    from unimarl.trainers.run.evaluate_returns import format_match, play_match, play_match_both_sides
+
+    play = play_match_both_sides if args.both_sides else play_match
+    report = play(
+        factory,
+        *sides,
+        episodes=args.episodes,
+        num_envs=args.num_envs,
+        seed=args.seed,
+        greedy=args.greedy,
+    )
+    print(format_match(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

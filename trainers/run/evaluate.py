@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import pickle
 import re
 import time
@@ -34,6 +33,7 @@ from unimarl.trainers.algos.meanfield.mfq import scheduled
 from unimarl.trainers.algos.meanfield.worker import MFPlan, MFPolicySetup, MFRolloutWorker, Outcome
 from unimarl.trainers.core.errors import TrainerError
 from unimarl.trainers.envs.factory import EnvFactory
+from unimarl.trainers.run.intervals import bootstrap_ci, record
 
 logger = logging.getLogger(__name__)
 
@@ -101,38 +101,6 @@ def load_side(text: str) -> Side:
         temperature = scheduled([(float(p), float(t)) for p, t in hp.temperature], float(progress))
         hp = dataclasses.replace(hp, temperature=[[0.0, temperature], [1.0, temperature]])
     return Side(label, None, str(setups[name]["trainer_type"]), hp, weights, temperature)
-
-
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion (Wilson 1927)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean."""
-    if len(values) == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = rng.choice(values, size=(resamples, len(values)), replace=True).mean(axis=1)
-    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
-
-
-def record(wins: int, draws: int, battles: int) -> dict[str, Any]:
-    """Wins, draws, losses and the win rate (a draw counts one half) with its Wilson interval."""
-    score = wins + 0.5 * draws
-    return {
-        "wins": wins,
-        "draws": draws,
-        "losses": battles - wins - draws,
-        "win_rate": score / max(battles, 1),
-        "win_rate_ci": wilson(score, battles),
-    }
 
 
 def summarise(outcomes: list[Outcome], behaviors: tuple[str, str], labels: tuple[str, str]) -> dict[str, Any]:

@@ -12,6 +12,14 @@ Reported per side and behaviour: agent episodes, mean return and its 95% percent
 two sides the difference of means (A - B) with a bootstrap interval from resampling both sides. Episodes of
 agents that share a game episode are not independent (teammates share rewards), so with team rewards the
 intervals are narrower than the truth; use ``--num-envs`` and many episodes for a fair comparison.
+
+Head to head (:func:`play_match`, ``unimarl eval --match``; a game of two teams, ``Name?team=T`` as
+SoccerTwos or a ghost self-play run's game): side A drives the behaviours of the first team, side B those of
+the second, in the same games. Each agent episode's final reward (with its group reward) is read as
+ML-Agents' ghost trainer reads it for ELO: > 0 a win, < 0 a loss, 0 a draw (:func:`~unimarl.trainers.
+selfplay.ghost.game_result`); a side's win rate (a draw counts one half) gets a Wilson interval, and the
+games' own statistics (e.g. ``Battle/team0_win``) are averaged next to it. :func:`play_match_both_sides`
+plays both orientations and combines A's results.
 """
 
 from __future__ import annotations
@@ -33,7 +41,10 @@ from unimarl.trainers.algos.mappo.rollout import RolloutWorker
 from unimarl.trainers.core.checkpoints import checkpoint_files
 from unimarl.trainers.core.config import TrainConfig, config_from_dict
 from unimarl.trainers.core.errors import ConfigError, TrainerError
+from unimarl.trainers.core.names import team_of
 from unimarl.trainers.envs.factory import EnvFactory
+from unimarl.trainers.run.intervals import bootstrap_ci, record
+from unimarl.trainers.selfplay.ghost import game_result
 
 logger = logging.getLogger(__name__)
 
@@ -151,16 +162,114 @@ def play_episodes(
         worker.close()
 
 
-def bootstrap_mean_ci(
-    values: np.ndarray, other: np.ndarray | None = None, seed: int = 0, resamples: int = 2000
-) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean of ``values`` (minus the mean of ``other``, resampled
-    independently, when given)."""
-    rng = np.random.default_rng(seed)
-    means = rng.choice(values, size=(resamples, len(values)), replace=True).mean(axis=1)
-    if other is not None:
-        means = means - rng.choice(other, size=(resamples, len(other)), replace=True).mean(axis=1)
-    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+def play_match(
+    factory: EnvFactory,
+    side_a: MAPPOSide,
+    side_b: MAPPOSide,
+    *,
+    episodes: int,
+    num_envs: int = 1,
+    seed: int = 0,
+    greedy: bool = False,
+    timeout_s: float = 3600.0,
+) -> dict[str, Any]:
+    """Head to head (module docstring): A on the game's first team, B on the second, until ``episodes``
+    agent episodes of each team ended. Returns the report (JSON-ready)."""
+    if episodes < 1 or num_envs < 1:
+        raise ReturnEvaluationError(
+            f"episodes={episodes}, num_envs={num_envs}: pass --episodes and --num-envs >= 1"
+        )
+    worker = RolloutWorker(factory, num_envs, seed=seed)
+    try:
+        specs = worker.specs()
+        teams = sorted({team_of(b) for b in specs})
+        if len(teams) != 2:
+            raise ReturnEvaluationError(
+                f"a match needs a game of two teams (behaviour ids Name?team=T); this game's behaviours are "
+                f"{sorted(specs)}: compare the sides' returns instead (unimarl eval without --match)"
+            )
+        setups: dict[str, PolicySetup] = {}
+        mapping: dict[str, str] = {}
+        group: dict[str, float] = {}
+        weights: dict[str, dict[str, np.ndarray]] = {}
+        for key, side, team in (("A", side_a, teams[0]), ("B", side_b, teams[1])):
+            own = {b: spec for b, spec in specs.items() if team_of(b) == team}
+            s_setups, s_mapping, s_group, s_weights = _policies(side, own)
+            setups.update({f"{key}:{n}": setup for n, setup in s_setups.items()})
+            mapping.update({b: f"{key}:{n}" for b, n in s_mapping.items()})
+            group.update(s_group)
+            weights.update({f"{key}:{n}": w for n, w in s_weights.items()})
+        deterministic = greedy and side_a.state is not None and side_b.state is not None
+        worker.configure(WorkerPlan(setups, mapping, group, None, deterministic=deterministic))
+        finals: dict[int, list[float]] = {t: [] for t in teams}
+        returns: dict[int, list[float]] = {t: [] for t in teams}
+        stats: dict[str, list[float]] = {}
+        start = time.perf_counter()
+        while min(len(f) for f in finals.values()) < episodes:
+            if time.perf_counter() - start > timeout_s:
+                counts = {t: len(f) for t, f in finals.items()}
+                raise ReturnEvaluationError(
+                    f"only {counts} of {episodes} agent episodes per team finished in {timeout_s:.0f} s"
+                )
+            result = worker.collect(weights, 64)
+            for behavior, rewards in result.final_rewards.items():
+                finals[team_of(behavior)].extend(rewards)
+            for behavior, rets in result.episode_returns.items():
+                returns[team_of(behavior)].extend(rets)
+            for key, values in result.game_stats.items():
+                stats.setdefault(key, []).extend(values)
+        report: dict[str, Any] = {"episodes": episodes, "greedy": deterministic, "sides": {}}
+        labels = (side_a.label, side_b.label)
+        if labels[0] == labels[1]:
+            labels = (f"{labels[0]} (A)", f"{labels[1]} (B)")
+        for label, team in zip(labels, teams, strict=True):
+            results = [game_result(r) for r in finals[team][:episodes]]
+            rets = np.asarray(returns[team][:episodes], np.float64)
+            report["sides"][label] = {
+                "team": team,
+                **record(results.count(1.0), results.count(0.5), len(results)),
+                "return_mean": float(rets.mean()),
+                "return_ci": bootstrap_ci(rets),
+            }
+        report["game_stats"] = {key: float(np.mean(v)) for key, v in sorted(stats.items()) if v}
+        return report
+    finally:
+        worker.close()
+
+
+def play_match_both_sides(
+    factory: EnvFactory, side_a: MAPPOSide, side_b: MAPPOSide, **kwargs: Any
+) -> dict[str, Any]:
+    """:func:`play_match` with A on the first team, then on the second; A's combined record (``episodes`` is
+    per team and orientation)."""
+    first = play_match(factory, side_a, side_b, **kwargs)
+    second = play_match(factory, side_b, side_a, **kwargs)
+    (a_first, _), (_, a_second) = first["sides"].values(), second["sides"].values()
+    wins, draws = a_first["wins"] + a_second["wins"], a_first["draws"] + a_second["draws"]
+    games = 2 * first["episodes"]
+    return {"side": side_a.label, "orientations": [first, second], **record(wins, draws, games)}
+
+
+def format_match(report: dict[str, Any]) -> str:
+    """A plain-text table of :func:`play_match` or :func:`play_match_both_sides`."""
+    lines = [f"{'side':<36} {'team':>4} {'episodes':>8}  win rate (95% CI)      W / D / L    mean return"]
+    for match in report.get("orientations", [report]):
+        for label, s in match["sides"].items():
+            lo, hi = s["win_rate_ci"]
+            lines.append(
+                f"{label[:36]:<36} {s['team']:>4} {s['wins'] + s['draws'] + s['losses']:>8}  "
+                f"{s['win_rate']:.3f} [{lo:.3f}, {hi:.3f}]  {s['wins']:>4} / {s['draws']} / {s['losses']}"
+                f"  {s['return_mean']:.3f}"
+            )
+        for key, value in match["game_stats"].items():
+            lines.append(f"  game statistic {key}: {value:.3f}")
+    if "orientations" in report:
+        lo, hi = report["win_rate_ci"]
+        lines.append(
+            f"{report['side']} over both orientations: win rate {report['win_rate']:.3f} "
+            f"[{lo:.3f}, {hi:.3f}] ({report['wins']} won, {report['draws']} drawn, {report['losses']} lost)"
+        )
+    return "\n".join(lines)
 
 
 def returns_report(results: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
@@ -171,7 +280,7 @@ def returns_report(results: dict[str, dict[str, list[float]]]) -> dict[str, Any]
             b: {
                 "episodes": len(r),
                 "return_mean": float(np.mean(r)),
-                "return_ci": bootstrap_mean_ci(np.asarray(r, np.float64)),
+                "return_ci": bootstrap_ci(np.asarray(r, np.float64)),
             }
             for b, r in sorted(per_behavior.items())
         }
@@ -181,7 +290,7 @@ def returns_report(results: dict[str, dict[str, list[float]]]) -> dict[str, Any]
         report["difference"] = {
             behavior: {
                 "mean": float(np.mean(a[behavior]) - np.mean(b[behavior])),
-                "ci": bootstrap_mean_ci(np.asarray(a[behavior]), np.asarray(b[behavior]), seed=1),
+                "ci": bootstrap_ci(np.asarray(a[behavior]), np.asarray(b[behavior]), seed=1),
             }
             for behavior in sorted(set(a) & set(b))
         }
