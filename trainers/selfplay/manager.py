@@ -18,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from unimarl.trainers.algos.meanfield.algorithm import OPPONENT_PREFIX, MeanField
 from unimarl.trainers.algos.meanfield.learners import MFLearner, SelfPlaySettings
 from unimarl.trainers.algos.meanfield.worker import MFChunk
@@ -107,13 +109,7 @@ class SelfPlay:
                 if not self.game.credited(name, o):
                     continue
             if mine in o.kills and theirs in o.kills:
-                result = (
-                    1.0
-                    if o.kills[mine] > o.kills[theirs]
-                    else 0.5
-                    if o.kills[mine] == o.kills[theirs]
-                    else 0.0
-                )
+                result = 0.5 + 0.5 * float(np.sign(o.kills[mine] - o.kills[theirs]))  # won 1, drawn 0.5
                 acc[f"selfplay/win/{name}"].append(result)
                 pool = self.pools[name]
                 changed |= refresh_after_win(pool, self.settings[name], result, learners[name].get_weights())
