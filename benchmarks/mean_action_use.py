@@ -12,7 +12,7 @@ is evaluated on those states three more times, with the mean action replaced:
 
 Printed per replacement: the share of states whose greedy action changes, the mean total-variation distance
 between the Boltzmann policies at the temperature the checkpoint reached (what the policy plays), and the
-change of Q split in two, each relative to the state's spread of Q over its allowed actions: the shift all
+change of Q split in two, each relative to the mean spread of Q over the allowed actions: the shift all
 allowed actions share (the state's value moves) and what remains (the differences between actions move, which
 is what changes a choice). The same figures for an
 untrained network of the same shape (``--init-seed``) are the reference: a network that learned to use its
@@ -76,14 +76,14 @@ def record_states(
             weights["b"] = opponent.weights
         worker.configure(MFPlan(policies, actor, frozenset({"a"})))
         rows: list[Any] = []
-        while sum(len(t) for t in rows) < states:
+        while sum(int((t.action_mask.sum(1) >= 2).sum()) for t in rows) < states:
             rows.extend(worker.collect(weights, 1.0, 16).transitions.get("a", []))
     finally:
         worker.close()
-    obs = tuple(np.concatenate([t.obs[i] for t in rows])[:states] for i in range(len(rows[0].obs)))
-    mask = np.concatenate([t.action_mask for t in rows])[:states].astype(bool)
-    mean = np.concatenate([t.mean_action for t in rows])[:states]
-    return Recorded(obs, mask, mean)
+    mask = np.concatenate([t.action_mask for t in rows]).astype(bool)
+    choice = np.nonzero(mask.sum(1) >= 2)[0][:states]  # decisions with a choice to make
+    obs = tuple(np.concatenate([t.obs[i] for t in rows])[choice] for i in range(len(rows[0].obs)))
+    return Recorded(obs, mask[choice], np.concatenate([t.mean_action for t in rows])[choice])
 
 
 @torch.no_grad()
@@ -107,9 +107,9 @@ def sensitivity(learner: MFQLearner, data: Recorded, temperature: float, seed: i
     q = q_of(mean)
     allowed = masked_logits(q, mask)
     count = mask.sum(1).clamp_min(1)
-    spread = (allowed.max(1).values - q.masked_fill(~mask, float("inf")).min(1).values).clamp_min(1e-8)
+    spread = float((allowed.max(1).values - q.masked_fill(~mask, float("inf")).min(1).values).mean())
     pi = boltzmann_policy(q, mask, 1.0 / temperature)
-    out: dict[str, Any] = {"q_spread": float(spread.mean())}
+    out: dict[str, Any] = {"q_spread": spread}
     for name, other in replaced.items():
         q2 = q_of(other)
         pi2 = boltzmann_policy(q2, mask, 1.0 / temperature)
@@ -119,8 +119,8 @@ def sensitivity(learner: MFQLearner, data: Recorded, temperature: float, seed: i
         out[name] = {
             "greedy_changed": float((masked_logits(q2, mask).argmax(1) != allowed.argmax(1)).float().mean()),
             "policy_tv": float(0.5 * (pi2 - pi).abs().sum(1).mean()),
-            "value_shift_over_spread": float((shift.abs() / spread).mean()),
-            "relative_change_over_spread": float((relative.abs().sum(1) / count / spread).mean()),
+            "value_shift_over_spread": float(shift.abs().mean()) / spread,
+            "relative_change_over_spread": float((relative.abs().sum(1) / count).mean()) / spread,
         }
     return out
 

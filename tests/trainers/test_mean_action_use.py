@@ -60,7 +60,7 @@ def test_sensitivity_tells_value_use_from_choice_use(
     )
     report = use.sensitivity(learner, data, temperature=0.1, seed=0)
     shuffle = report["shuffle"]
-    assert (shuffle["value_shift_over_spread"] > 0.5) == uses_value
-    assert (shuffle["relative_change_over_spread"] > 0.5) == uses_choice
+    assert (shuffle["value_shift_over_spread"] > 0.2) == uses_value
+    assert (shuffle["relative_change_over_spread"] > 0.2) == uses_choice
     assert (shuffle["greedy_changed"] > 0.2) == uses_choice
     assert (shuffle["policy_tv"] > 0.2) == uses_choice

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 import yaml
 
-from unimarl.trainers.algos.mappo.plan import PolicySetup, WorkerPlan, policy_setup
+from unimarl.trainers.algos.mappo.plan import PolicySetup, RolloutResult, WorkerPlan, policy_setup
 from unimarl.trainers.algos.mappo.policy import MAPPOPolicy
 from unimarl.trainers.algos.mappo.rollout import RolloutWorker
 from unimarl.trainers.core.checkpoints import checkpoint_files
@@ -125,6 +126,22 @@ def _policies(
     return setups, mapping, group, weights
 
 
+def _collect(
+    worker: RolloutWorker,
+    weights: dict[str, dict[str, np.ndarray]],
+    counts: Callable[[], dict[Any, int]],
+    episodes: int,
+    timeout_s: float,
+    unit: str,
+) -> Iterator[RolloutResult]:
+    """The worker's results until every count reaches ``episodes``; raises when ``timeout_s`` passes first."""
+    start = time.perf_counter()
+    while min(counts().values()) < episodes:
+        if time.perf_counter() - start > timeout_s:
+            raise ReturnEvaluationError(f"only {counts()} of {episodes} {unit} finished in {timeout_s:.0f} s")
+        yield worker.collect(weights, 64)
+
+
 def play_episodes(
     factory: EnvFactory,
     side: MAPPOSide,
@@ -147,14 +164,8 @@ def play_episodes(
         deterministic = greedy and side.state is not None
         worker.configure(WorkerPlan(setups, mapping, group, side.config, deterministic=deterministic))
         returns: dict[str, list[float]] = {b: [] for b in specs}
-        start = time.perf_counter()
-        while min(len(r) for r in returns.values()) < episodes:
-            if time.perf_counter() - start > timeout_s:
-                counts = {b: len(r) for b, r in returns.items()}
-                raise ReturnEvaluationError(
-                    f"only {counts} of {episodes} episodes per behaviour finished in {timeout_s:.0f} s"
-                )
-            result = worker.collect(weights, 64)
+        counts = lambda: {b: len(r) for b, r in returns.items()}  # noqa: E731
+        for result in _collect(worker, weights, counts, episodes, timeout_s, "episodes per behaviour"):
             for behavior, finished in result.episode_returns.items():
                 returns.setdefault(behavior, []).extend(finished)
         return {b: r[:episodes] for b, r in returns.items()}
@@ -204,14 +215,8 @@ def play_match(
         finals: dict[int, list[float]] = {t: [] for t in teams}
         returns: dict[int, list[float]] = {t: [] for t in teams}
         stats: dict[str, list[float]] = {}
-        start = time.perf_counter()
-        while min(len(f) for f in finals.values()) < episodes:
-            if time.perf_counter() - start > timeout_s:
-                counts = {t: len(f) for t, f in finals.items()}
-                raise ReturnEvaluationError(
-                    f"only {counts} of {episodes} agent episodes per team finished in {timeout_s:.0f} s"
-                )
-            result = worker.collect(weights, 64)
+        counts = lambda: {t: len(f) for t, f in finals.items()}  # noqa: E731
+        for result in _collect(worker, weights, counts, episodes, timeout_s, "agent episodes per team"):
             for behavior, rewards in result.final_rewards.items():
                 finals[team_of(behavior)].extend(rewards)
             for behavior, rets in result.episode_returns.items():
