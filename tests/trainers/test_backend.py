@@ -133,3 +133,28 @@ def test_ray_replaces_a_dead_worker_and_goes_on_with_those_that_answered() -> No
         assert backend.restarts == [0, 2]
     finally:
         backend.close()
+
+
+def test_a_local_ray_that_times_out_starting_is_started_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray raises a bare Exception when its node times out during start-up (seen on a loaded 2-core machine):
+    one more try, then a RayClusterError that says what to do."""
+    import ray
+
+    from unimarl.trainers.collect import backend as backend_module
+
+    calls: list[str] = []
+
+    def flaky_init(**kwargs: Any) -> None:
+        calls.append("init")
+        if len(calls) == 1:
+            raise Exception("The current node timed out during startup.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", flaky_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    backend_module.init_ray(None, num_cpus=1)
+    assert calls == ["init", "shutdown", "init"]
+    calls.clear()
+    monkeypatch.setattr(ray, "init", lambda **kwargs: (_ for _ in ()).throw(Exception("timed out")))
+    with pytest.raises(backend_module.RayClusterError, match=r"timed out.*ray stop"):
+        backend_module.init_ray(None, num_cpus=1)

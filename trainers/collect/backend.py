@@ -405,6 +405,10 @@ def _stale_cluster_file() -> Path | None:
     return path if path.exists() else None
 
 
+LOCAL_START_ATTEMPTS = 2
+"""Tries to start a local Ray instance: its node's start-up can time out on a loaded machine."""
+
+
 def init_ray(address: str | None, num_cpus: int) -> None:
     """Start local Ray on loopback (``address=None``) or connect to a cluster; no-op when already started."""
     import ray
@@ -417,14 +421,22 @@ def init_ray(address: str | None, num_cpus: int) -> None:
             stale = _stale_cluster_file()
             if stale is not None:
                 logger.info("ignoring %s (a previous Ray instance); starting a fresh local one", stale)
-            ray.init(
-                address="local",
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=True,
-                configure_logging=False,
-            )
+            for attempt in range(LOCAL_START_ATTEMPTS):
+                try:
+                    ray.init(
+                        address="local",
+                        num_cpus=num_cpus,
+                        include_dashboard=False,
+                        _node_ip_address="127.0.0.1",
+                        log_to_driver=True,
+                        configure_logging=False,
+                    )
+                    break
+                except Exception as e:  # Ray raises a bare Exception when its node times out starting
+                    ray.shutdown()
+                    if attempt + 1 == LOCAL_START_ATTEMPTS:
+                        raise RuntimeError(str(e)) from e
+                    logger.warning("local Ray did not start (%s); starting it again", e)
         else:
             ray.init(address=address, include_dashboard=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
