@@ -14,6 +14,10 @@ With ``--fairness-battles N``, first the game's own side balance: the scripted b
     .venv/bin/python benchmarks/battle_mf.py --train-steps 5000 --battles 50 --pairs mfq,mfac \
         --fairness-battles 100 --curve 4 --json results/battle_mf.json
 
+``--baseline-from FILE`` reuses the baseline runs (IQL, AC) of an earlier result file instead of training them
+again (every setting they depend on must match and their run folders must still exist); ``--mean-input
+centred`` trains MF-Q with ``mean_action_input: centred``.
+
 ``--curve N`` also plays the checkpoints at every ``train-steps / N`` env steps against each other and, with
 ``--json``, draws the learning curve (win rate and kills per battle with 95% intervals) as a PNG beside it.
 """
@@ -40,6 +44,8 @@ def battle_config(args: argparse.Namespace, trainer: str, mean: bool, run_id: st
     hp: dict[str, Any] = {"use_mean_action": mean, "learning_rate": args.lr, "tau": args.tau}
     if mean and args.radius is not None:  # the mean action over the neighbours within a radius
         hp.update(neighbourhood="radius", radius=args.radius)
+    if mean and trainer == "mfq":
+        hp["mean_action_input"] = args.mean_input
     if trainer == "mfq":
         hp["gradient_steps"] = args.gradient_steps
     return {
@@ -166,6 +172,17 @@ def main() -> None:
         help="comma-separated: zero, shuffle: also play the trained mean-field policy with its mean action "
         "zeroed or shuffled between agents at evaluation (--battles per orientation each)",
     )
+    p.add_argument(
+        "--mean-input",
+        default="probabilities",
+        choices=("probabilities", "centred"),
+        help="MF-Q's mean_action_input: the mean action as it is (the reference) or n_actions * mean - 1",
+    )
+    p.add_argument(
+        "--baseline-from",
+        help="a JSON this script wrote: reuse its baseline runs (IQL, AC) instead of training them again; "
+        "every setting the baselines depend on must match",
+    )
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     if not 1 <= args.curve <= 5:
@@ -188,11 +205,17 @@ def main() -> None:
         f"{args.battles} battles per orientation"
     )
     out: dict[str, Any] = {"args": vars(args)}
+    reused = baseline_results(args, p) if args.baseline_from else None
     if args.fairness_battles:
         out["fairness"] = side_balance(factory, args)
     for trainer in args.pairs.split(","):
         (mf, _), (base, _) = PAIRS[trainer]
-        runs = {name: train_one(args, trainer, name, mean, results) for name, mean in PAIRS[trainer]}
+        runs = {
+            name: {**reused[trainer]["train"][name], "reused_from": args.baseline_from}
+            if reused and not mean
+            else train_one(args, trainer, name, mean, results)
+            for name, mean in PAIRS[trainer]
+        }
         for name, run in runs.items():
             ratio = run["agent_steps_per_s"] / runs[base]["agent_steps_per_s"]
             print(
@@ -249,6 +272,47 @@ def main() -> None:
         out["mfac_vs_mfq"] = cross
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+
+
+BASELINE_SETTINGS = (
+    "train_steps",
+    "sides",
+    "team_size",
+    "grid",
+    "view",
+    "battle_steps",
+    "num_envs",
+    "gradient_steps",
+    "lr",
+    "tau",
+    "backend",
+    "seed",
+    "curve",
+)
+"""The arguments a baseline run depends on (the others change only the mean-field learner or evaluation)."""
+
+
+def baseline_results(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The earlier results whose baseline runs ``--baseline-from`` reuses, checked against ``args``."""
+    try:
+        earlier = json.loads(Path(args.baseline_from).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        parser.error(f"--baseline-from {args.baseline_from}: {e}")
+    differ = [k for k in BASELINE_SETTINGS if earlier["args"].get(k) != getattr(args, k)]
+    if differ:
+        parser.error(
+            f"--baseline-from {args.baseline_from} was run with other settings: "
+            + ", ".join(f"{k}={earlier['args'].get(k)} (now {getattr(args, k)})" for k in differ)
+        )
+    for trainer in args.pairs.split(","):
+        (_, _), (base, _) = PAIRS[trainer]
+        run = (earlier.get(trainer) or {}).get("train", {}).get(base)
+        if run is None or not Path(run["run_dir"], "checkpoints").is_dir():
+            parser.error(
+                f"--baseline-from {args.baseline_from}: no {base} run folder left for pair {trainer}"
+            )
+        print(f"reusing {base}: {run['run_dir']} ({run['env_steps']} env steps, {run['wall_s']:.0f} s)")
+    return earlier
 
 
 def checkpoints(run_dir: str) -> list[tuple[int, Path]]:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 from unimarl.bridge.spec import ActionSpec
 from unimarl.trainers.algos.meanfield.mfac import MFACConfig, MFACLearner
@@ -75,6 +76,31 @@ def test_mfq_is_exported_with_mean_action_and_conv_acts_like_the_learner(tmp_pat
     mask[:, 2] = True
     expected = conv.act(obs, None, mask, deterministic=True).discrete_actions[:, 0]
     np.testing.assert_array_equal(_greedy_onnx(written["conv"].path, obs, mask), expected)
+
+
+def test_mfq_with_a_centred_mean_input_is_fed_the_mean_action_as_it_is(tmp_path: Path) -> None:
+    """The centring (n_actions * mean - 1) is inside the exported graph: the game and ``unimarl play`` feed
+    the raw mean action, and the model picks what the learner picks (which centres inside its network)."""
+    cfg = MFQConfig(
+        network=NetworkConfig(encoder="mlp", visual_hidden=16, head_hidden=(16,), mean_input="centred")
+    )
+    learner = MFQLearner(SPEC, cfg, seed=0)
+    with torch.no_grad():  # a mean-action branch that matters, so a missing centring changes the choices
+        for layer in learner.q_online.mean_branch:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(30.0)
+    path = next(e.path for e in export_mean_field(tmp_path, {"mfq": learner}, 1))
+    rng = np.random.default_rng(2)
+    obs = [rng.normal(size=(64, 5, 5, 2)).astype(np.float32), rng.normal(size=(64, 3)).astype(np.float32)]
+    mean = rng.dirichlet(np.full(4, 0.3), size=64).astype(np.float32)
+    mask = np.ones((64, 4), bool)
+    expected = learner.act(obs, mean, mask, deterministic=True).discrete_actions[:, 0]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"obs_0": obs[0].transpose(0, 3, 1, 2), "obs_1": obs[1], "action_masks": mask.astype(np.float32)}
+    got = session.run(["deterministic_discrete_actions"], {**feed, "mean_action": mean})[0][:, 0]
+    np.testing.assert_array_equal(got, expected)
+    centred = session.run(["deterministic_discrete_actions"], {**feed, "mean_action": 4 * mean - 1})[0][:, 0]
+    assert (centred != expected).any()  # the input is read, and centring it twice is not the same model
 
 
 def _small_battle(tmp_path: Path, trainer: str, max_steps: int, **settings: Any) -> dict[str, Any]:

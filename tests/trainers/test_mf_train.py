@@ -71,6 +71,9 @@ def test_mean_field_sections_are_checked_strictly(tmp_path: Path) -> None:
     data = _config(tmp_path, neighbourhood="radius")
     with pytest.raises(ConfigError, match="radius must be >= 0"):
         config_from_dict(data)
+    data = _config(tmp_path, mean_action_input="scaled")
+    with pytest.raises(ConfigError, match="mean_action_input 'scaled': use probabilities or centred"):
+        config_from_dict(data)
     data = _config(tmp_path)
     data["behaviors"]["Battle?team=0"]["self_play"]["sample"] = "best"
     with pytest.raises(ConfigError, match="use latest, uniform or win_rate"):

@@ -29,6 +29,10 @@ class Neighbourhood(str, enum.Enum):
     """Every other live agent whose position lies within ``radius`` (Euclidean) of the agent's position."""
 
 
+MEAN_INPUTS = ("probabilities", "centred")
+"""The values of ``mean_action_input``: how a Q network reads the mean action."""
+
+
 @dataclass
 class MeanFieldHyperparameters:
     """MF-Q / MF-AC settings (YAML ``hyperparameters:`` of an mfq / mfac behaviour)."""
@@ -40,6 +44,9 @@ class MeanFieldHyperparameters:
     agent's behaviour and Unity group (one area's team when a game runs several areas)."""
     radius: float | None = None
     """Radius for ``neighbourhood: radius``, in the units of the position sensor."""
+    mean_action_input: str = "probabilities"
+    """How the Q network reads the mean action: probabilities (as it is, the reference) or centred
+    (``n_actions * mean - 1``: 0 for the uniform mean, the scale of the observations)."""
     position_sensor: int = 1
     """Index of the observation holding the agent's position (radius neighbourhood); battle: 1, as ML-Agents
     sorts sensors by name (InvariantCulture): LocalView, position, Status."""
@@ -126,6 +133,11 @@ def check_settings(
         )
     if hp.neighbourhood == "radius" and (hp.radius is None or hp.radius < 0):
         raise ConfigError(f"behaviors.{name}.hyperparameters.radius must be >= 0 with neighbourhood radius")
+    if hp.mean_action_input not in MEAN_INPUTS:
+        raise ConfigError(
+            f"behaviors.{name}.hyperparameters.mean_action_input '{hp.mean_action_input}': use "
+            "probabilities or centred"
+        )
     if hp.push_every < 1 or hp.sync_every < 1:
         raise ConfigError(f"behaviors.{name}.hyperparameters push_every and sync_every must be >= 1")
     if trainer_type == "mfq":

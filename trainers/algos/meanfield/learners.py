@@ -41,6 +41,7 @@ def network_config(hp: MeanFieldHyperparameters) -> NetworkConfig:
         conv_channels=tuple(hp.conv_channels),
         visual_hidden=hp.visual_hidden,
         head_hidden=tuple(hp.head_hidden),
+        mean_input=hp.mean_action_input,
     )
 
 

@@ -25,6 +25,7 @@ from unimarl.trainers.algos.encoders import conv_stack
 from unimarl.trainers.algos.meanfield.mean_action import MeanFieldError
 from unimarl.trainers.algos.meanfield.replay import ReplayBuffer, ReplaySample
 from unimarl.trainers.core.batch import ActOutput, PolicySpec
+from unimarl.trainers.core.mf_settings import MEAN_INPUTS
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class NetworkConfig:
     """Dense layers of the mean-action branch."""
     head_hidden: tuple[int, ...] = (128, 64)
     """Dense layers after concatenating the encoder and mean-action outputs."""
+    mean_input: str = "probabilities"
+    """What the mean-action branch reads: "probabilities", the mean action as it is (the reference; entries
+    near 1 / n_actions), or "centred": ``n_actions * mean_action - 1``, 0 for the uniform mean and of the
+    observation's scale, so that Adam's steps move the branch's output as much as the encoder's. The scaling
+    is part of the network, so exported models take the mean action as it is either way."""
 
     def __post_init__(self) -> None:
         if self.encoder not in ("conv", "mlp") or self.visual_layout not in ("auto", "hwc", "chw"):
@@ -53,6 +59,8 @@ class NetworkConfig:
                 f"encoder={self.encoder!r}, visual_layout={self.visual_layout!r}: "
                 "use encoder 'conv' or 'mlp' and visual_layout 'auto', 'hwc' or 'chw'"
             )
+        if self.mean_input not in MEAN_INPUTS:
+            raise MeanFieldError(f"mean_input={self.mean_input!r}: use one of {', '.join(MEAN_INPUTS)}")
 
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -106,6 +114,7 @@ class QNetwork(nn.Module):
         super().__init__()
         self.encoder = Encoder(obs_shapes, cfg)
         self.mean_dim = mean_dim
+        self.centred = cfg.mean_input == "centred"
         self.mean_branch = _mlp([mean_dim, *cfg.mean_hidden]) if mean_dim else None
         width = self.encoder.out_size + (cfg.mean_hidden[-1] if mean_dim and cfg.mean_hidden else mean_dim)
         self.head = nn.Sequential(
@@ -117,6 +126,8 @@ class QNetwork(nn.Module):
         if self.mean_branch is not None:
             if mean_action is None:
                 raise MeanFieldError("this Q network takes mean actions; pass mean_action [B, n_actions]")
+            if self.centred:
+                mean_action = mean_action * self.mean_dim - 1.0
             x = torch.cat([x, self.mean_branch(mean_action)], dim=1)
         return self.head(x)
 
