@@ -13,7 +13,7 @@ import torch
 from unimarl.trainers.algos.meanfield.learners import MeanFieldHyperparameters
 from unimarl.trainers.algos.meanfield.worker import MFPlan, MFPolicySetup, MFRolloutWorker
 from unimarl.trainers.core.config import EnvSettings, config_from_dict
-from unimarl.trainers.core.errors import ConfigError
+from unimarl.trainers.core.errors import ConfigError, ResumeError
 from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
 from unimarl.trainers.run.train import train
 
@@ -61,6 +61,15 @@ def test_run_folder_checkpoint_and_resume(tmp_path: Path, trainer: str) -> None:
     data["run"].update(resume=True, max_steps=160)
     resumed = train(config_from_dict(data))
     assert resumed.env_steps >= 160 and resumed.iterations > result.iterations
+
+
+def test_resuming_with_another_mean_action_input_is_refused(tmp_path: Path) -> None:
+    """The centring changes what the weights mean, not their shapes: a resume across it is an error."""
+    train(config_from_dict(_config(tmp_path, mean_action_input="centred")))
+    data = _config(tmp_path)
+    data["run"].update(resume=True, max_steps=160)
+    with pytest.raises(ResumeError, match=r"mean_action_input is 'probabilities'.*trained with 'centred'"):
+        train(config_from_dict(data))
 
 
 def test_mean_field_sections_are_checked_strictly(tmp_path: Path) -> None:

@@ -291,6 +291,16 @@ class MeanField:
                 f"checkpoint holds policies {sorted(state['policies'])}, this config makes "
                 f"{sorted(self.policies)}; resume with the config of the original run"
             )
+        for name, saved in (state.get("setups") or {}).items():
+            setup = self.setup.plan.policies.get(name)
+            # a setting that changes what the weights mean without changing their shapes
+            was = (saved.get("hyperparameters") or {}).get("mean_action_input", "probabilities")
+            if setup is not None and setup.hyperparameters.mean_action_input != was:
+                now = setup.hyperparameters.mean_action_input
+                raise ResumeError(
+                    f"behaviors.{name}.hyperparameters.mean_action_input is {now!r}, the checkpoint's "
+                    f"network was trained with {was!r}; resume with {was!r} (or start a new run)"
+                )
         for name, learner in self.policies.items():
             learner.load_state_dict(state["policies"][name])
         if self.opponents is not None:
