@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from unimarl.trainers.core.config import EnvSettings, config_from_dict
+from unimarl.trainers.core.mf_settings import MEAN_INPUTS
 from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
 from unimarl.trainers.run.evaluate import evaluate, evaluate_both_sides, load_side
 from unimarl.trainers.run.train import train
@@ -175,7 +176,7 @@ def main() -> None:
     p.add_argument(
         "--mean-input",
         default="probabilities",
-        choices=("probabilities", "centred"),
+        choices=MEAN_INPUTS,
         help="MF-Q's mean_action_input: the mean action as it is (the reference) or n_actions * mean - 1",
     )
     p.add_argument(

@@ -136,7 +136,7 @@ def check_settings(
     if hp.mean_action_input not in MEAN_INPUTS:
         raise ConfigError(
             f"behaviors.{name}.hyperparameters.mean_action_input '{hp.mean_action_input}': use "
-            "probabilities or centred"
+            f"{' or '.join(MEAN_INPUTS)}"
         )
     if hp.push_every < 1 or hp.sync_every < 1:
         raise ConfigError(f"behaviors.{name}.hyperparameters push_every and sync_every must be >= 1")
