@@ -219,9 +219,12 @@ def main() -> None:
         }
         for name, run in runs.items():
             ratio = run["agent_steps_per_s"] / runs[base]["agent_steps_per_s"]
+            earlier = runs[base].get("reused_from")  # then the baseline's speed is not of this run
             print(
                 f"train {name:5s}: {run['agent_steps']:,} agent steps in {run['wall_s']:.0f} s -> "
-                f"{run['agent_steps_per_s']:.0f} agent steps/s ({ratio:.2f}x baseline {base})"
+                f"{run['agent_steps_per_s']:.0f} agent steps/s ({ratio:.2f}x baseline {base}"
+                + (f", trained in an earlier run: {earlier}" if earlier else "")
+                + ")"
             )
         curve = []
         if args.curve > 1:
