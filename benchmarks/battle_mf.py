@@ -35,7 +35,7 @@ from typing import Any
 from unimarl.trainers.core.config import EnvSettings, config_from_dict
 from unimarl.trainers.core.mf_settings import MEAN_INPUTS
 from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
-from unimarl.trainers.run.evaluate import evaluate, evaluate_both_sides, load_side
+from unimarl.trainers.run.evaluate import load_side, play_both_sides, play_match
 from unimarl.trainers.run.train import train
 
 PAIRS = {"mfq": (("MF-Q", True), ("IQL", False)), "mfac": (("MF-AC", True), ("AC", False))}
@@ -94,7 +94,7 @@ def play(
     factory: EnvFactory, args: argparse.Namespace, a: Any, b: Any, battles: int | None = None, **kwargs: Any
 ) -> dict[str, Any]:
     """``battles`` (default ``--battles``) battles per orientation of side ``a`` against side ``b``."""
-    return evaluate_both_sides(
+    return play_both_sides(
         factory,
         a,
         b,
@@ -108,7 +108,7 @@ def play(
 def side_balance(factory: EnvFactory, args: argparse.Namespace) -> dict[str, Any]:
     """The scripted baseline against itself: team 0's win rate shows whether the game favours a side."""
     scripted = load_side("scripted")
-    report = evaluate(
+    report = play_match(
         factory,
         scripted,
         scripted,
@@ -117,7 +117,7 @@ def side_balance(factory: EnvFactory, args: argparse.Namespace) -> dict[str, Any
         seed=args.seed,
     )
     team0 = report["sides"][report["labels"][0]]
-    assert team0["behavior"] == "Battle?team=0", team0["behavior"]  # side A drives the first behaviour
+    assert team0["behaviors"] == ["Battle?team=0"], team0["behaviors"]  # side A drives the first behaviour
     lo, hi = team0["win_rate_ci"]
     print(
         f"side balance: scripted vs scripted, team 0 win rate {team0['win_rate']:.2f} [{lo:.2f}, {hi:.2f}] "

@@ -38,15 +38,44 @@ import numpy as np
 import torch
 
 from unimarl.bridge.spec import ActionSpec
+from unimarl.trainers.algos.meanfield.checkpoint import (
+    CheckpointPolicy,
+    CheckpointPolicyError,
+    checkpoint_policy,
+)
 from unimarl.trainers.algos.meanfield.learners import make_learner
 from unimarl.trainers.algos.meanfield.mfq import MFQLearner, boltzmann_policy
 from unimarl.trainers.algos.meanfield.networks import masked_logits
 from unimarl.trainers.algos.meanfield.worker import MFPlan, MFPolicySetup, MFRolloutWorker
 from unimarl.trainers.core.batch import PolicySpec
+from unimarl.trainers.core.checkpoints import checkpoint_files, read_checkpoint
 from unimarl.trainers.core.config import load_config
 from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
 from unimarl.trainers.run.curriculum import last_lessons
-from unimarl.trainers.run.evaluate import Side, load_side
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """A player: a baseline (``baseline:scripted`` or ``baseline:random``) or a checkpoint's MF policy."""
+
+    label: str
+    baseline: str | None = None
+    policy: CheckpointPolicy | None = None
+
+
+def load_side(text: str) -> Side:
+    """``scripted`` / ``random`` / ``CHECKPOINT_OR_RUN_DIR[#POLICY]``."""
+    if text in ("scripted", "random"):
+        return Side(text, baseline=f"baseline:{text}")
+    path_text, _, name = text.partition("#")
+    path = Path(path_text)
+    if path.is_dir():
+        found = checkpoint_files(path / "checkpoints") or checkpoint_files(path)
+        if not found:
+            raise SystemExit(f"no checkpoint-*.pt in {path}: pass a checkpoint or a run folder")
+        path = found[-1]
+    policy = checkpoint_policy(path, read_checkpoint(path, CheckpointPolicyError, "cpu"), name)
+    return Side(f"{path.parent.parent.name}/{path.name}#{policy.name}", policy=policy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +95,14 @@ def record_states(
     try:
         specs = worker.specs()
         first, second = sorted(specs)
-        assert side.hyperparameters is not None and side.weights is not None
-        policies = {"a": MFPolicySetup(specs[first], side.trainer_type, side.hyperparameters)}
-        weights = {"a": side.weights}
+        mine, theirs = side.policy, opponent.policy
+        assert mine is not None
+        policies = {"a": MFPolicySetup(specs[first], mine.trainer_type, mine.hyperparameters)}
+        weights = {"a": mine.weights}
         actor = {first: "a", second: opponent.baseline or "b"}
-        if opponent.baseline is None:
-            assert opponent.hyperparameters is not None and opponent.weights is not None
-            policies["b"] = MFPolicySetup(specs[second], opponent.trainer_type, opponent.hyperparameters)
-            weights["b"] = opponent.weights
+        if theirs is not None:
+            policies["b"] = MFPolicySetup(specs[second], theirs.trainer_type, theirs.hyperparameters)
+            weights["b"] = theirs.weights
         worker.configure(MFPlan(policies, actor, frozenset({"a"})))
         rows: list[Any] = []
         while sum(int((t.action_mask.sum(1) >= 2).sum()) for t in rows) < states:
@@ -138,8 +167,10 @@ def main() -> None:
     args = p.parse_args()
 
     side, opponent = load_side(args.checkpoint), load_side(args.opponent)
-    if side.trainer_type != "mfq" or side.temperature is None:
-        raise SystemExit(f"{args.checkpoint}: an MF-Q checkpoint is needed, this is {side.trainer_type}")
+    policy = side.policy
+    if policy is None or policy.trainer_type != "mfq" or policy.temperature is None:
+        kind = policy.trainer_type if policy is not None else "a baseline"
+        raise SystemExit(f"{args.checkpoint}: an MF-Q checkpoint is needed, this is {kind}")
     config = load_config(args.config)
     out_dir = Path("results/mean_action_use").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,11 +178,10 @@ def main() -> None:
     parameters = last_lessons(config.environment_parameters)
     factory = EnvFactory(config.env, config.engine_settings, parameters, str(out_dir), build)
     data = record_states(factory, side, opponent, args.states, args.num_envs, args.seed)
-    assert side.hyperparameters is not None and side.weights is not None
     spec = PolicySpec(tuple(o.shape[1:] for o in data.obs), ActionSpec(0, (int(data.mask.shape[1]),)))
-    trained = make_learner("mfq", spec, side.hyperparameters, acting_only=True)
-    trained.set_weights(side.weights)
-    untrained = make_learner("mfq", spec, side.hyperparameters, acting_only=True, seed=args.init_seed)
+    trained = make_learner("mfq", spec, policy.hyperparameters, acting_only=True)
+    trained.set_weights(policy.weights)
+    untrained = make_learner("mfq", spec, policy.hyperparameters, acting_only=True, seed=args.init_seed)
     assert isinstance(trained, MFQLearner) and isinstance(untrained, MFQLearner)
     mean = data.mean
     rng = np.random.default_rng(args.seed)
@@ -161,15 +191,16 @@ def main() -> None:
         "checkpoint": side.label,
         "opponent": opponent.label,
         "states": len(mean),
-        "temperature": side.temperature,
+        "temperature": policy.temperature,
         "mean_action_l1_between_states": variation,
-        "trained": sensitivity(trained, data, side.temperature, args.seed),
-        "untrained": sensitivity(untrained, data, side.temperature, args.seed),
-        "hyperparameters": dataclasses.asdict(side.hyperparameters),
+        "trained": sensitivity(trained, data, policy.temperature, args.seed),
+        "untrained": sensitivity(untrained, data, policy.temperature, args.seed),
+        "hyperparameters": dataclasses.asdict(policy.hyperparameters),
     }
     print(
         f"{side.label} against {opponent.label}: {report['states']} states, temperature "
-        f"{side.temperature:.3g}; mean action L1 distance between two states {variation:.3f} (of at most 2); "
+        f"{policy.temperature:.3g}; mean action L1 distance between two states {variation:.3f} (of at most "
+        "2); "
         f"Q spread over allowed actions: trained {report['trained']['q_spread']:.4f}, untrained "
         f"{report['untrained']['q_spread']:.4f}"
     )

@@ -113,6 +113,36 @@ def test_masked_actions_are_never_chosen(make_actor: MakeActor, tmp_path: Path) 
     assert set(np.unique(sampled_all[:, 0])) == {1, 3}  # sampling does explore both allowed actions
 
 
+def test_a_masked_favourite_never_starves_the_allowed_actions(tmp_path: Path) -> None:
+    """A policy can prefer a masked action by far (an MF-Q policy at a low temperature: logits Q / T, battle's
+    attacks masked with no enemy in reach). The allowed actions' probabilities must come from the masked
+    logits, as the trainers act (``masked_logits``): masking after a softmax left rows of zeros once the
+    favourite took all the mass, and the sampled action then fell outside the branch."""
+    from unimarl.trainers.export.meanfield import ContractPolicy
+
+    class Favourite(nn.Module):
+        def forward(self, obs: list[torch.Tensor]) -> torch.Tensor:
+            return obs[0][:, :1] * torch.tensor([[-0.5, 1.0, 0.2, 0.0, 0.1]]) * 400.0  # action 1 by ~400
+
+    spec = PolicySpec(((3,),), ActionSpec(0, (5,)))
+    path = tmp_path / "favourite.onnx"
+    report = export_actor(ContractPolicy(Favourite()), spec, path)
+    assert set(report.operators) <= SUPPORTED_OPERATORS
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = 256
+    obs = np.ones((batch, 3), np.float32)
+    mask = np.tile(np.array([1, 0, 1, 0, 1], np.float32), (batch, 1))  # the favourite is masked
+    out = dict(
+        zip(
+            [o.name for o in session.get_outputs()],
+            session.run(None, {"obs_0": obs, "action_masks": mask}),
+            strict=True,
+        )
+    )
+    assert set(np.unique(out["discrete_actions"])) == {2}  # logits 80 vs 40 and -200: action 2, always
+    assert set(np.unique(out["deterministic_discrete_actions"])) == {2}
+
+
 def test_visual_hwc_is_exported_nchw(make_actor: MakeActor, tmp_path: Path) -> None:
     spec = PolicySpec(((6, 5, 3),), ActionSpec(0, (3,)))
     actor, path = _export(make_actor, spec, tmp_path, visual_layout="HWC")

@@ -13,7 +13,6 @@ from unimarl.trainers.core.checkpoints import CHECKPOINT_FORMAT
 from unimarl.trainers.core.errors import ResumeError
 from unimarl.trainers.export.policies import RunExportError, load_latest_checkpoint
 from unimarl.trainers.run.evaluate import EvaluationError, load_side
-from unimarl.trainers.run.evaluate_returns import load_mappo_side
 from unimarl.trainers.run.run_dir import RunDir
 
 
@@ -56,9 +55,9 @@ def test_export_refuses_a_pickled_object(tmp_path: Path) -> None:
 
 def test_evaluation_refuses_a_pickled_object(tmp_path: Path) -> None:
     _, checkpoint, marker = _planted_run(tmp_path)
-    with pytest.raises(EvaluationError, match="not a readable checkpoint"):
-        load_side(str(checkpoint))
-    assert load_mappo_side(str(checkpoint)) is None  # not taken for a MAPPO checkpoint either
+    for side in (checkpoint, checkpoint.parent.parent):  # the checkpoint, or its run folder
+        with pytest.raises(EvaluationError, match="not a readable checkpoint"):
+            load_side(str(side))
     assert not marker.exists()
 
 

@@ -11,7 +11,7 @@ import pytest
 from unimarl.trainers.algos.meanfield.worker import Outcome, baseline_actions
 from unimarl.trainers.cli.main import main
 from unimarl.trainers.envs.battles import FIRST_ATTACK
-from unimarl.trainers.run.evaluate import EvaluationError, Side, evaluate, load_side, summarise
+from unimarl.trainers.run.evaluate import EvaluationError, Side, kills_report, load_side, play_match
 from unimarl.trainers.run.intervals import bootstrap_ci, wilson
 
 
@@ -33,7 +33,7 @@ def test_summary_counts_wins_draws_and_losses() -> None:
         Outcome({"A": 2.0, "B": 2.0}, {"A": 0.5, "B": 0.5}, 10),
         Outcome({"A": 0.0, "B": 4.0}, {"A": -1.0, "B": 2.0}, 10),
     ]
-    r = summarise(outs, ("A", "B"), ("a", "b"))
+    r = kills_report(outs, [["A"], ["B"]], ("a", "b"))
     a = r["sides"]["a"]
     assert (a["wins"], a["draws"], a["losses"]) == (1, 1, 1)
     assert a["win_rate"] == pytest.approx(0.5) and a["kills_mean"] == pytest.approx(5 / 3)
@@ -61,9 +61,9 @@ def test_bad_sides_are_named(tmp_path: Path) -> None:
         load_side(str(tmp_path))
     with pytest.raises(EvaluationError, match="not a readable checkpoint"):
         load_side(str(tmp_path / "checkpoint-best.pt"))
-    rand = Side("random", baseline="baseline:random")
+    rand = load_side("random")
     with pytest.raises(EvaluationError, match="battles=0"):
-        evaluate(None, rand, rand, battles=0)  # checked before any game starts
+        play_match(None, rand, rand, battles=0)  # type: ignore[arg-type]  # checked before any game starts
 
 
 def test_cli_eval_scripted_beats_random(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,34 +216,28 @@ def test_a_q_checkpoint_without_progress_is_refused(tmp_path: Path) -> None:
 
 
 def test_mean_action_ablations_change_what_a_policy_sees() -> None:
-    """``zero`` hands the policy a zero mean action, ``shuffle`` each agent another acting agent's; the
+    """``zero`` hands the model a zero mean action, ``shuffle`` each agent another acting agent's; the
     benchmark's ablations (benchmarks/battle_mf.py --ablations) rest on it."""
-    from types import SimpleNamespace
+    from unimarl.bridge.spec import ActionSpec
+    from unimarl.trainers.algos.meanfield.mean_action import MeanActionTracker
+    from unimarl.trainers.run.play import MeanFieldInput, ModelActor
 
-    from unimarl.trainers.algos.meanfield.worker import MFPlan, MFRolloutWorker
-
-    seen: list[np.ndarray] = []
-
-    class Recorder:
-        def act(self, obs: list, mean: np.ndarray, mask: object, deterministic: bool) -> SimpleNamespace:
-            seen.append(mean)
-            return SimpleNamespace(discrete_actions=np.zeros((len(obs[0]), 1), np.int64), logp=None)
-
-    worker = MFRolloutWorker.__new__(MFRolloutWorker)  # no games: only the acting step is exercised
-    worker._actors, worker._streams, worker.seed, worker.worker_index = {"p": Recorder()}, {}, 0, 0
-    means = np.arange(16, dtype=np.float32).reshape(8, 2)
-    rows = [(0, f"a{i}", "B", [np.zeros(3, np.float32)], None, means[i]) for i in range(8)]
+    agents = [f"a{i}" for i in range(8)]
+    seen = []
     for ablation in ("", "zero", "shuffle"):
-        worker._plan = MFPlan({}, {}, mean_action_ablation=ablation)
-        worker._choose("p", rows)
+        actor = ModelActor.__new__(ModelActor)  # no model: only the mean-action feed is exercised
+        actor.tracker = MeanActionTracker(ActionSpec(0, (4,)))
+        actor.tracker.record(agents, np.array([[0], [0], [0], [1], [2], [3], [3], [3]]))
+        actor.mean_field = MeanFieldInput(ablation=ablation, rng=np.random.default_rng(0))
+        seen.append(actor.mean_actions(agents, (np.zeros((8, 3), np.float32),), [1, 1, 1, 1, 2, 2, 2, 2]))
     plain, zero, shuffled = seen
-    np.testing.assert_array_equal(plain, means)
+    assert not np.allclose(plain[0], plain[4])  # the two groups' teams acted differently
     assert not zero.any()
-    assert not np.array_equal(shuffled, means)
-    assert sorted(map(tuple, shuffled.tolist())) == sorted(map(tuple, means.tolist()))  # the same rows
-    rand = Side("random", baseline="baseline:random")
+    assert not np.array_equal(shuffled, plain)
+    assert sorted(map(tuple, shuffled.tolist())) == sorted(map(tuple, plain.tolist()))  # the same rows
+    rand = Side("random", baseline="random")
     with pytest.raises(EvaluationError, match="mean_action_ablation 'half'"):
-        evaluate(None, rand, rand, mean_action_ablation="half")
+        play_match(None, rand, rand, mean_action_ablation="half")  # type: ignore[arg-type]
 
 
 def test_cli_eval_plays_a_mean_action_ablation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -324,10 +318,83 @@ def test_cli_eval_match_scores_each_side_by_the_games_rule(
 def test_a_match_needs_a_game_of_two_teams(tmp_path: Path) -> None:
     from unimarl.trainers.core.config import config_from_dict
     from unimarl.trainers.envs.factory import EnvFactory
-    from unimarl.trainers.run.evaluate_returns import MAPPOSide, ReturnEvaluationError, play_match
+    from unimarl.trainers.run.evaluate import NotAMatchError
 
     config = config_from_dict({"env": {"pettingzoo": f"{Path(__file__).parent / 'nav_env.py'}:make"}})
     factory = EnvFactory(config.env, config.engine_settings, {}, str(tmp_path), None)
-    rand = MAPPOSide("random")
-    with pytest.raises(ReturnEvaluationError, match=r"a match needs a game of two teams.*without --match"):
+    rand = load_side("random")
+    with pytest.raises(NotAMatchError, match=r"a match needs a game of two teams.*--alone"):
         play_match(factory, rand, rand, episodes=2)
+
+
+def test_cli_eval_plays_a_mappo_run_against_a_mean_field_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One evaluator for every algorithm: a MAPPO run (its checkpoint, its exported models, one of its .onnx
+    files) plays battles against an MF-Q checkpoint, which the two evaluators of before could not pair."""
+    import shutil
+
+    from unimarl.trainers.core.config import config_from_dict
+    from unimarl.trainers.run.train import train
+
+    sim = ["--team-size", "4", "--grid", "10", "--view", "5"]
+    data = {
+        "default_settings": {
+            "trainer_type": "ppo",
+            "hyperparameters": {"batch_size": 16, "buffer_size": 32},
+            "network_settings": {"hidden_units": 8, "num_layers": 1},
+            "max_steps": 32,
+            "time_horizon": 4,
+        },
+        "env": {"sim": "battle", "args": sim, "num_envs": 1},
+        "environment_parameters": {"max_steps": 8},
+        "checkpoint_settings": {"run_id": "ppo", "results_dir": str(tmp_path / "results")},
+        "torch_settings": {"device": "cpu"},
+    }
+    run = train(config_from_dict(data)).run_dir
+    mfq = _constant_q_checkpoint(tmp_path / "mf" / "checkpoints" / "checkpoint-100.pt", 1.0)
+    models = tmp_path / "models"  # the run's exported models alone: no checkpoint
+    shutil.copytree(run / "onnx", models / "onnx")
+    shutil.copy(run / "config.yaml", models / "config.yaml")
+    one_model = sorted((run / "onnx").glob("*.onnx"))[0]
+    cfg = tmp_path / "battle.yaml"  # a bare model has no game of its own: the run's is named
+    cfg.write_text(
+        f"env: {{sim: battle, args: {json.dumps(sim)}}}\nenvironment_parameters: {{max_steps: 8}}\n"
+    )
+    for side, game in ((run, []), (models, []), (one_model, ["--config", str(cfg)])):
+        out = tmp_path / f"{side.name}.json"
+        flags = ["--battles", "2", "--num-envs", "2", "--json", str(out), "--out-dir", str(tmp_path / "eval")]
+        assert main(["eval", str(side), str(mfq), *game, *flags]) == 0, side
+        report = json.loads(out.read_text())
+        assert report["rule"] == "kills" and report["battles"] == 2
+        first, second = (report["sides"][label] for label in report["labels"])
+        assert (first["team"], second["team"]) == (0, 1)
+        assert first["wins"] + first["draws"] + first["losses"] == 2
+        assert first["wins"] == second["losses"] and first["draws"] == second["draws"]
+    assert "scored by kills" in capsys.readouterr().out
+
+
+def test_a_side_with_no_policy_for_a_behaviour_is_named(tmp_path: Path) -> None:
+    with pytest.raises(EvaluationError, match="does not exist"):
+        load_side(str(tmp_path / "run#Nope"))
+    mfq = _constant_q_checkpoint(tmp_path / "mf" / "checkpoints" / "checkpoint-100.pt", 1.0)
+    with pytest.raises(EvaluationError, match=r"holds policies \['Battle\?team=0'\], not 'Nope'"):
+        load_side(f"{mfq}#Nope")
+    assert load_side(f"{tmp_path / 'mf'}#Battle?team=0").policy == "Battle?team=0"
+
+
+def test_a_battle_is_scored_by_kills_though_agents_die_before_it_ends(tmp_path: Path) -> None:
+    """Agents of the battle game end their episodes when they die: a team can end ``episodes`` agent episodes
+    before the first battle ends, and the game is still scored per battle by kills (the first ended battle
+    decides the rule)."""
+    from unimarl.trainers.core.config import config_from_dict
+    from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
+
+    sim = ["--team-size", "8", "--grid", "8", "--view", "5"]
+    config = config_from_dict({"env": {"sim": "battle", "args": sim}})
+    build = str(make_sim_build(config.env, tmp_path))
+    factory = EnvFactory(config.env, config.engine_settings, {"max_steps": 60}, str(tmp_path), build)
+    scripted = load_side("scripted")
+    report = play_match(factory, scripted, scripted, battles=2, episodes=1, num_envs=2)
+    assert report["rule"] == "kills" and report["battles"] == 2
+    assert sum(s["kills_mean"] for s in report["sides"].values()) > 0  # agents died before the battles ended

@@ -8,7 +8,7 @@ import pytest
 
 from unimarl.trainers.core.config import EnvSettings, config_from_dict
 from unimarl.trainers.envs.factory import EnvFactory, make_sim_build
-from unimarl.trainers.run.evaluate import evaluate_both_sides, load_side
+from unimarl.trainers.run.evaluate import load_side, play_both_sides
 from unimarl.trainers.run.train import train
 
 SIM_ARGS = ["--team-size", "64", "--grid", "24", "--view", "13"]
@@ -36,5 +36,5 @@ def test_mfq_beats_random_after_short_self_play(tmp_path: Path) -> None:
         settings, environment_parameters={"max_steps": 100}, run_dir=str(tmp_path), build_path=str(build)
     )
     side = load_side(str(result.run_dir))
-    both = evaluate_both_sides(factory, side, load_side("random"), battles=20, num_envs=2)
+    both = play_both_sides(factory, side, load_side("random"), battles=20, num_envs=2)
     assert both["win_rate"] >= 0.8 and min(both["per_orientation"]) >= 0.7, both["per_orientation"]

@@ -1,11 +1,10 @@
-"""``unimarl eval A B``: compare two checkpoints, or a checkpoint and a baseline.
+"""``unimarl eval A B``: two sides (runs of any algorithm, models, baselines) compared on a game.
 
-MAPPO runs: each side plays ``--episodes`` agent episodes per behaviour and the mean returns are compared, or,
-with ``--match``, the sides play each other on a two-team game (A the first team, B the second) and their
-win rates are compared (:mod:`unimarl.trainers.run.evaluate_returns`); the game is the run's own unless
-``--config`` / ``--env`` say otherwise. Mean-field runs: battles between the two sides
-(:mod:`unimarl.trainers.run.evaluate`). Heavy
-modules are imported only when the command runs; the tables are printed here.
+One evaluator (:mod:`unimarl.trainers.run.evaluate`): the sides' exported models play head to head on a
+game of two teams (win rates: by kills on games that report them, else by each agent episode's final reward),
+or each side plays the game alone (``--alone``, and any game without two teams: mean returns). The game is
+``--config``'s or ``--env``'s, else the first run side's own, else ``sim:battle``. Heavy modules are imported
+only when the command runs; the tables are printed here.
 """
 
 from __future__ import annotations
@@ -21,51 +20,63 @@ from unimarl.trainers.cli.common import expected_errors, report_error, setup_log
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "eval",
-        help="compare two checkpoints (or a checkpoint and a baseline): returns or battle win rates",
-        description="MAPPO runs: each side plays --episodes agent episodes per behaviour on the game; the "
-        "mean returns are reported with bootstrap intervals, and their difference. With --match the sides "
-        "play each other on a two-team game (A drives the first team, B the second) and each side's win "
-        "rate is reported (an agent episode ending with reward > 0 is won, < 0 lost, 0 drawn: ML-Agents' "
-        "self-play reading). Mean-field runs: play N "
-        "battles, side A driving the first behaviour (sorted), side B the second. A side is a checkpoint "
-        "file or run folder (mean-field: optionally #POLICY), or the baseline random (or scripted, for "
-        "battles).",
+        help="compare two runs, models or baselines on a game: head-to-head win rates or returns",
+        description="Each side acts through its exported ONNX model (a checkpoint is exported first), as "
+        "the game would run it. On a game of two teams (behaviour ids Name?team=T, or two behaviours) the "
+        "sides play each other, A driving the first team and B the second: a game that reports kills "
+        "(<Game>/kills_team<k> statistics, as the battle game) is scored per battle, more kills winning; "
+        "any other game per agent episode by the sign of its final reward (ML-Agents' self-play reading). "
+        "On other games, or with --alone, each side plays the game by itself and the mean returns are "
+        "compared. A side is random, scripted (the battle game's baseline), a .onnx model, a run folder "
+        "(its latest checkpoint) or a checkpoint-N.pt, optionally #POLICY.",
     )
-    p.add_argument("a", help="side A: checkpoint, run folder, random or scripted")
-    p.add_argument("b", help="side B: checkpoint, run folder, random or scripted")
+    p.add_argument("a", help="side A: run folder, checkpoint[#POLICY], .onnx model, random or scripted")
+    p.add_argument("b", help="side B: run folder, checkpoint[#POLICY], .onnx model, random or scripted")
     p.add_argument(
         "--config",
         help="YAML config whose env and environment_parameters are used (a curriculum: its last lesson)",
     )
     p.add_argument(
         "--env",
-        help="a Unity player build path, or sim:NAME (default: a MAPPO run's own env, else sim:battle)",
+        help="a Unity player build path, or sim:NAME (default: the first run side's env, else sim:battle)",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--match",
+        action="store_true",
+        help="the sides must play each other (an error on a game without two teams)",
+    )
+    mode.add_argument(
+        "--alone",
+        action="store_true",
+        help="each side plays the game by itself; compare mean returns (also a two-team game's)",
+    )
+    p.add_argument(
+        "--battles",
+        type=int,
+        default=50,
+        help="head to head on a game that reports kills: battles per orientation (default 50)",
     )
     p.add_argument(
         "--episodes",
         type=int,
         default=100,
-        help="MAPPO: agent episodes per behaviour and side (with --match: per team) (default 100)",
+        help="agent episodes per team (head to head) or per behaviour and side (--alone) (default 100)",
     )
-    p.add_argument(
-        "--match",
-        action="store_true",
-        help="MAPPO: the sides play each other on a two-team game instead of playing it alone",
-    )
-    p.add_argument("--battles", type=int, default=50, help="mean-field: battles to play (default 50)")
     p.add_argument("--num-envs", type=int, default=1, help="games played at once")
-    p.add_argument("--greedy", action="store_true", help="argmax / mean actions instead of sampled ones")
+    p.add_argument(
+        "--greedy", action="store_true", help="the models' deterministic outputs instead of sampled actions"
+    )
     p.add_argument(
         "--both-sides",
         action="store_true",
-        help="head to head (mean-field battles, MAPPO --match): play with A on each team (2x the games) "
-        "and report A's combined win rate",
+        help="head to head: play with A on each team (2x the games) and report A's combined win rate",
     )
     p.add_argument(
         "--mean-action-ablation",
         choices=("zero", "shuffle"),
-        help="mean-field: what MF-Q sides see of their neighbours, zeroed or shuffled between agents (does "
-        "the policy use its mean action?)",
+        help="what mean-field models see of their neighbours, zeroed or shuffled between agents (does the "
+        "policy use its mean action?)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--json", help="also write the report as JSON to this file")
@@ -85,61 +96,54 @@ def _factory(config: Any, out: Path) -> Any:
     return EnvFactory(env, config.engine_settings, parameters, str(out.resolve()), build)
 
 
+def _game_config(args: argparse.Namespace, sides: list[Any]) -> Any:
+    """The config whose game is played (class docstring: --config, --env, a run side's, sim:battle)."""
+    from unimarl.trainers.core.config import TrainConfig, apply_env_flag, load_config
+
+    if args.config:
+        config = load_config(args.config)
+    else:
+        config = next((s.config for s in sides if s.config is not None and s.run is not None), None)
+        if config is None:  # no run side (baselines, models): the battle game unless --env says otherwise
+            config = TrainConfig()
+            apply_env_flag(config, "sim:battle")
+    if args.env:
+        apply_env_flag(config, args.env)
+    return config
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    from unimarl.trainers.run.evaluate_returns import load_mappo_side
+    from unimarl.trainers.run.evaluate import NotAMatchError, load_side
 
     setup_logging("WARNING")
     try:
-        sides = [load_mappo_side(args.a), load_mappo_side(args.b)]
-        if all(s is not None for s in sides) and any(s.state is not None for s in sides if s is not None):
-            return _eval_returns(args, [s for s in sides if s is not None])
-        return _eval_battles(args)
+        sides = [load_side(args.a), load_side(args.b)]
+        factory = _factory(_game_config(args, sides), Path(args.out_dir))
+        if not args.alone:
+            try:
+                return _eval_match(args, factory, sides)
+            except NotAMatchError:
+                if args.match:
+                    raise
+        return _eval_alone(args, factory, sides)
     except expected_errors() as e:
         return report_error(e)
 
 
-def _eval_returns(args: argparse.Namespace, sides: list[Any]) -> int:
-    """MAPPO: each side plays the game on its own; mean returns per behaviour and their difference."""
-    import dataclasses
-
-    from unimarl.trainers.core.config import apply_env_flag, load_config
-    from unimarl.trainers.run.evaluate_returns import format_returns, play_episodes, returns_report
-
-    trained = next(s for s in sides if s.state is not None)
-    # the random side plays with the trained side's settings (group-reward weights, policy mapping)
-    sides = [s if s.state is not None else dataclasses.replace(s, config=trained.config) for s in sides]
-    config = load_config(args.config) if args.config else trained.config
-    if args.env:
-        apply_env_flag(config, args.env)
-    factory = _factory(config, Path(args.out_dir))
-    if args.match:
-        return _eval_match(args, factory, sides)
-    results: dict[str, dict[str, list[float]]] = {}
-    for key, side in zip(("A", "B"), sides, strict=True):
-        label = side.label if side.label not in results else f"{side.label} ({key})"
-        results[label] = play_episodes(
-            factory, side, episodes=args.episodes, num_envs=args.num_envs, seed=args.seed, greedy=args.greedy
-        )
-    report = returns_report(results)
-    report.update(episodes=args.episodes, greedy=args.greedy)
-    print(format_returns(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-    return 0
-
-
 def _eval_match(args: argparse.Namespace, factory: Any, sides: list[Any]) -> int:
-    """MAPPO head to head: A on the first team, B on the second (both orientations with --both-sides)."""
-    from unimarl.trainers.run.evaluate_returns import format_match, play_match, play_match_both_sides
+    """Head to head: A on the first team, B on the second (both orientations with --both-sides)."""
+    from unimarl.trainers.run.evaluate import format_match, play_both_sides, play_match
 
-    play = play_match_both_sides if args.both_sides else play_match
+    play = play_both_sides if args.both_sides else play_match
     report = play(
         factory,
         *sides,
+        battles=args.battles,
         episodes=args.episodes,
         num_envs=args.num_envs,
         seed=args.seed,
         greedy=args.greedy,
+        mean_action_ablation=args.mean_action_ablation or "",
     )
     print(format_match(report))
     if args.json:
@@ -147,32 +151,25 @@ def _eval_match(args: argparse.Namespace, factory: Any, sides: list[Any]) -> int
     return 0
 
 
-def _eval_battles(args: argparse.Namespace) -> int:
-    """Mean-field: battles between the two sides."""
-    from unimarl.trainers.core.config import TrainConfig, apply_env_flag, load_config
-    from unimarl.trainers.run.evaluate import (
-        evaluate,
-        evaluate_both_sides,
-        format_both_sides,
-        format_report,
-        load_side,
-    )
+def _eval_alone(args: argparse.Namespace, factory: Any, sides: list[Any]) -> int:
+    """Each side plays the game on its own; mean returns per behaviour and their difference."""
+    from unimarl.trainers.run.evaluate import format_returns, play_returns, returns_report
 
-    config = load_config(args.config) if args.config else TrainConfig()
-    if args.env or not args.config:
-        apply_env_flag(config, args.env or "sim:battle")
-    play = evaluate_both_sides if args.both_sides else evaluate
-    report = play(
-        _factory(config, Path(args.out_dir)),
-        load_side(args.a),
-        load_side(args.b),
-        battles=args.battles,
-        num_envs=args.num_envs,
-        seed=args.seed,
-        greedy=args.greedy,
-        mean_action_ablation=args.mean_action_ablation or "",
-    )
-    print(format_both_sides(report) if args.both_sides else format_report(report))
+    results: dict[str, dict[str, list[float]]] = {}
+    for key, side, other in (("A", sides[0], sides[1]), ("B", sides[1], sides[0])):
+        label = side.label if side.label not in results else f"{side.label} ({key})"
+        results[label] = play_returns(
+            factory,
+            side,
+            episodes=args.episodes,
+            num_envs=args.num_envs,
+            seed=args.seed,
+            greedy=args.greedy,
+            group_weights_from=other,
+        )
+    report = returns_report(results)
+    report.update(episodes=args.episodes, greedy=args.greedy)
+    print(format_returns(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

@@ -17,9 +17,11 @@ evaluator in ``unity_project/`` load:
   ``deterministic_discrete_actions`` (int64, argmax of the masked probabilities) and
   ``discrete_action_output_shape`` (float32 [branches] = branch sizes). Hybrid action specs get both sets.
 
-Masking: the actor already masks its logits; the wrapper also multiplies the softmax probabilities by the
-mask, so a masked action has probability exactly 0 and can be chosen neither by ``Multinomial`` nor by
-``ArgMax``, whatever masking constant the actor uses.
+Masking: the wrapper lowers the logits of masked actions by :data:`MASKED_LOGIT` before the softmax (as the
+trainers act; an actor that masked its logits already is unchanged), so a masked action has probability
+exactly 0 and can be chosen neither by ``Multinomial`` nor by ``ArgMax``, and the allowed actions keep their
+probabilities even when a masked action's logit is far above theirs (an MF-Q policy's ``Q / T`` at a low
+temperature: masking the probabilities after the softmax left all-zero rows there, sampled out of range).
 
 Visual layout: ML-Agents' contract feeds visual observations NCHW. Games on the C# 3.x package already send
 CHW (``visual_layout="CHW"``, the default: no transpose). For C# 2.x games, which send HWC, pass
@@ -102,6 +104,9 @@ class ExportReport:
     outputs: tuple[str, ...]
 
 
+MASKED_LOGIT = 1e9
+"""Subtracted from the logits of masked actions before the softmax (their probability becomes exactly 0)."""
+
 MEAN_ACTION_INPUT = "mean_action"
 """Name of the mean-field extension's input (module docstring)."""
 
@@ -181,7 +186,11 @@ class ContractWrapper(nn.Module):
         sampled, deterministic = [], []
         start = 0
         for branch_logits, size in zip(logits, self.spec.action_spec.discrete_branches, strict=True):
-            probs = torch.softmax(branch_logits, dim=1) * mask[:, start : start + size]
+            # mask the logits, then normalise (as the trainers act): a softmax masked afterwards leaves a row
+            # of zeros when a masked action takes all the mass (logits far apart, e.g. Q / T at a low
+            # temperature), and Multinomial then samples outside the branch
+            allowed = mask[:, start : start + size]
+            probs = torch.softmax(branch_logits + (allowed - 1.0) * MASKED_LOGIT, dim=1)
             start += size
             sampled.append(torch.multinomial(probs, 1))
             deterministic.append(torch.argmax(probs, dim=1, keepdim=True))

@@ -64,6 +64,24 @@ class PlayError(TrainerError):
     ended within the step limit."""
 
 
+MEAN_ACTION_ABLATIONS = ("zero", "shuffle")
+"""What an evaluation may do to the mean action a mean-field model is fed (does the policy use it?): hand it
+zeros, or shuffle the agents' mean actions among those acting at the same step."""
+
+
+@dataclass(frozen=True)
+class MeanFieldInput:
+    """How a mean-field model's ``mean_action`` input is computed: the training run's neighbourhood
+    (:class:`~unimarl.trainers.core.mf_settings.MeanFieldHyperparameters`: ``team`` by default, ``group``,
+    or ``radius`` around the position sensor), and an optional ablation (:data:`MEAN_ACTION_ABLATIONS`)."""
+
+    neighbourhood: str = "team"
+    radius: float | None = None
+    position_sensor: int = 1
+    ablation: str = ""
+    rng: np.random.Generator = field(default_factory=np.random.default_rng, compare=False)
+
+
 @dataclass
 class PlayResult:
     """Episode returns per behaviour, the model each behaviour ran (behaviour -> file), and the weight its
@@ -166,7 +184,15 @@ def open_game(env: str, args: list[str], log_dir: Path, seed: int, timeout: floa
 class ModelActor:
     """One behaviour's ONNX model: observations of deciding agents -> the game's actions."""
 
-    def __init__(self, path: Path, view: AgentView, game_layout: str | None, stochastic: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        view: AgentView,
+        game_layout: str | None,
+        stochastic: bool,
+        *,
+        mean_field: MeanFieldInput | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         try:
@@ -184,7 +210,12 @@ class ModelActor:
                 f"{path} takes inputs {sorted(declared)}; the game's behaviour needs {expected} "
                 f"(optionally followed by {MEAN_ACTION_INPUT!r}): play it against the game it was trained on"
             )
-        self.tracker = MeanActionTracker(spec.action_spec) if extra == [MEAN_ACTION_INPUT] else None
+        self.mean_field = mean_field or MeanFieldInput()
+        takes_mean = extra == [MEAN_ACTION_INPUT]
+        mf = self.mean_field
+        self.tracker = (
+            MeanActionTracker(spec.action_spec, mf.neighbourhood, mf.radius) if takes_mean else None
+        )
         width = declared.get(MEAN_ACTION_INPUT, (None,))[-1]
         if self.tracker is not None and isinstance(width, int) and width != self.tracker.dim:
             raise PlayError(
@@ -211,8 +242,7 @@ class ModelActor:
         if mask is not None:
             feed["action_masks"] = mask
         if self.tracker is not None:
-            segment = None if groups is None else np.asarray(groups, np.int64)
-            feed[MEAN_ACTION_INPUT] = self.tracker.mean_actions(agents, segment=segment)
+            feed[MEAN_ACTION_INPUT] = self.mean_actions(agents, obs, groups)
         n, act = len(agents), self.view.spec.action_spec
         results = dict(zip(self.outputs, self.session.run(self.outputs, feed), strict=True))
         continuous = np.zeros((n, 0), np.float32)
@@ -225,6 +255,25 @@ class ModelActor:
         if self.tracker is not None:
             self.tracker.record(agents, discrete if act.discrete_size else None, continuous)
         return [self.view.to_env_action(c, d, mapped=True) for c, d in zip(continuous, discrete, strict=True)]
+
+    def mean_actions(
+        self, agents: list[str], obs: tuple[np.ndarray, ...], groups: list[int] | None
+    ) -> np.ndarray:
+        """The mean actions fed to the model: the tracker's (neighbours as in training, within each Unity
+        group), then the ablation, if any."""
+        assert self.tracker is not None
+        mf = self.mean_field
+        segment = None if groups is None else np.asarray(groups, np.int64)
+        positions = None
+        if mf.neighbourhood == "radius":
+            positions = obs[mf.position_sensor].reshape(len(agents), -1)
+        group_ids = segment if mf.neighbourhood == "group" else None
+        means = self.tracker.mean_actions(agents, segment=segment, positions=positions, group_id=group_ids)
+        if mf.ablation == "zero":
+            return np.zeros_like(means)
+        if mf.ablation == "shuffle":
+            return means[mf.rng.permutation(len(means))]
+        return means
 
 
 def _needs_transpose(

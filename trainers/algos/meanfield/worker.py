@@ -103,10 +103,6 @@ class MFPlan:
     """Behaviour -> weight of its Unity group reward in each agent's reward (absent: 0)."""
     late_policy: dict[str, str] = field(default_factory=dict)
     """Behaviour (or its name before ``?``) -> actor, for behaviours that appear after reset."""
-    mean_action_ablation: str = ""
-    """Evaluation ablations of what the policies see of their neighbours: ``zero`` (a zero mean action) or
-    ``shuffle`` (each acting agent gets the mean action of another agent acting at the same step); empty:
-    none."""
 
 
 @dataclass(frozen=True)
@@ -459,10 +455,6 @@ class MFRolloutWorker(RunnerWorker):
         obs = [np.stack([r[3][k] for r in rows]).astype(np.float32) for k in range(len(rows[0][3]))]
         mean = None if rows[0][5] is None else np.stack([r[5] for r in rows])
         assert self._plan is not None
-        if mean is not None and self._plan.mean_action_ablation == "zero":
-            mean = np.zeros_like(mean)
-        elif mean is not None and self._plan.mean_action_ablation == "shuffle":
-            mean = mean[self._stream("ablation").permutation(len(mean))]
         out = self._actors[actor].act(obs, mean, mask, deterministic=self._plan.deterministic)
         return out.discrete_actions[:, 0], out.logp
 
