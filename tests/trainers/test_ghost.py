@@ -120,8 +120,8 @@ def test_asymmetric_teams_rate_against_the_other_behaviours_snapshot() -> None:
     assert play.policies["Goalie"].elo == 1200.0
 
 
-def test_self_play_on_one_team_or_with_mean_field_is_refused() -> None:
-    from unimarl.trainers.algos.mappo.algorithm import ghost_slots
+def test_self_play_on_one_team_or_with_two_rules_is_refused() -> None:
+    from unimarl.trainers.algos.ghost import ghost_slots
 
     config = config_from_dict({"behaviors": {"Walker": {"trainer_type": "mappo", "ghost": {}}}})
     with pytest.raises(ConfigError, match=r"are all on one team; self-play needs behaviour ids with teams"):
@@ -129,8 +129,10 @@ def test_self_play_on_one_team_or_with_mean_field_is_refused() -> None:
     assert ghost_slots(config, {"Walker?team=0": "Walker", "Walker?team=1": "Walker"}) == {
         "Walker": {0: "Walker#team0", 1: "Walker#team1"}
     }
-    with pytest.raises(ConfigError, match=r"behaviors.B.ghost is self-play for mappo"):
-        config_from_dict({"behaviors": {"B": {"trainer_type": "mfq", "ghost": {}}}})
+    both = {"trainer_type": "mfq", "ghost": {}, "self_play": {"opponent": "B?team=1"}}
+    with pytest.raises(ConfigError, match=r"behaviors.B sets both ghost .* and self_play"):
+        config_from_dict({"behaviors": {"B": both}})
+    assert config_from_dict({"behaviors": {"B": {"trainer_type": "mfq", "ghost": {}}}}).behaviors["B"].ghost
 
 
 GAME = [
@@ -330,3 +332,87 @@ def test_a_checkpoint_from_before_the_shared_pool_resumes() -> None:
         65,
     )
     assert play.weights({"Soccer": _weights(0.0)})["Soccer#team0"]["actor.w"][0] == 4.0  # team 0 plays it
+
+
+MF_GHOST = {
+    "save_steps": 30,
+    "team_change": 60,
+    "swap_steps": 20,
+    "window": 3,
+    "play_against_latest_model_ratio": 0,
+}
+
+
+def _mf_config(tmp_path: Path, trainer: str, max_steps: int) -> dict:
+    small = {
+        "encoder": "mlp",
+        "visual_hidden": 16,
+        "head_hidden": [16],
+        "batch_size": 32,
+        "learning_starts": 32,
+    }
+    return {
+        "env": {"sim": "battle", "num_envs": 2, "args": GAME},
+        "run": {"run_id": "mfghost", "results_dir": str(tmp_path), "device": "cpu", "max_steps": max_steps},
+        "behaviors": {
+            "Battle": {
+                "trainer_type": trainer,
+                "hyperparameters": {**small, "push_every": 4},
+                "ghost": MF_GHOST,
+                "summary_freq": 20,
+            }
+        },
+        "policy_mapping": {"Battle": "Battle"},  # one policy for both teams, as ML-Agents' ghost trainer
+    }
+
+
+def test_mean_field_ghost_gives_each_team_a_slot_and_trains_the_learning_one_only() -> None:
+    from types import SimpleNamespace
+
+    from unimarl.bridge.spec import ActionSpec
+    from unimarl.trainers.algos.meanfield.algorithm import MeanField
+    from unimarl.trainers.algos.meanfield.worker import MFChunk
+    from unimarl.trainers.core.batch import PolicySpec
+
+    config = config_from_dict(_mf_config(Path("."), "mfq", 100))
+    spec = PolicySpec(((5, 5, 5), (2,), (4,)), ActionSpec(0, (21,)))
+    algorithm = MeanField(config, {"Battle?team=0": spec, "Battle?team=1": spec}, {}, "cpu")
+    plan = algorithm.plan()
+    assert plan.behavior_actor == {"Battle?team=0": "Battle#team0", "Battle?team=1": "Battle#team1"}
+    assert {"Battle#team0", "Battle#team1"} <= plan.learning and set(algorithm.policies) == {"Battle"}
+    assert algorithm.behavior_policy == {"Battle?team=0": "Battle", "Battle?team=1": "Battle"}
+    algorithm.opponents = SimpleNamespace(learning_slot=lambda policy: "Battle#team1")  # type: ignore[assignment]
+    chunk = MFChunk({"Battle#team0": ["zero"], "Battle#team1": ["one"]}, 0, 0, {}, [], {}, 0)  # type: ignore[list-item]
+    assert algorithm._training_data(chunk).transitions == {"Battle": ["one"]}
+
+
+@pytest.mark.parametrize("trainer", ["mfq", "mfac"])
+def test_a_mean_field_run_self_plays_between_teams_with_elo_exports_and_resumes(
+    tmp_path: Path, trainer: str
+) -> None:
+    """``ghost`` works for the mean-field learners as for MAPPO: one team learns at a time against the
+    other team's snapshots, ELO from the episodes' final rewards, one model for both teams, resume."""
+
+    from unimarl.trainers.run.train import train
+
+    data = _mf_config(tmp_path, trainer, 200)
+    result = train(config_from_dict(data))
+    lines = _lines(result.run_dir)
+    teams = [line["selfplay/learning_team"] for line in lines]
+    assert teams[0] == 0.0 and 1.0 in teams  # team_change 60: both teams learned
+    assert lines[-1]["selfplay/swaps/Battle"] >= 3 and lines[-1]["selfplay/snapshots/Battle"] >= 2
+    assert len({line["selfplay/elo/Battle"] for line in lines}) > 1  # episodes were won and lost
+    assert any(k.startswith("Losses/") and k.endswith("/Battle") for k in lines[-1])
+    manifest = json.loads((result.run_dir / "onnx" / "policies.json").read_text())
+    assert set(manifest) == {"Battle"}
+    state = torch.load(sorted((result.run_dir / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    assert set(state["policies"]) == {"Battle"} and set(state["self_play"]) == {"ghost"}
+    data["run"].update(resume=True, max_steps=260)
+    resumed = train(config_from_dict(data))
+    assert resumed.env_steps >= 260
+    after = _lines(resumed.run_dir)[len(lines) :]
+    assert after and after[0]["selfplay/snapshots/Battle"] >= lines[-1]["selfplay/snapshots/Battle"]
+    del data["behaviors"]["Battle"]["ghost"]
+    data["run"].update(max_steps=300)
+    with pytest.raises(ResumeError, match="trained with ghost self-play between teams"):
+        train(config_from_dict(data))

@@ -164,8 +164,9 @@ class BehaviorSettings:
     self_play: SelfPlaySettings | None = None
     """mfq / mfac: learn against frozen snapshots of this behaviour that drive ``self_play.opponent``."""
     ghost: GhostSettings | None = None
-    """mappo: self-play between the game's teams (``Name?team=T``) against snapshots of the policies, one
-    team learning at a time, with ELO (ML-Agents' ghost trainer: its ``self_play`` section)."""
+    """Self-play between the game's teams (``Name?team=T``) against snapshots of the policies, one team
+    learning at a time, with ELO (ML-Agents' ghost trainer: its ``self_play`` section); for every trainer
+    type (mfq / mfac: instead of ``self_play``)."""
 
 
 @dataclass
@@ -479,10 +480,10 @@ def _check_behavior(name: str, settings: BehaviorSettings) -> None:
         if getattr(settings, key) <= 0:
             raise ConfigError(f"behaviors.{name}.{key} must be > 0, got {getattr(settings, key)}")
     if settings.ghost is not None:
-        if settings.trainer_type != "mappo":
+        if settings.self_play is not None:
             raise ConfigError(
-                f"behaviors.{name}.ghost is self-play for mappo; an {settings.trainer_type} behaviour plays "
-                "its snapshots through self_play (opponent, update, ...)"
+                f"behaviors.{name} sets both ghost (self-play between teams, ML-Agents' rules) and self_play "
+                "(the mean-field reference's opponent rule); keep one"
             )
         settings.ghost.check(f"behaviors.{name}.ghost")
 

@@ -26,7 +26,7 @@ from unimarl.trainers.export.policies import (
     read_manifest,
 )
 from unimarl.trainers.selfplay.ghost import ghost_play
-from unimarl.trainers.selfplay.manager import SelfPlay
+from unimarl.trainers.selfplay.manager import mean_field_opponents
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ ALGORITHMS: dict[str, Entry] = {
         lambda path, a, steps: export_mean_field(path, a.policies, steps),
         mean_field_sources,
         frozenset(MFQLearner.ALGORITHMS + MFACLearner.ALGORITHMS),
-        SelfPlay,
+        mean_field_opponents,
     ),
 }
 

@@ -1,12 +1,15 @@
-"""Self-play between a game's teams for MAPPO, as ML-Agents' ghost trainer (``self_play`` of ppo / poca).
+"""Self-play between a game's teams, as ML-Agents' ghost trainer (``self_play`` of ppo / poca; ``ghost:`` of
+any unimarl behaviour: MAPPO, and the mean-field learners through :class:`~unimarl.trainers.selfplay.manager.
+MeanFieldGhost`).
 
 The game's behaviours carry their team (``Name?team=T``). One team learns at a time; every other team plays
-snapshots of its policies. MAPPO gives each policy one acting *slot* per team it plays on
-(:func:`~unimarl.trainers.algos.mappo.algorithm.ghost_slots`); :meth:`GhostPlay.weights` fills the learning
+snapshots of its policies. The algorithms give each policy one acting *slot* per team it plays on
+(:func:`~unimarl.trainers.algos.ghost.ghost_slots`); :meth:`GhostPlay.weights` fills the learning
 team's slots with the learner's weights and the others with their snapshot, and only the learning slot's
-trajectories train the policy (:meth:`GhostPlay.learning_slot`). The rules are mlagents-learn's
-(ml-agents/mlagents/trainers/ghost/trainer.py ``GhostTrainer.advance``, ``_save_snapshot``,
-``_swap_snapshots``; ghost/controller.py ``GhostController``), with env steps as the clock:
+trajectories (MAPPO) or transitions (mean field) train the policy (:meth:`GhostPlay.learning_slot`). The
+rules are mlagents-learn's (ml-agents/mlagents/trainers/ghost/trainer.py ``GhostTrainer.advance``,
+``_save_snapshot``, ``_swap_snapshots``; ghost/controller.py ``GhostController``), with env steps as the
+clock:
 
 * every ``save_steps`` env steps a policy learns, its weights enter its window of ``window`` snapshots (a
   ring: the oldest is overwritten), with its current ELO;

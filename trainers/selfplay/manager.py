@@ -1,4 +1,6 @@
-"""Self-play opponents of the mean-field learners, by the reference's rule (mlii/mfrl, Yang et al. 2018): a
+"""Self-play opponents of the mean-field learners: ghost self-play between teams (:class:`MeanFieldGhost`,
+ML-Agents' rules of :mod:`unimarl.trainers.selfplay.ghost`) or, with ``self_play:``, the reference's rule
+(mlii/mfrl, Yang et al. 2018), below: a
 snapshot pool per self-play policy (:class:`~unimarl.trainers.selfplay.pool.SnapshotPool`, the pool every
 self-play rule shares) whose opponent either acts in the rollout workers (``opponent:<policy>`` actors) or
 runs in the games from pushed ONNX models (:class:`~unimarl.trainers.selfplay.game.GameOpponents`,
@@ -20,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from unimarl.trainers.algos.meanfield.algorithm import OPPONENT_PREFIX, MeanField
+from unimarl.trainers.algos.ghost import ghost_settings
+from unimarl.trainers.algos.meanfield.algorithm import GHOST_STATE, OPPONENT_PREFIX, MeanField
 from unimarl.trainers.algos.meanfield.learners import MFLearner, SelfPlaySettings
 from unimarl.trainers.algos.meanfield.worker import MFChunk
 from unimarl.trainers.core.config import TrainConfig
 from unimarl.trainers.envs.battles import Outcome
 from unimarl.trainers.selfplay.game import GameOpponents, SelfPlayError
+from unimarl.trainers.selfplay.ghost import GhostPlay
 from unimarl.trainers.selfplay.pool import SnapshotPool, Weights, copy_weights, mix_weights
 
 
@@ -74,6 +78,10 @@ class SelfPlay:
     def start(self, progress: float) -> None:
         """Export the first in-game opponents."""
         self.game.refresh(progress)
+
+    def learning_slot(self, policy: str) -> str | None:
+        """A learning policy always acts (and learns) as itself here."""
+        return policy
 
     def weights(self) -> dict[str, Any]:
         """Weights of the opponents the workers run (``opponent:<policy>``)."""
@@ -131,3 +139,68 @@ class SelfPlay:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, pool in self.pools.items():
             pool.load_state_dict(state[name])
+
+
+class MeanFieldGhost:
+    """Ghost self-play between teams (:class:`~unimarl.trainers.selfplay.ghost.GhostPlay`, ML-Agents' rules)
+    for a mean-field run: each ghost policy acts through a slot per team (:class:`MFSetup.ghost_slots
+    <unimarl.trainers.algos.meanfield.algorithm.MFSetup>`), the learning team's slot with the learner's
+    weights and its transitions training it, the other teams' with the drawn snapshots. Every chunk advances
+    the clocks by its env steps and rates the learning team's ended episodes by their final rewards; a new
+    learning team or opponent refreshes the workers' weights at once."""
+
+    def __init__(self, play: GhostPlay, algorithm: MeanField) -> None:
+        self.play, self.algorithm = play, algorithm
+
+    def start(self, progress: float) -> None:
+        """Nothing to export: the workers run every slot."""
+
+    def weights(self) -> dict[str, Any]:
+        learners = {n: lr.get_weights() for n, lr in self.algorithm.policies.items()}
+        return self.play.weights(learners)
+
+    def learning_slot(self, policy: str) -> str | None:
+        return self.play.learning_slot(policy)
+
+    def models(self) -> dict[str, tuple[int, bytes]]:
+        return {}
+
+    def _signature(self) -> tuple[Any, ...]:
+        return self.play.learning_team, tuple(p.version for p in self.play.policies.values())
+
+    def after_chunk(
+        self, chunk: MFChunk, learners: dict[str, MFLearner], acc: dict[str, list[float]]
+    ) -> bool:
+        before = self._signature()
+        self.play.after_round(
+            chunk.env_steps,
+            chunk.final_rewards,
+            self.algorithm.behavior_policy,
+            lambda name: learners[name].get_weights(),
+        )
+        return self._signature() != before
+
+    def after_round(self, progress: float, changed: bool) -> None:
+        """Everything happened per chunk."""
+
+    def metrics(self) -> dict[str, float]:
+        return self.play.metrics()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {GHOST_STATE: self.play.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.play.load_state_dict(state[GHOST_STATE])
+
+
+def mean_field_opponents(
+    config: TrainConfig, algorithm: MeanField, run_path: str | Path
+) -> SelfPlay | MeanFieldGhost:
+    """The run's self-play: ghost between teams when its behaviours set ``ghost``, else the reference's
+    opponents (``self_play``; none when no behaviour sets it)."""
+    slots = algorithm.setup.ghost_slots
+    if not slots:
+        return SelfPlay(config, algorithm, run_path)
+    settings = ghost_settings(config, algorithm.behavior_policy)
+    initial = {name: algorithm.policies[name].get_weights() for name in slots}
+    return MeanFieldGhost(GhostPlay(slots, settings, initial, seed=config.run.seed), algorithm)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 from unimarl.trainers.algos.base import Learned
+from unimarl.trainers.algos.ghost import ghost_slots
 from unimarl.trainers.algos.meanfield.learners import (
     MEAN_FIELD_TRAINERS,
     MFLearner,
@@ -33,11 +34,14 @@ from unimarl.trainers.algos.meanfield.worker import MFChunk, MFPlan, MFPolicySet
 from unimarl.trainers.core.batch import PolicySpec
 from unimarl.trainers.core.config import TrainConfig
 from unimarl.trainers.core.errors import ConfigError, ResumeError
+from unimarl.trainers.core.names import team_of
 from unimarl.trainers.envs.battles import outcome_metrics
 
 logger = logging.getLogger(__name__)
 
 OPPONENT_PREFIX = "opponent:"
+GHOST_STATE = "ghost"
+"""The key of ghost self-play's state among a checkpoint's ``self_play`` entries."""
 
 
 @dataclasses.dataclass
@@ -50,6 +54,9 @@ class MFSetup:
     """Learner policy -> (its behaviour, the opponent behaviour) for self-play policies."""
     in_game: frozenset[str] = frozenset()
     """Self-play policies whose opponent the games run (``opponent_runs: game``)."""
+    ghost_slots: dict[str, dict[int, str]] = dataclasses.field(default_factory=dict)
+    """Self-play between teams (``ghost``): policy -> team -> its acting slot there
+    (:func:`~unimarl.trainers.algos.ghost.ghost_slots`)."""
 
 
 def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetup:
@@ -108,6 +115,14 @@ def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetu
             swap.append((learner_behavior, opponent))
     for opponent, learner_behavior in in_game.items():
         self_play[actor[learner_behavior]] = (learner_behavior, opponent)
+    behavior_policy = dict(actor)
+    slots = ghost_slots(config, {b: n for b, n in actor.items() if not n.startswith(OPPONENT_PREFIX)})
+    for name, by_team in slots.items():  # each team of a ghost policy acts through its own slot
+        for slot in by_team.values():
+            policies[slot] = policies[name]
+        for behavior, acting in behavior_policy.items():
+            if acting == name:
+                actor[behavior] = by_team[team_of(behavior)]
     learning = frozenset(n for n in policies if not n.startswith(OPPONENT_PREFIX))
     # behaviours met after reset act with the policy policy_mapping gives them, if it exists (same spec)
     late = {b: n for b, n in config.policy_mapping.items() if b not in specs and n in policies}
@@ -121,8 +136,13 @@ def plan_mean_field(config: TrainConfig, specs: dict[str, PolicySpec]) -> MFSetu
         group_reward_weight=weights,
         late_policy=late,
     )
+    if slots and self_play:
+        raise ConfigError(
+            f"ghost self-play for {sorted(slots)} and self_play opponents for {sorted(self_play)}: one run "
+            "plays one self-play rule; give every behaviour ghost, or every one self_play"
+        )
     in_game_policies = frozenset(actor[b] for b in in_game.values())
-    return MFSetup(plan, dict(actor), self_play, in_game_policies)
+    return MFSetup(plan, behavior_policy, self_play, in_game_policies, slots)
 
 
 def _ingest(
@@ -164,6 +184,10 @@ class MeanFieldOpponents(Protocol):
 
     def start(self, progress: float) -> None: ...
     def weights(self) -> dict[str, Any]: ...
+    def learning_slot(self, policy: str) -> str | None:
+        """The acting slot whose transitions train ``policy`` now (None: none now)."""
+        ...
+
     def models(self) -> dict[str, tuple[int, bytes]]: ...
     def after_chunk(
         self, chunk: MFChunk, learners: dict[str, MFLearner], acc: dict[str, list[float]]
@@ -187,12 +211,15 @@ class MeanField:
         self.config = config
         self.setup = plan_mean_field(config, specs)
         plan = self.setup.plan
+        slots = self.setup.ghost_slots
+        self.slots = {s for name, by_team in slots.items() for s in by_team.values() if s != name}
+        """Acting slots of ghost policies (the learner of each is its policy's)."""
         self.policies: dict[str, MFLearner] = {
             n: make_learner(
                 s.trainer_type, s.spec, s.hyperparameters, device=device, seed=config.run.seed + i
             )
             for i, (n, s) in enumerate(sorted(plan.policies.items()))
-            if n in plan.learning
+            if n in plan.learning and n not in self.slots
         }
         self.behavior_policy = self.setup.behavior_policy
         hps = [s.hyperparameters for n, s in plan.policies.items() if n in self.policies]
@@ -246,6 +273,7 @@ class MeanField:
         changed = False
         env_steps = agent_steps = 0
         for chunk in results:
+            chunk = self._training_data(chunk)
             _ingest(chunk, self.policies, acc, self._refreshes, deadline)
             for outcome in chunk.outcomes:
                 outcome_metrics(outcome, acc)
@@ -259,6 +287,22 @@ class MeanField:
         for chunk in results:
             restarts.update(chunk.game_restarts)
         return Learned(env_steps, agent_steps, len(results), dict(restarts))
+
+    def _training_data(self, chunk: MFChunk) -> MFChunk:
+        """The chunk with, for each ghost policy, only its learning slot's transitions (under its name), and
+        those of its own name (behaviours met after reset act with it)."""
+        ghost = self.setup.ghost_slots
+        if not ghost or self.opponents is None:
+            return chunk
+        transitions: dict[str, list[Any]] = {}
+        for name in self.policies:
+            if name not in ghost:
+                transitions[name] = chunk.transitions.get(name, [])
+                continue
+            slot = self.opponents.learning_slot(name)
+            own = [] if name in ghost[name].values() else chunk.transitions.get(name, [])
+            transitions[name] = [*(chunk.transitions.get(slot, []) if slot else []), *own]
+        return dataclasses.replace(chunk, transitions=transitions)
 
     def refresh_due(self, learned: Learned) -> bool:
         """Whether the workers get new weights now: every ``sync_every`` chunks, or when an opponent
@@ -286,10 +330,18 @@ class MeanField:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pairs = set(self.setup.self_play)
-        if set(state["policies"]) != set(self.policies) or set(state.get("self_play", {})) != pairs:
+        saved_play = set(state.get("self_play") or {})
+        if set(state["policies"]) != set(self.policies) or saved_play - {GHOST_STATE} != pairs:
             raise ResumeError(
                 f"checkpoint holds policies {sorted(state['policies'])}, this config makes "
                 f"{sorted(self.policies)}; resume with the config of the original run"
+            )
+        if (GHOST_STATE in saved_play) != bool(self.setup.ghost_slots):
+            had = "with" if GHOST_STATE in saved_play else "without"
+            raise ResumeError(
+                f"the checkpoint was trained {had} ghost self-play between teams, this config "
+                f"{'sets' if self.setup.ghost_slots else 'does not set'} ghost; resume with the config of "
+                "the original run"
             )
         for name, saved in (state.get("setups") or {}).items():
             setup = self.setup.plan.policies.get(name)

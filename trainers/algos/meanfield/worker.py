@@ -128,6 +128,9 @@ class MFChunk:
     game_stats: dict[str, list[float]] = field(default_factory=dict)
     """What the games recorded with Unity's ``StatsRecorder`` during the chunk and no battle's outcome read,
     per key (drained at every chunk, so a game without battles does not keep them all)."""
+    final_rewards: dict[str, list[float]] = field(default_factory=dict)
+    """Per behaviour, each ended episode's last reward with its weighted group reward (ghost self-play's ELO
+    reads win, draw or loss from its sign)."""
 
 
 @dataclass
@@ -276,6 +279,7 @@ class MFRolloutWorker(RunnerWorker):
             dict(done.game_restarts),
             dict(done.episode_lengths),
             self._game_stats(),
+            dict(done.final_rewards),
         )
 
     def _game_stats(self) -> dict[str, list[float]]:
