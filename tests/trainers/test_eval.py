@@ -66,7 +66,12 @@ def test_bad_sides_are_named(tmp_path: Path) -> None:
         play_match(None, rand, rand, battles=0)  # type: ignore[arg-type]  # checked before any game starts
 
 
-def test_cli_eval_scripted_beats_random(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_eval_scripted_beats_random(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unimarl.trainers.run import evaluate
+
+    monkeypatch.setattr(evaluate, "PROGRESS_EVERY_S", 0.0)  # a progress line after every chunk
     cfg = tmp_path / "battle.yaml"
     cfg.write_text(
         "env: {sim: battle, args: ['--team-size', '8', '--grid', '14', '--view', '5']}\n"
@@ -94,7 +99,9 @@ def test_cli_eval_scripted_beats_random(tmp_path: Path, capsys: pytest.CaptureFi
     report = json.loads(out.read_text())
     assert report["battles"] == 6
     assert report["sides"]["scripted"]["kills_mean"] > report["sides"]["random"]["kills_mean"]
-    assert "win rate" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "win rate" in captured.out
+    assert "scripted vs random: " in captured.err and " of 6 battles" in captured.err
 
 
 def test_cli_eval_both_sides_combines_orientations(

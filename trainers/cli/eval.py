@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,10 @@ def _factory(config: Any, out: Path) -> Any:
     return EnvFactory(env, config.engine_settings, parameters, str(out.resolve()), build)
 
 
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _game_config(args: argparse.Namespace, sides: list[Any]) -> Any:
     """The config whose game is played (class docstring: --config, --env, a run side's, sim:battle)."""
     from unimarl.trainers.core.config import TrainConfig, apply_env_flag, load_config
@@ -144,6 +149,7 @@ def _eval_match(args: argparse.Namespace, factory: Any, sides: list[Any]) -> int
         seed=args.seed,
         greedy=args.greedy,
         mean_action_ablation=args.mean_action_ablation or "",
+        progress=_progress,
     )
     print(format_match(report))
     if args.json:
@@ -166,6 +172,7 @@ def _eval_alone(args: argparse.Namespace, factory: Any, sides: list[Any]) -> int
             seed=args.seed,
             greedy=args.greedy,
             group_weights_from=other,
+            progress=_progress,
         )
     report = returns_report(results)
     report.update(episodes=args.episodes, greedy=args.greedy)

@@ -453,6 +453,23 @@ class _Tally:
             self.restarts[reason] = self.restarts.get(reason, 0) + n
 
 
+PROGRESS_EVERY_S = 10.0
+"""Seconds between two progress lines of an evaluation."""
+
+
+class _Progress:
+    """Hands ``report`` a line about every :data:`PROGRESS_EVERY_S` seconds."""
+
+    def __init__(self, report: Callable[[str], None] | None, start: float) -> None:
+        self.report, self.start, self.last = report, start, start
+
+    def __call__(self, line: str) -> None:
+        now = time.perf_counter()
+        if self.report is not None and now - self.last >= PROGRESS_EVERY_S:
+            self.report(f"{line} ({now - self.start:.0f} s)")
+            self.last = now
+
+
 def _check_counts(**counts: int) -> None:
     bad = {k: v for k, v in counts.items() if v < 1}
     if bad:
@@ -514,10 +531,11 @@ def play_match(
     greedy: bool = False,
     timeout_s: float = 3600.0,
     mean_action_ablation: str = "",
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Head to head (module docstring): A on the game's first team, B on the second, until ``battles`` battles
     (games that report kills) or ``episodes`` agent episodes of each team (any other game) ended. Returns the
-    report (JSON-ready)."""
+    report (JSON-ready). ``progress`` receives a line about every :data:`PROGRESS_EVERY_S` seconds."""
     if mean_action_ablation not in ("", *MEAN_ACTION_ABLATIONS):
         raise EvaluationError(
             f"mean_action_ablation {mean_action_ablation!r}: use one of {list(MEAN_ACTION_ABLATIONS)}"
@@ -541,6 +559,7 @@ def play_match(
             ]
             players = _Players(runner, drivers, side_of, greedy)
             tally, start = _Tally(), time.perf_counter()
+            report_progress = _Progress(progress, start)
 
             def team_episodes() -> list[int]:
                 return [sum(len(tally.finals[b]) for b in team) for team in teams]
@@ -559,6 +578,10 @@ def play_match(
                     target = battles if rule == KILLS else episodes
                     raise EvaluationError(f"only {done} of {target} {unit} finished in {timeout_s:.0f} s")
                 tally.add(runner.run(players, 16, time.perf_counter()))
+                report_progress(
+                    f"{side_a.label} vs {side_b.label}: {len(players.outcomes)} of {battles} battles, "
+                    f"{min(team_episodes())} agent episodes per team"
+                )
         for key, values in runner.drain_stats().items():
             players.stats[key].extend(values)
         wall = time.perf_counter() - start
@@ -663,9 +686,11 @@ def play_returns(
     greedy: bool = False,
     timeout_s: float = 3600.0,
     group_weights_from: Side | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, list[float]]:
     """The returns of the first ``episodes`` agent episodes of every behaviour, ``side`` driving them all
-    (a side without a run counts group rewards with ``group_weights_from``'s weights)."""
+    (a side without a run counts group rewards with ``group_weights_from``'s weights; ``progress`` as for
+    :func:`play_match`)."""
     _check_counts(episodes=episodes, num_envs=num_envs)
     runner = EnvRunner(factory, num_envs, seed=seed)
     try:
@@ -675,6 +700,7 @@ def play_returns(
         with tempfile.TemporaryDirectory(prefix="unimarl-eval-") as tmp:
             players = _Players(runner, [_Driver(side, Path(tmp), "", seed)], lambda b: 0, greedy)
             tally, start = _Tally(), time.perf_counter()
+            report_progress = _Progress(progress, start)
             while min(len(tally.returns[b]) for b in behaviors) < episodes:
                 if time.perf_counter() - start > timeout_s:
                     counts = {b: len(tally.returns[b]) for b in behaviors}
@@ -683,6 +709,8 @@ def play_returns(
                     )
                 tally.add(runner.run(players, 64, time.perf_counter()))
                 behaviors = sorted({*behaviors, *tally.returns})
+                done = ", ".join(f"{b} {len(tally.returns[b])}" for b in behaviors)
+                report_progress(f"{side.label} alone: {done} of {episodes} episodes")
         return {b: r[:episodes] for b, r in tally.returns.items()}
     finally:
         runner.close()
