@@ -74,6 +74,7 @@ from unimarl.trainers.algos.meanfield.learners import make_learner
 from unimarl.trainers.algos.meanfield.mean_action import MeanFieldError
 from unimarl.trainers.algos.meanfield.worker import baseline_actions
 from unimarl.trainers.collect.runner import Collected, Decision, EnvRunner, EnvStep
+from unimarl.trainers.core.checkpoints import checkpoint_files
 from unimarl.trainers.core.config import TrainConfig, config_from_dict
 from unimarl.trainers.core.errors import ConfigError, TrainerError
 from unimarl.trainers.core.names import team_of
@@ -107,8 +108,6 @@ KILLS, FINAL_REWARD = "kills", "final reward"
 UNDECIDED_EPISODES = 10
 """A head-to-head game in which no battle has ended by the time each team has ended this many times the
 agent episodes asked for is scored by final rewards (its agents end one by one, outside any group battle)."""
-
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)\.pt$")  # the names RunDir.save_checkpoint writes
 
 
 class EvaluationError(TrainerError):
@@ -160,18 +159,16 @@ def load_side(text: str) -> Side:
     if path.is_file() and path.suffix == ".onnx":
         return Side(path.name, source=path, policy=policy)
     if path.is_dir():
-        found = sorted(
-            (int(m[1]), p) for p in path.glob("**/checkpoint-*.pt") if (m := _CHECKPOINT.match(p.name))
-        )
+        found = checkpoint_files(path / "checkpoints") or checkpoint_files(path)
         if not found:
             if (path / ONNX_DIR).is_dir():
                 _manifest(path)  # a folder of exported models: readable now, not at the first step
                 return Side(path.name, source=path, policy=policy, config=_run_config(path))
             raise EvaluationError(
-                f"no checkpoint-*.pt under {path} (and no {ONNX_DIR}/ of exported models); pass a checkpoint "
-                "file, a run folder or a .onnx model"
+                f"no checkpoint-*.pt in {path} or {path / 'checkpoints'} (and no {ONNX_DIR}/ of exported "
+                "models); pass a checkpoint file, a run folder or a .onnx model"
             )
-        path = found[-1][1]
+        path = found[-1]
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as e:
