@@ -263,19 +263,21 @@ def test_cli_eval_plays_a_mean_action_ablation(tmp_path: Path, capsys: pytest.Ca
     assert "invalid choice: 'half'" in capsys.readouterr().err
 
 
+SMALL_PPO = {
+    "trainer_type": "ppo",
+    "hyperparameters": {"batch_size": 16, "buffer_size": 32},
+    "network_settings": {"hidden_units": 8, "num_layers": 1},
+    "time_horizon": 4,
+}
+
+
 def _strikers_run(tmp_path: Path) -> Path:
     """A short MAPPO run on the Strikers-vs-Goalie game of test_ghost.py (two behaviours, two teams)."""
     from unimarl.trainers.core.config import config_from_dict
     from unimarl.trainers.run.train import train
 
     data = {
-        "default_settings": {
-            "trainer_type": "ppo",
-            "hyperparameters": {"batch_size": 16, "buffer_size": 32},
-            "network_settings": {"hidden_units": 8, "num_layers": 1},
-            "max_steps": 16,
-            "time_horizon": 4,
-        },
+        "default_settings": {**SMALL_PPO, "max_steps": 16},
         "behaviors": {"Striker": {}, "Goalie": {}},
         "env": {"pettingzoo": f"{Path(__file__).parent / 'test_ghost.py'}:make_strikers_vs_goalie"},
         "checkpoint_settings": {"run_id": "svg", "results_dir": str(tmp_path / "results")},
@@ -346,13 +348,7 @@ def test_cli_eval_plays_a_mappo_run_against_a_mean_field_checkpoint(
 
     sim = ["--team-size", "4", "--grid", "10", "--view", "5"]
     data = {
-        "default_settings": {
-            "trainer_type": "ppo",
-            "hyperparameters": {"batch_size": 16, "buffer_size": 32},
-            "network_settings": {"hidden_units": 8, "num_layers": 1},
-            "max_steps": 32,
-            "time_horizon": 4,
-        },
+        "default_settings": {**SMALL_PPO, "max_steps": 32},
         "env": {"sim": "battle", "args": sim, "num_envs": 1},
         "environment_parameters": {"max_steps": 8},
         "checkpoint_settings": {"run_id": "ppo", "results_dir": str(tmp_path / "results")},
