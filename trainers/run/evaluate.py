@@ -63,7 +63,6 @@ import torch
 import yaml
 
 from unimarl.trainers.algos.mappo.networks import build_actor
-from unimarl.trainers.algos.mappo.plan import policy_setup
 from unimarl.trainers.algos.meanfield.checkpoint import (
     CheckpointPolicy,
     CheckpointPolicyError,
@@ -286,14 +285,18 @@ class _Driver:
         side = self.side
         assert side.state is not None and side.config is not None
         policies = side.state["policies"]
-        name, setup, _ = policy_setup(side.config, behavior, view.spec)
+        name = side.config.policy_of(behavior)
         if side.policy:
             name = side.policy
         elif name not in policies:
             name = _only(policies, side, behavior)
         key = f"{name}@{view.spec}"
         if key not in self._exported:
-            actor = build_actor(view.spec, setup.network)
+            # the network the policy trained with: its own section, else its behaviour's (as make_plan reads)
+            network = (
+                side.config.behaviors.get(name) or side.config.behavior_settings(behavior)
+            ).network_settings
+            actor = build_actor(view.spec, network)
             try:
                 actor.load_state_dict(policies[name]["modules"]["actor"])
             except (RuntimeError, KeyError) as e:
@@ -301,7 +304,7 @@ class _Driver:
                     f"{side.label}: policy '{name}' does not fit behaviour '{behavior}' of this game ({e}); "
                     "evaluate it on the game it was trained on"
                 ) from e
-            source = mappo_source(actor.eval(), view.spec, setup.network, layout or "CHW")
+            source = mappo_source(actor.eval(), view.spec, network, layout or "CHW")
             path = self._path(name)
             with torch.random.fork_rng(devices=[]):  # tracing draws random inputs
                 export_model(name, source.actor, view.spec, path, 0, source.layout, source.mean_action_size)
